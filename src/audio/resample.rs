@@ -1,0 +1,131 @@
+//! Sample-rate conversion with rubato's FFT resampler, both for whole buffers and for streams
+//! that arrive in chunks of any length.
+
+use rubato::{FftFixedIn, Resampler};
+
+use super::AudioError;
+
+/// A streaming mono resampler: push chunks of any length, get output as soon as a block is full.
+pub struct StreamResampler {
+    inner: Option<FftFixedIn<f32>>,
+    pending: Vec<f32>,
+    /// Output samples still to drop at the start (the resampler's delay).
+    skip: usize,
+}
+
+impl StreamResampler {
+    pub fn new(from: u32, to: u32) -> Result<Self, AudioError> {
+        if from == to {
+            return Ok(Self {
+                inner: None,
+                pending: Vec::new(),
+                skip: 0,
+            });
+        }
+        let chunk = (from as usize / 50).max(64);
+        let inner =
+            FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 1, 1).map_err(|e| {
+                AudioError::Unsupported(format!("cannot resample {from} -> {to} Hz: {e}"))
+            })?;
+        let skip = inner.output_delay();
+        Ok(Self {
+            inner: Some(inner),
+            pending: Vec::new(),
+            skip,
+        })
+    }
+
+    /// Feeds samples; returns what is ready.
+    pub fn push(&mut self, input: &[f32]) -> Vec<f32> {
+        let Some(inner) = self.inner.as_mut() else {
+            return input.to_vec();
+        };
+        self.pending.extend_from_slice(input);
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let need = inner.input_frames_next();
+            if self.pending.len() - start < need {
+                break;
+            }
+            if let Ok(block) = inner.process(&[&self.pending[start..start + need]], None) {
+                out.extend_from_slice(&block[0]);
+            }
+            start += need;
+        }
+        self.pending.drain(..start);
+        self.trim_delay(out)
+    }
+
+    /// Flushes what is buffered (end of stream).
+    pub fn finish(&mut self) -> Vec<f32> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            if let Ok(block) = inner.process_partial(Some(&[&pending[..]]), None) {
+                out.extend_from_slice(&block[0]);
+            }
+        }
+        // One more empty block pushes the delayed tail out.
+        if let Ok(block) = inner.process_partial::<&[f32]>(None, None) {
+            out.extend_from_slice(&block[0]);
+        }
+        self.trim_delay(out)
+    }
+
+    fn trim_delay(&mut self, mut out: Vec<f32>) -> Vec<f32> {
+        let n = self.skip.min(out.len());
+        self.skip -= n;
+        out.drain(..n);
+        out
+    }
+}
+
+/// Resamples a whole buffer; the output length is `input.len() * to / from` (rounded).
+pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
+    if from == to || input.is_empty() {
+        return Ok(input.to_vec());
+    }
+    let expected = (input.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let mut r = StreamResampler::new(from, to)?;
+    let mut out = r.push(input);
+    out.extend(r.finish());
+    out.resize(expected, 0.0);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(freq: f32, rate: u32, secs: f32) -> Vec<f32> {
+        (0..(rate as f32 * secs) as usize)
+            .map(|i| (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin() * 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn whole_buffer_keeps_length_and_tone() {
+        let x = sine(440.0, 48_000, 1.0);
+        let y = resample(&x, 48_000, 16_000).unwrap();
+        assert_eq!(y.len(), 16_000);
+        // Zero crossings of a 440 Hz tone over one second: about 880.
+        let crossings = y.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
+        assert!((435..=445).contains(&crossings), "{crossings}");
+    }
+
+    #[test]
+    fn streaming_in_odd_chunks_matches_length() {
+        let x = sine(300.0, 8_000, 2.0);
+        let mut r = StreamResampler::new(8_000, 16_000).unwrap();
+        let mut out = Vec::new();
+        for chunk in x.chunks(333) {
+            out.extend(r.push(chunk));
+        }
+        out.extend(r.finish());
+        assert!((out.len() as i64 - 32_000).abs() < 400, "{}", out.len());
+    }
+}

@@ -1,0 +1,232 @@
+//! Authentication: HS256 JWTs (`sub`, `exp` required; `org`, `agent` optional), taken from an
+//! `Authorization: Bearer` header, a `token` query parameter, or a `bearer.<token>` WebSocket
+//! subprotocol. Tokens are never logged.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The claims voxwire reads from a token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user; calls and history belong to (`sub`, `org`).
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+impl Claims {
+    /// Time left before the token expires (zero if already expired).
+    pub fn remaining(&self) -> Duration {
+        Duration::from_secs(self.exp).saturating_sub(now())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing token: send `Authorization: Bearer <token>`, a `token` query parameter or a `bearer.<token>` subprotocol")]
+    Missing,
+    #[error("token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Issues a token for `sub` valid for `ttl`.
+    pub fn issue(
+        &self,
+        sub: &str,
+        org: Option<&str>,
+        agent: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        let iat = now().as_secs();
+        let claims = Claims {
+            sub: sub.to_string(),
+            exp: iat.saturating_add(ttl.as_secs().max(1)),
+            org: org.map(str::to_string),
+            agent: agent.map(str::to_string),
+            iat: Some(iat),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Verifies signature, algorithm and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm must be HS256".into()),
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("missing claim `{c}`"))
+                }
+                _ => AuthError::Invalid("malformed token".into()),
+            })?;
+        if data.claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty `sub`".into()));
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Finds the token in a request: Bearer header first, then `bearer.` subprotocol, then query.
+pub fn token_from_request<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(t.trim());
+        }
+    }
+    if let Some(t) = subprotocol_token(headers) {
+        return Some(t);
+    }
+    query_token.filter(|t| !t.is_empty())
+}
+
+/// The token offered as a `bearer.<token>` WebSocket subprotocol, if any.
+pub fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("bearer."))
+}
+
+/// Replaces the value of any `token` query parameter with `REDACTED`, for logging URIs.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == "token" => "token=REDACTED".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_verify_round_trip() {
+        let a = Authenticator::new(b"0123456789abcdef0123");
+        let t = a
+            .issue("alice", Some("acme"), None, Duration::from_secs(60))
+            .unwrap();
+        let c = a.verify(&t).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert_eq!(c.org.as_deref(), Some("acme"));
+        assert!(c.remaining() <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn rejects_wrong_secret_and_other_algorithms() {
+        let a = Authenticator::new(b"0123456789abcdef0123");
+        let b = Authenticator::new(b"another-secret-9876543");
+        let t = b.issue("bob", None, None, Duration::from_secs(60)).unwrap();
+        assert!(matches!(a.verify(&t), Err(AuthError::Invalid(_))));
+        let claims = Claims {
+            sub: "x".into(),
+            exp: now().as_secs() + 60,
+            org: None,
+            agent: None,
+            iat: None,
+        };
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123"),
+        )
+        .unwrap();
+        assert!(matches!(a.verify(&hs512), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            a.verify("not.a.token"),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn expired_is_reported_as_such() {
+        let a = Authenticator::new(b"0123456789abcdef0123");
+        let claims = Claims {
+            sub: "x".into(),
+            exp: now().as_secs() - 10,
+            org: None,
+            agent: None,
+            iat: None,
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123"),
+        )
+        .unwrap();
+        assert_eq!(a.verify(&t), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn token_sources_and_redaction() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "sec-websocket-protocol",
+            "voxwire.v1, bearer.abc.def".parse().unwrap(),
+        );
+        assert_eq!(token_from_request(&h, None), Some("abc.def"));
+        h.insert("authorization", "Bearer xyz".parse().unwrap());
+        assert_eq!(token_from_request(&h, Some("q")), Some("xyz"));
+        assert_eq!(token_from_request(&HeaderMap::new(), Some("q")), Some("q"));
+        assert_eq!(
+            redact_query("a=1&token=secret&b=2"),
+            "a=1&token=REDACTED&b=2"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Calls: the registry of calls and their histories, the per-connection actor that runs a call,
+//! and the turn pipeline (speech-to-text, language model, text-to-speech) with cancellation.
+
+pub mod history;
+pub mod session;
+pub mod store;
+pub mod turn;
+
+pub use store::{CallStore, Owner};

@@ -1,0 +1,243 @@
+//! The registry of calls: who owns each, its history, and how many calls each user has open.
+//! Bounded: past `max_calls`, the least recently started calls that are not live are forgotten.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use super::history::History;
+
+/// Who a call belongs to: the token's `sub` and `org`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Owner {
+    pub sub: String,
+    pub org: Option<String>,
+}
+
+pub struct CallRecord {
+    pub id: String,
+    pub owner: Owner,
+    pub agent: String,
+    pub history: Mutex<History>,
+    pub turns: AtomicU64,
+    live: AtomicBool,
+}
+
+impl CallRecord {
+    /// Locks the history; a poisoned lock (a panic elsewhere) still yields the data.
+    pub fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("no call `{0}` for this user")]
+    NotFound(String),
+    #[error("call `{0}` is already live on another connection")]
+    Live(String),
+    #[error("too many calls for this user (limit {0})")]
+    TooMany(usize),
+}
+
+struct Inner {
+    calls: HashMap<String, Arc<CallRecord>>,
+    order: VecDeque<String>,
+    live_per_user: HashMap<Owner, usize>,
+}
+
+pub struct CallStore {
+    inner: Mutex<Inner>,
+    max_calls: usize,
+    history_limit: usize,
+    max_live_per_user: usize,
+}
+
+/// Keeps a call live; dropping it ends the call's live state and frees the user's slot.
+pub struct LiveCall {
+    pub record: Arc<CallRecord>,
+    store: Arc<CallStore>,
+}
+
+impl Drop for LiveCall {
+    fn drop(&mut self) {
+        self.record.live.store(false, Ordering::SeqCst);
+        let mut inner = self.store.lock();
+        if let Some(n) = inner.live_per_user.get_mut(&self.record.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.live_per_user.remove(&self.record.owner);
+            }
+        }
+    }
+}
+
+fn new_call_id() -> String {
+    format!("call_{:016x}", rand::random::<u64>())
+}
+
+impl CallStore {
+    pub fn new(max_calls: usize, history_limit: usize, max_live_per_user: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                calls: HashMap::new(),
+                order: VecDeque::new(),
+                live_per_user: HashMap::new(),
+            }),
+            max_calls: max_calls.max(1),
+            history_limit,
+            max_live_per_user,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a new call, or resumes `resume` if this owner has it and it is not live.
+    pub fn start(
+        self: &Arc<Self>,
+        owner: &Owner,
+        agent: &str,
+        resume: Option<&str>,
+    ) -> Result<LiveCall, StoreError> {
+        let mut inner = self.lock();
+        let live = inner.live_per_user.get(owner).copied().unwrap_or(0);
+        if live >= self.max_live_per_user {
+            return Err(StoreError::TooMany(self.max_live_per_user));
+        }
+        let record = match resume {
+            Some(id) => {
+                let rec = inner
+                    .calls
+                    .get(id)
+                    .filter(|r| &r.owner == owner)
+                    .cloned()
+                    .ok_or_else(|| StoreError::NotFound(id.chars().take(64).collect()))?;
+                if rec.live.swap(true, Ordering::SeqCst) {
+                    return Err(StoreError::Live(rec.id.clone()));
+                }
+                rec
+            }
+            None => {
+                let rec = Arc::new(CallRecord {
+                    id: new_call_id(),
+                    owner: owner.clone(),
+                    agent: agent.to_string(),
+                    history: Mutex::new(History::new(self.history_limit)),
+                    turns: AtomicU64::new(0),
+                    live: AtomicBool::new(true),
+                });
+                inner.calls.insert(rec.id.clone(), rec.clone());
+                inner.order.push_back(rec.id.clone());
+                Self::evict(&mut inner, self.max_calls);
+                rec
+            }
+        };
+        *inner.live_per_user.entry(owner.clone()).or_insert(0) += 1;
+        Ok(LiveCall {
+            record,
+            store: self.clone(),
+        })
+    }
+
+    fn evict(inner: &mut Inner, max: usize) {
+        let mut scanned = 0;
+        while inner.calls.len() > max && scanned < inner.order.len() {
+            let Some(id) = inner.order.pop_front() else {
+                break;
+            };
+            match inner.calls.get(&id) {
+                Some(r) if r.is_live() => {
+                    inner.order.push_back(id);
+                    scanned += 1;
+                }
+                _ => {
+                    inner.calls.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// A call owned by `owner`; anyone else gets `NotFound`.
+    pub fn get_owned(&self, id: &str, owner: &Owner) -> Result<Arc<CallRecord>, StoreError> {
+        self.lock()
+            .calls
+            .get(id)
+            .filter(|r| &r.owner == owner)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(id.chars().take(64).collect()))
+    }
+
+    pub fn live_calls(&self) -> usize {
+        self.lock().live_per_user.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(s: &str) -> Owner {
+        Owner {
+            sub: s.into(),
+            org: None,
+        }
+    }
+
+    #[test]
+    fn limits_live_calls_per_user_and_frees_slots() {
+        let store = CallStore::new(100, 10, 2);
+        let a = store.start(&owner("a"), "x", None).unwrap();
+        let _b = store.start(&owner("a"), "x", None).unwrap();
+        assert_eq!(
+            store.start(&owner("a"), "x", None).err(),
+            Some(StoreError::TooMany(2))
+        );
+        assert!(store.start(&owner("z"), "x", None).is_ok());
+        drop(a);
+        assert!(store.start(&owner("a"), "x", None).is_ok());
+    }
+
+    #[test]
+    fn resume_only_by_owner_and_not_twice() {
+        let store = CallStore::new(100, 10, 5);
+        let live = store.start(&owner("a"), "x", None).unwrap();
+        let id = live.record.id.clone();
+        assert!(matches!(
+            store.start(&owner("a"), "x", Some(&id)),
+            Err(StoreError::Live(_))
+        ));
+        drop(live);
+        assert!(matches!(
+            store.start(&owner("b"), "x", Some(&id)),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.get_owned(&id, &owner("b")).is_err());
+        assert!(store.start(&owner("a"), "x", Some(&id)).is_ok());
+    }
+
+    #[test]
+    fn forgets_oldest_ended_calls_past_the_bound() {
+        let store = CallStore::new(3, 10, 100);
+        let first = store
+            .start(&owner("a"), "x", None)
+            .unwrap()
+            .record
+            .id
+            .clone();
+        let keep = store.start(&owner("a"), "x", None).unwrap();
+        for _ in 0..3 {
+            drop(store.start(&owner("a"), "x", None).unwrap());
+        }
+        assert!(store.get_owned(&first, &owner("a")).is_err());
+        assert!(store.get_owned(&keep.record.id, &owner("a")).is_ok());
+        assert!(store.lock().calls.len() <= 3);
+    }
+}

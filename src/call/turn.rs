@@ -1,0 +1,215 @@
+//! One turn of a conversation: transcribe the caller (unless typed), stream the reply from the
+//! language model, and speak it sentence by sentence while it is still being written. Everything
+//! stops when the turn's cancellation token fires. Events go to whoever runs the turn (the call
+//! actor or the push-to-talk route), tagged with the turn id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::Agent;
+use crate::engines::llm::{ChatMessage, ChatRequest, Role};
+use crate::engines::tts::split::SentenceSplitter;
+use crate::engines::{EngineError, Engines};
+use crate::protocol::TurnTimings;
+
+/// What the caller said.
+pub enum TurnInput {
+    /// 16 kHz mono samples of one utterance.
+    Audio(Arc<[f32]>),
+    /// A typed message.
+    Text(String),
+}
+
+#[derive(Debug)]
+pub enum TurnEvent {
+    /// The caller's words (final).
+    Transcript(String),
+    /// The audio held no words; the turn ends here.
+    NoSpeech,
+    /// Next piece of the reply text.
+    Delta(String),
+    /// Reply audio at the TTS engine's rate; `sentence` is set on the first chunk of each sentence.
+    Audio {
+        samples: Vec<f32>,
+        sentence: Option<String>,
+    },
+    /// The reply is complete.
+    Done { reply: String, timings: TurnTimings },
+    /// An engine failed; the turn ends here.
+    Failed { error: EngineError },
+}
+
+/// Everything a turn needs, captured when it starts.
+pub struct TurnRequest {
+    pub engines: Engines,
+    pub agent: Arc<Agent>,
+    pub system: String,
+    pub session_id: String,
+    /// The conversation before this turn.
+    pub history: Vec<ChatMessage>,
+    pub input: TurnInput,
+    /// End of the caller's turn: latencies are measured from here.
+    pub anchor: Instant,
+}
+
+/// Sends events for one turn; `false` once nobody listens any more.
+#[derive(Clone)]
+pub struct TurnSink {
+    pub turn_id: u64,
+    pub tx: mpsc::Sender<(u64, TurnEvent)>,
+}
+
+impl TurnSink {
+    async fn send(&self, event: TurnEvent) -> bool {
+        self.tx.send((self.turn_id, event)).await.is_ok()
+    }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+/// Runs a turn to completion, failure or cancellation. Cancellation sends nothing further.
+pub async fn run_turn(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = run(req, cancel.clone(), sink) => {}
+    }
+}
+
+async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
+    let mut timings = TurnTimings::default();
+    let user_text = match req.input {
+        TurnInput::Text(t) => t,
+        TurnInput::Audio(audio) => {
+            let started = Instant::now();
+            let result = req.engines.stt.transcribe(audio, cancel.clone()).await;
+            timings.stt_ms = Some(ms_since(started));
+            match result {
+                Ok(t) if t.text.trim().is_empty() => {
+                    sink.send(TurnEvent::NoSpeech).await;
+                    return;
+                }
+                Ok(t) => t.text.trim().to_string(),
+                Err(error) => {
+                    sink.send(TurnEvent::Failed { error }).await;
+                    return;
+                }
+            }
+        }
+    };
+    if !sink.send(TurnEvent::Transcript(user_text.clone())).await {
+        return;
+    }
+    let mut messages = req.history;
+    messages.push(ChatMessage::new(Role::User, user_text));
+    let request = ChatRequest {
+        session_id: req.session_id,
+        system: req.system,
+        messages,
+        max_tokens: req.agent.max_tokens,
+        temperature: req.agent.temperature,
+    };
+    let (sentence_tx, sentence_rx) = mpsc::channel::<String>(32);
+    let anchor = req.anchor;
+    let llm = write_reply(&req.engines, request, &cancel, &sink, sentence_tx, anchor);
+    let tts = speak_reply(
+        &req.engines,
+        req.agent.voice.clone(),
+        &cancel,
+        &sink,
+        sentence_rx,
+        anchor,
+    );
+    let (llm, tts) = tokio::join!(llm, tts);
+    let outcome =
+        llm.and_then(|(reply, first, total)| tts.map(|audio| (reply, first, total, audio)));
+    match outcome {
+        Ok((reply, first_token, llm_ms, first_audio)) => {
+            timings.llm_first_token_ms = first_token;
+            timings.llm_ms = Some(llm_ms);
+            timings.tts_first_audio_ms = first_audio;
+            timings.voice_to_voice_ms = first_audio;
+            timings.total_ms = ms_since(anchor);
+            sink.send(TurnEvent::Done { reply, timings }).await;
+        }
+        Err(error) => {
+            sink.send(TurnEvent::Failed { error }).await;
+        }
+    }
+}
+
+/// Streams the reply text, handing complete sentences to the speaker as they form.
+async fn write_reply(
+    engines: &Engines,
+    request: ChatRequest,
+    cancel: &CancellationToken,
+    sink: &TurnSink,
+    sentences: mpsc::Sender<String>,
+    anchor: Instant,
+) -> Result<(String, Option<f64>, f64), EngineError> {
+    let started = Instant::now();
+    let mut stream = engines.llm.stream(request, cancel.clone());
+    let mut splitter = SentenceSplitter::default();
+    let mut reply = String::new();
+    let mut first_token = None;
+    while let Some(delta) = stream.next().await {
+        let delta = delta?;
+        if delta.is_empty() {
+            continue;
+        }
+        first_token.get_or_insert_with(|| ms_since(anchor));
+        reply.push_str(&delta);
+        if !sink.send(TurnEvent::Delta(delta.clone())).await {
+            return Err(EngineError::Cancelled);
+        }
+        for sentence in splitter.push(&delta) {
+            if sentences.send(sentence).await.is_err() {
+                return Err(EngineError::Cancelled);
+            }
+        }
+    }
+    if let Some(rest) = splitter.finish() {
+        let _ = sentences.send(rest).await;
+    }
+    Ok((reply.trim().to_string(), first_token, ms_since(started)))
+}
+
+/// Speaks sentences in order as they arrive; returns when the first audio was ready.
+async fn speak_reply(
+    engines: &Engines,
+    voice: Option<String>,
+    cancel: &CancellationToken,
+    sink: &TurnSink,
+    mut sentences: mpsc::Receiver<String>,
+    anchor: Instant,
+) -> Result<Option<f64>, EngineError> {
+    let mut first_audio = None;
+    while let Some(sentence) = sentences.recv().await {
+        let mut audio = engines
+            .tts
+            .synthesize(sentence.clone(), voice.clone(), cancel.clone());
+        let mut label = Some(sentence);
+        while let Some(chunk) = audio.next().await {
+            let samples = chunk?;
+            if samples.is_empty() {
+                continue;
+            }
+            first_audio.get_or_insert_with(|| ms_since(anchor));
+            if !sink
+                .send(TurnEvent::Audio {
+                    samples,
+                    sentence: label.take(),
+                })
+                .await
+            {
+                return Err(EngineError::Cancelled);
+            }
+        }
+    }
+    Ok(first_audio)
+}

@@ -1,0 +1,280 @@
+//! Server configuration: one typed struct, read once from the environment (and `.env`), validated
+//! at start-up. A bad value is a [`ConfigError`] naming the variable; the CLI exits with code 64.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::protocol::Limits;
+
+/// Exit code for a configuration error (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason} (got {value:?})")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Which implementation serves an engine kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// Deterministic test engine: predictable output, no model. Only when asked for.
+    Fake,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// HS256 secret; `None` means local demo mode (a random secret is made at start).
+    pub jwt_secret: Option<String>,
+    /// Browser origins allowed to open `/ws`; empty allows any.
+    pub allowed_origins: Vec<String>,
+    pub web_dir: PathBuf,
+    pub limits: Limits,
+    /// Largest push-to-talk upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// Silence that ends the caller's turn when server-side detection is on.
+    pub vad_silence: Duration,
+    /// Energy threshold of the speech detector, in dBFS.
+    pub vad_threshold_db: f32,
+    /// Messages kept per call (oldest dropped).
+    pub history_limit: usize,
+    /// Calls remembered for `call_id` resumption and `/api/calls` (least recently used dropped).
+    pub max_stored_calls: usize,
+    pub demo_token_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub stt: EngineChoice,
+    pub llm: EngineChoice,
+    pub tts: EngineChoice,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .field("limits", &self.limits)
+            .field("stt", &self.stt)
+            .field("llm", &self.llm)
+            .field("tts", &self.tts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Source of variables: the process environment in production, a map in tests.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String, S> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
+    env: &dyn Env,
+    var: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let Some(raw) = env.get(var) else {
+        return Ok(default);
+    };
+    let v: T = raw
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, &raw, "not a number"))?;
+    if v < min || v > max {
+        return Err(invalid(
+            var,
+            &raw,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_engine(env: &dyn Env, var: &'static str) -> Result<EngineChoice, ConfigError> {
+    match env.get(var).as_deref().map(str::trim) {
+        None | Some("fake") => Ok(EngineChoice::Fake),
+        Some(other) => Err(invalid(var, other, "expected one of: fake")),
+    }
+}
+
+impl Config {
+    /// Reads and validates every variable.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let bind_raw = env
+            .get("VOXWIRE_BIND")
+            .unwrap_or_else(|| "127.0.0.1:3001".into());
+        let bind = bind_raw.trim().parse().map_err(|_| {
+            invalid(
+                "VOXWIRE_BIND",
+                &bind_raw,
+                "expected HOST:PORT, e.g. 127.0.0.1:3001",
+            )
+        })?;
+        let jwt_secret = env.get("JWT_SECRET");
+        if let Some(s) = &jwt_secret {
+            if s.len() < 16 {
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "<redacted>",
+                    "must be at least 16 bytes",
+                ));
+            }
+        }
+        let allowed_origins = env
+            .get("VOXWIRE_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let web_dir = env
+            .get("VOXWIRE_WEB_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web")));
+        let limits = Limits {
+            max_message_bytes: parse_num(
+                env,
+                "VOXWIRE_MAX_MESSAGE_BYTES",
+                1 << 20,
+                1024,
+                64 << 20,
+            )?,
+            max_turn_audio_ms: parse_num(env, "VOXWIRE_MAX_TURN_AUDIO_MS", 60_000, 1_000, 600_000)?,
+            max_call_secs: parse_num(env, "VOXWIRE_MAX_CALL_SECS", 3_600, 10, 86_400)?,
+            max_calls_per_user: parse_num(env, "VOXWIRE_MAX_CALLS_PER_USER", 4, 1, 10_000)?,
+            max_text_chars: parse_num(env, "VOXWIRE_MAX_TEXT_CHARS", 2_000, 10, 100_000)?,
+        };
+        Ok(Self {
+            bind,
+            jwt_secret,
+            allowed_origins,
+            web_dir,
+            limits,
+            max_upload_bytes: parse_num(
+                env,
+                "VOXWIRE_MAX_UPLOAD_BYTES",
+                10 << 20,
+                1024,
+                512 << 20,
+            )?,
+            vad_silence: Duration::from_millis(parse_num(
+                env,
+                "VOXWIRE_VAD_SILENCE_MS",
+                600,
+                100,
+                10_000,
+            )?),
+            vad_threshold_db: parse_num(env, "VOXWIRE_VAD_THRESHOLD_DB", -40.0, -90.0, 0.0)?,
+            history_limit: parse_num(env, "VOXWIRE_HISTORY_LIMIT", 50, 2, 10_000)?,
+            max_stored_calls: parse_num(env, "VOXWIRE_MAX_STORED_CALLS", 10_000, 1, 10_000_000)?,
+            demo_token_ttl: Duration::from_secs(parse_num(
+                env,
+                "VOXWIRE_DEMO_TOKEN_TTL_SECS",
+                3_600,
+                60,
+                86_400,
+            )?),
+            shutdown_grace: Duration::from_secs(parse_num(
+                env,
+                "VOXWIRE_SHUTDOWN_GRACE_SECS",
+                5,
+                0,
+                600,
+            )?),
+            stt: parse_engine(env, "VOXWIRE_STT")?,
+            llm: parse_engine(env, "VOXWIRE_LLM")?,
+            tts: parse_engine(env, "VOXWIRE_TTS")?,
+        })
+    }
+
+    /// Defaults with test engines: what integration tests start from.
+    pub fn for_tests() -> Self {
+        let env: std::collections::HashMap<String, String> = [
+            ("VOXWIRE_BIND", "127.0.0.1:0"),
+            ("JWT_SECRET", "test-secret-0123456789abcdef"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self::from_env(&env).unwrap_or_else(|e| unreachable!("test defaults are valid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3001");
+        assert!(c.jwt_secret.is_none());
+        assert_eq!(c.history_limit, 50);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = Config::from_env(&env(&[("VOXWIRE_BIND", "nowhere")])).unwrap_err();
+        assert!(e.to_string().starts_with("VOXWIRE_BIND:"), "{e}");
+        let e = Config::from_env(&env(&[("VOXWIRE_HISTORY_LIMIT", "0")])).unwrap_err();
+        assert!(e.to_string().contains("VOXWIRE_HISTORY_LIMIT"), "{e}");
+        let e = Config::from_env(&env(&[("JWT_SECRET", "short")])).unwrap_err();
+        assert!(!e.to_string().contains("short"), "secret leaked: {e}");
+    }
+
+    #[test]
+    fn origins_are_split_and_trimmed() {
+        let c = Config::from_env(&env(&[(
+            "VOXWIRE_ALLOWED_ORIGINS",
+            "https://a.example/, http://localhost:3001",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            vec!["https://a.example", "http://localhost:3001"]
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Language models: stream a reply, as text deltas, to a conversation.
+
+pub mod fake;
+
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::EngineError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// One reply to generate.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The call this belongs to; engines may keep per-session state (a KV cache) under it.
+    pub session_id: String,
+    /// The agent's system prompt with variables filled in.
+    pub system: String,
+    /// The conversation so far, oldest first, ending with the user's new message.
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: usize,
+    pub temperature: f32,
+}
+
+pub trait LanguageModel: Send + Sync {
+    fn name(&self) -> String;
+    /// Streams the reply as text deltas; the stream ends when the reply is complete. Must stop
+    /// promptly when `cancel` fires.
+    fn stream(
+        &self,
+        request: ChatRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<String, EngineError>>;
+    /// The session ended: drop whatever is kept for it.
+    fn release(&self, _session_id: &str) {}
+}

@@ -1,0 +1,104 @@
+//! Small JSON endpoints: call history for its owner, demo tokens on loopback, agents, health
+//! and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::AppError;
+use crate::auth::{token_from_request, Claims};
+use crate::call::Owner;
+use crate::protocol::ErrorCode;
+use crate::server::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// Verifies the request's token, counting failures in metrics.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<Claims, AppError> {
+    let token =
+        token_from_request(headers, query.token.as_deref()).ok_or(crate::auth::AuthError::Missing);
+    token.and_then(|t| state.auth.verify(t)).map_err(|e| {
+        state.metrics.error(ErrorCode::Unauthorized);
+        AppError::from(e)
+    })
+}
+
+pub async fn call_history(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let claims = authenticate(&state, &headers, &q)?;
+    let owner = Owner {
+        sub: claims.sub,
+        org: claims.org,
+    };
+    let record = state
+        .calls
+        .get_owned(&call_id, &owner)
+        .map_err(|e| AppError::not_found(e.to_string()))?;
+    let messages = record.history().messages();
+    Ok(Json(json!({
+        "call_id": record.id,
+        "agent": record.agent,
+        "live": record.is_live(),
+        "turns": record.turns.load(std::sync::atomic::Ordering::SeqCst),
+        "messages": messages,
+    })))
+}
+
+/// Short-lived tokens for the demo page, only in demo mode (no `JWT_SECRET`) on a loopback bind.
+pub async fn demo_token(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, AppError> {
+    if !state.demo_mode || !state.config.bind.ip().is_loopback() {
+        return Err(AppError::not_found(
+            "demo tokens are only served in local demo mode",
+        ));
+    }
+    let ttl = state.config.demo_token_ttl;
+    let token = state
+        .auth
+        .issue("demo", None, None, ttl)
+        .map_err(AppError::internal)?;
+    Ok(Json(
+        json!({ "token": token, "expires_in": ttl.as_secs(), "sub": "demo" }),
+    ))
+}
+
+pub async fn agents(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(
+        json!({ "agents": state.agents.names(), "default": state.agents.get(None).map(|a| a.name.clone()) }),
+    )
+}
+
+pub async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "live_calls": state.calls.live_calls(),
+        "engines": state.engines.names(),
+    }))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

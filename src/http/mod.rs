@@ -1,0 +1,29 @@
+//! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
+//! tokens, health, metrics, and the static `web/` folder).
+
+pub mod api;
+pub mod error;
+pub mod ptt;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::services::ServeDir;
+
+use crate::server::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/api/voice/turn", post(ptt::turn))
+        .route("/api/calls/{call_id}", get(api::call_history))
+        .route("/api/demo/token", get(api::demo_token))
+        .route("/api/agents", get(api::agents))
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .fallback_service(web)
+        .with_state(state)
+}

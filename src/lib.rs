@@ -1,0 +1,18 @@
+//! voxwire: a real-time voice agent server. A client opens one authenticated WebSocket, streams
+//! microphone audio, and gets transcripts, streamed replies and speech back; the same server
+//! offers an HTTP push-to-talk route and serves the browser demo page.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod audio;
+pub mod auth;
+pub mod call;
+pub mod config;
+pub mod engines;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use server::{run, AppState};

@@ -1,0 +1,334 @@
+//! The wire contract of `/ws`: typed client and server messages (JSON text frames tagged by
+//! `type`) and the stable error codes. `protocol.md` documents every message and code; keep the two
+//! in step.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Subprotocol name the server speaks and selects when a client offers it.
+pub const PROTOCOL: &str = "voxwire.v1";
+
+/// Audio encodings understood on input and produced on output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Raw little-endian signed 16-bit mono samples.
+    Pcm16,
+    /// A complete RIFF/WAVE file per chunk.
+    Wav,
+    /// G.711 mu-law bytes, 8 bits per sample (telephony).
+    Mulaw,
+}
+
+/// An audio format: encoding and sample rate (always mono).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioFormat {
+    pub encoding: Encoding,
+    pub sample_rate: u32,
+}
+
+/// What a client may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    StartCall {
+        #[serde(default)]
+        call_id: Option<String>,
+        #[serde(default)]
+        agent: Option<String>,
+        #[serde(default)]
+        audio_format: Option<AudioFormat>,
+        #[serde(default)]
+        output_format: Option<AudioFormat>,
+        #[serde(default)]
+        variables: HashMap<String, String>,
+    },
+    Audio {
+        audio: String,
+        #[serde(default)]
+        seq: Option<u64>,
+    },
+    Commit,
+    Text {
+        text: String,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    EndCall,
+}
+
+/// Limits announced in `connected`; each is enforced by the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_turn_audio_ms: u64,
+    pub max_call_secs: u64,
+    pub max_calls_per_user: usize,
+    pub max_text_chars: usize,
+}
+
+/// Per-stage timings of one turn, in milliseconds, anchored at the end of the caller's turn.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TurnTimings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stt_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_first_token_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tts_first_audio_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice_to_voice_ms: Option<f64>,
+    pub total_ms: f64,
+}
+
+/// Why a reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneReason {
+    Completed,
+    Interrupted,
+    /// The caller's audio held no words.
+    NoSpeech,
+    Error,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Connected {
+        session_id: String,
+        protocol: &'static str,
+        limits: Limits,
+        engines: EngineNames,
+    },
+    CallStarted {
+        call_id: String,
+        agent: String,
+        audio_format: AudioFormat,
+        output_format: AudioFormat,
+        resumed: bool,
+        history_len: usize,
+    },
+    Transcript {
+        turn_id: u64,
+        text: String,
+        is_final: bool,
+    },
+    Response {
+        turn_id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delta: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        is_final: bool,
+    },
+    AudioResponse {
+        turn_id: u64,
+        audio: String,
+        encoding: Encoding,
+        sample_rate: u32,
+        seq: u64,
+    },
+    ResponseDone {
+        turn_id: u64,
+        reason: DoneReason,
+    },
+    Metrics {
+        turn_id: u64,
+        #[serde(flatten)]
+        timings: TurnTimings,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    CallEnded {
+        call_id: String,
+        reason: EndReason,
+        turns: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        fatal: bool,
+    },
+}
+
+/// Names of the engines in force, announced in `connected`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineNames {
+    pub stt: String,
+    pub llm: String,
+    pub tts: String,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    ClientEnded,
+    MaxDuration,
+    ServerShutdown,
+}
+
+/// Stable error codes carried by `error` frames and HTTP error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownType,
+    InvalidMessage,
+    MessageTooLarge,
+    BinaryNotSupported,
+    NoActiveCall,
+    CallAlreadyActive,
+    CallNotFound,
+    TooManyCalls,
+    UnknownAgent,
+    UnsupportedFormat,
+    InvalidBase64,
+    InvalidAudio,
+    TurnAudioLimit,
+    TextTooLong,
+    EmptyTurn,
+    EngineBusy,
+    EngineError,
+    Unauthorized,
+    Forbidden,
+    PayloadTooLarge,
+    NotFound,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's wire name, e.g. `invalid_json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidMessage => "invalid_message",
+            Self::MessageTooLarge => "message_too_large",
+            Self::BinaryNotSupported => "binary_not_supported",
+            Self::NoActiveCall => "no_active_call",
+            Self::CallAlreadyActive => "call_already_active",
+            Self::CallNotFound => "call_not_found",
+            Self::TooManyCalls => "too_many_calls",
+            Self::UnknownAgent => "unknown_agent",
+            Self::UnsupportedFormat => "unsupported_format",
+            Self::InvalidBase64 => "invalid_base64",
+            Self::InvalidAudio => "invalid_audio",
+            Self::TurnAudioLimit => "turn_audio_limit",
+            Self::TextTooLong => "text_too_long",
+            Self::EmptyTurn => "empty_turn",
+            Self::EngineBusy => "engine_busy",
+            Self::EngineError => "engine_error",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl ServerMessage {
+    /// A non-fatal or fatal `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>, fatal: bool) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            fatal,
+        }
+    }
+}
+
+/// Parses one text frame, telling apart broken JSON, an unknown `type` and a known type whose
+/// fields are wrong.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (ErrorCode::InvalidJson, format!("not valid JSON: {e}")))?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+    else {
+        return Err((
+            ErrorCode::InvalidMessage,
+            "a message must be a JSON object with a string field `type`".into(),
+        ));
+    };
+    const KNOWN: [&str; 6] = ["start_call", "audio", "commit", "text", "ping", "end_call"];
+    if !KNOWN.contains(&kind.as_str()) {
+        let kind: String = kind.chars().take(64).collect();
+        return Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type `{kind}`"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| (ErrorCode::InvalidMessage, format!("{kind}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_messages() {
+        let m = parse_client_message(r#"{"type":"audio","audio":"AAAA","seq":3}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Audio { seq: Some(3), .. }));
+        let m = parse_client_message(
+            r#"{"type":"start_call","audio_format":{"encoding":"pcm16","sample_rate":8000}}"#,
+        )
+        .unwrap();
+        match m {
+            ClientMessage::StartCall { audio_format, .. } => {
+                assert_eq!(audio_format.unwrap().sample_rate, 8000)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        assert_eq!(
+            parse_client_message("{nope").unwrap_err().0,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse_client_message("[1]").unwrap_err().0,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"dance"}"#).unwrap_err().0,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"text"}"#).unwrap_err().0,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"text","text":"hi","extra":1}"#)
+                .unwrap_err()
+                .0,
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::TurnAudioLimit,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
