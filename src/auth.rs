@@ -145,7 +145,7 @@ pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k == "token" => "token=REDACTED".to_string(),
+            Some(("token", _)) => "token=REDACTED".to_string(),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()

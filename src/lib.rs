@@ -11,6 +11,7 @@ pub mod config;
 pub mod engines;
 pub mod http;
 pub mod metrics;
+pub mod models;
 pub mod protocol;
 pub mod server;
 

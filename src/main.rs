@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use voxwire::config::{Config, ProcessEnv, EXIT_CONFIG};
 use voxwire::engines::Engines;
+use voxwire::models::{fetch, human_size, ModelStore, Status, MODELS};
 use voxwire::AppState;
 
 #[derive(Parser)]
@@ -16,6 +17,9 @@ struct Cli {
     /// Address to listen on (overrides VOXWIRE_BIND).
     #[arg(long, global = true)]
     bind: Option<String>,
+    /// Never download models; fail with a clear message if one is missing.
+    #[arg(long, global = true, env = "VOXWIRE_OFFLINE")]
+    offline: bool,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +40,27 @@ enum Command {
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+    },
+    /// Manage the local model files.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Download, verify and install the pinned models that are missing or corrupt.
+    Fetch {
+        /// Only these models (ids from `models list`).
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// Show which models are present, their sizes and where they are.
+    List {
+        /// Also check every file's SHA-256 (slower).
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -61,6 +86,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
+        Command::Models { action } => models(action, cli.offline),
         Command::Token {
             sub,
             org,
@@ -82,6 +108,57 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn models(action: ModelsAction, offline: bool) -> ExitCode {
+    let store = ModelStore::from_env();
+    match action {
+        ModelsAction::List { verify } => {
+            println!("models directory: {}", store.dir.display());
+            for spec in MODELS {
+                let status = if verify { store.verify(spec) } else { store.status(spec) };
+                let state = match status {
+                    Status::Present => "present".to_string(),
+                    Status::Missing(_) => "missing".to_string(),
+                    Status::Corrupt(p, why) => format!("CORRUPT: {} ({why})", p.display()),
+                };
+                println!(
+                    "  {:<24} {:>9}  {:<8} {}\n  {:<24} {}",
+                    spec.id,
+                    human_size(spec.size()),
+                    state,
+                    spec.purpose,
+                    "",
+                    store.model_dir(spec.id).display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        ModelsAction::Fetch { only } => {
+            if offline {
+                eprintln!("models fetch: --offline forbids downloading");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+            for id in &only {
+                if voxwire::models::spec(id).is_none() {
+                    eprintln!("unknown model `{id}`; see `voxwire models list`");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            }
+            for spec in MODELS.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.id)) {
+                match store.verify(spec) {
+                    Status::Present => println!("{}: present and verified", spec.id),
+                    Status::Missing(_) | Status::Corrupt(..) => {
+                        if let Err(e) = fetch::fetch(&store, spec, &mut std::io::stdout()) {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }

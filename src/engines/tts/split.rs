@@ -40,9 +40,7 @@ impl SentenceSplitter {
             if !matches!(b, b'.' | b'!' | b'?' | b'\n') {
                 continue;
             }
-            let Some(&next) = bytes.get(i + 1) else {
-                return None;
-            };
+            let &next = bytes.get(i + 1)?;
             if !next.is_ascii_whitespace() {
                 continue;
             }
