@@ -21,10 +21,25 @@ pub enum ConfigError {
 }
 
 /// Which implementation serves an engine kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
+    /// The offline engine with local models (the default).
+    Local,
+    /// espeak-ng's formant voice (text-to-speech only), when chosen explicitly.
+    Espeak,
     /// Deterministic test engine: predictable output, no model. Only when asked for.
     Fake,
+}
+
+impl EngineChoice {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "espeak" => Some(Self::Espeak),
+            "fake" => Some(Self::Fake),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -51,6 +66,24 @@ pub struct Config {
     pub stt: EngineChoice,
     pub llm: EngineChoice,
     pub tts: EngineChoice,
+    /// Where local models live.
+    pub models_dir: PathBuf,
+    /// Never download models.
+    pub offline: bool,
+    /// ONNX Runtime shared library (default: the fetched one).
+    pub ort_lib: Option<PathBuf>,
+    /// Piper voices as `(name, .onnx path)`; empty means the fetched default voice.
+    pub tts_voices: Vec<(String, PathBuf)>,
+    /// Concurrent syntheses (ONNX sessions) and threads per synthesis.
+    pub tts_sessions: usize,
+    pub tts_threads: usize,
+    /// Requests allowed to wait for a busy engine before new ones are refused.
+    pub engine_queue: usize,
+    /// GGUF language model file (default: the fetched SmolLM2).
+    pub llm_model: Option<PathBuf>,
+    /// Calls whose language-model KV cache is kept between turns; concurrent generations.
+    pub llm_sessions: usize,
+    pub llm_concurrency: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -122,11 +155,36 @@ fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     Ok(v)
 }
 
-fn parse_engine(env: &dyn Env, var: &'static str) -> Result<EngineChoice, ConfigError> {
+fn parse_engine(
+    env: &dyn Env,
+    var: &'static str,
+    allowed: &[&str],
+    default: EngineChoice,
+) -> Result<EngineChoice, ConfigError> {
     match env.get(var).as_deref().map(str::trim) {
-        None | Some("fake") => Ok(EngineChoice::Fake),
-        Some(other) => Err(invalid(var, other, "expected one of: fake")),
+        None => Ok(default),
+        Some(v) if allowed.contains(&v) => EngineChoice::parse(v)
+            .ok_or_else(|| invalid(var, v, format!("expected one of: {}", allowed.join(", ")))),
+        Some(other) => Err(invalid(var, other, format!("expected one of: {}", allowed.join(", ")))),
     }
+}
+
+fn parse_voices(env: &dyn Env) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    const VAR: &str = "VOXWIRE_TTS_VOICES";
+    let Some(raw) = env.get(VAR) else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|item| {
+            let (name, path) = item
+                .split_once('=')
+                .ok_or_else(|| invalid(VAR, &raw, "expected name=/path/voice.onnx, comma-separated"))?;
+            if name.trim().is_empty() || !path.trim().ends_with(".onnx") {
+                return Err(invalid(VAR, &raw, "expected name=/path/voice.onnx, comma-separated"));
+            }
+            Ok((name.trim().to_string(), PathBuf::from(path.trim())))
+        })
+        .collect()
 }
 
 impl Config {
@@ -215,17 +273,30 @@ impl Config {
                 0,
                 600,
             )?),
-            stt: parse_engine(env, "VOXWIRE_STT")?,
-            llm: parse_engine(env, "VOXWIRE_LLM")?,
-            tts: parse_engine(env, "VOXWIRE_TTS")?,
+            stt: parse_engine(env, "VOXWIRE_STT", &["fake"], EngineChoice::Fake)?,
+            llm: parse_engine(env, "VOXWIRE_LLM", &["local", "fake"], EngineChoice::Local)?,
+            tts: parse_engine(env, "VOXWIRE_TTS", &["local", "espeak", "fake"], EngineChoice::Local)?,
+            models_dir: env.get("VOXWIRE_MODELS_DIR").map(PathBuf::from).unwrap_or_else(crate::models::default_dir),
+            offline: matches!(env.get("VOXWIRE_OFFLINE").as_deref().map(str::trim), Some("1" | "true" | "yes")),
+            ort_lib: env.get("VOXWIRE_ORT_LIB").map(PathBuf::from),
+            tts_voices: parse_voices(env)?,
+            tts_sessions: parse_num(env, "VOXWIRE_TTS_SESSIONS", 1, 1, 64)?,
+            tts_threads: parse_num(env, "VOXWIRE_TTS_THREADS", 1, 1, 64)?,
+            engine_queue: parse_num(env, "VOXWIRE_ENGINE_QUEUE", 32, 0, 100_000)?,
+            llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),
+            llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
+            llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,
         })
     }
 
-    /// Defaults with test engines: what integration tests start from.
+    /// Defaults with the fake test engines: what protocol tests start from.
     pub fn for_tests() -> Self {
         let env: std::collections::HashMap<String, String> = [
             ("VOXWIRE_BIND", "127.0.0.1:0"),
             ("JWT_SECRET", "test-secret-0123456789abcdef"),
+            ("VOXWIRE_STT", "fake"),
+            ("VOXWIRE_LLM", "fake"),
+            ("VOXWIRE_TTS", "fake"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -263,6 +334,17 @@ mod tests {
         assert!(e.to_string().contains("VOXWIRE_HISTORY_LIMIT"), "{e}");
         let e = Config::from_env(&env(&[("JWT_SECRET", "short")])).unwrap_err();
         assert!(!e.to_string().contains("short"), "secret leaked: {e}");
+    }
+
+    #[test]
+    fn engines_and_voices() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(c.tts, EngineChoice::Local);
+        let e = Config::from_env(&env(&[("VOXWIRE_TTS", "loud")])).unwrap_err();
+        assert!(e.to_string().contains("local, espeak, fake"), "{e}");
+        let c = Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe=/v/joe.onnx, amy=/v/amy.onnx")])).unwrap();
+        assert_eq!(c.tts_voices[1], ("amy".to_string(), PathBuf::from("/v/amy.onnx")));
+        assert!(Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe")])).is_err());
     }
 
     #[test]

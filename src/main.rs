@@ -77,16 +77,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "voxwire=info,tower_http=warn".into()),
         )
         .init();
-    let config = match Config::from_env(&ProcessEnv) {
+    let mut config = match Config::from_env(&ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    config.offline |= cli.offline;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Models { action } => models(action, cli.offline),
+        Command::Models { action } => models(action, &config),
         Command::Token {
             sub,
             org,
@@ -112,8 +113,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn models(action: ModelsAction, offline: bool) -> ExitCode {
-    let store = ModelStore::from_env();
+fn models(action: ModelsAction, config: &Config) -> ExitCode {
+    let store = ModelStore::new(&config.models_dir);
+    let offline = config.offline;
     match action {
         ModelsAction::List { verify } => {
             println!("models directory: {}", store.dir.display());

@@ -11,6 +11,11 @@ pub struct StreamResampler {
     pending: Vec<f32>,
     /// Output samples still to drop at the start (the resampler's delay).
     skip: usize,
+    from: u32,
+    to: u32,
+    /// Samples pushed in and handed out so far, so the stream's length comes out exact.
+    total_in: u64,
+    total_out: u64,
 }
 
 impl StreamResampler {
@@ -20,6 +25,10 @@ impl StreamResampler {
                 inner: None,
                 pending: Vec::new(),
                 skip: 0,
+                from,
+                to,
+                total_in: 0,
+                total_out: 0,
             });
         }
         let chunk = (from as usize / 50).max(64);
@@ -32,6 +41,10 @@ impl StreamResampler {
             inner: Some(inner),
             pending: Vec::new(),
             skip,
+            from,
+            to,
+            total_in: 0,
+            total_out: 0,
         })
     }
 
@@ -40,6 +53,7 @@ impl StreamResampler {
         let Some(inner) = self.inner.as_mut() else {
             return input.to_vec();
         };
+        self.total_in += input.len() as u64;
         self.pending.extend_from_slice(input);
         let mut out = Vec::new();
         let mut start = 0;
@@ -54,7 +68,9 @@ impl StreamResampler {
             start += need;
         }
         self.pending.drain(..start);
-        self.trim_delay(out)
+        let out = self.trim_delay(out);
+        self.total_out += out.len() as u64;
+        out
     }
 
     /// Flushes what is buffered (end of stream).
@@ -73,7 +89,13 @@ impl StreamResampler {
         if let Ok(block) = inner.process_partial::<&[f32]>(None, None) {
             out.extend_from_slice(&block[0]);
         }
-        self.trim_delay(out)
+        let mut out = self.trim_delay(out);
+        // Exactly `total_in * to / from` samples over the whole stream.
+        let expected = self.total_in * u64::from(self.to) / u64::from(self.from);
+        let left = expected.saturating_sub(self.total_out) as usize;
+        out.resize(left, 0.0);
+        self.total_out += out.len() as u64;
+        out
     }
 
     fn trim_delay(&mut self, mut out: Vec<f32>) -> Vec<f32> {
@@ -89,11 +111,9 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioErro
     if from == to || input.is_empty() {
         return Ok(input.to_vec());
     }
-    let expected = (input.len() as u64 * u64::from(to) / u64::from(from)) as usize;
     let mut r = StreamResampler::new(from, to)?;
     let mut out = r.push(input);
     out.extend(r.finish());
-    out.resize(expected, 0.0);
     Ok(out)
 }
 
@@ -126,6 +146,6 @@ mod tests {
             out.extend(r.push(chunk));
         }
         out.extend(r.finish());
-        assert!((out.len() as i64 - 32_000).abs() < 400, "{}", out.len());
+        assert_eq!(out.len(), 32_000);
     }
 }

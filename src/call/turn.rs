@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::Agent;
 use crate::engines::llm::{ChatMessage, ChatRequest, Role};
-use crate::engines::tts::split::SentenceSplitter;
+use crate::engines::tts::text::SentenceSplitter;
 use crate::engines::{EngineError, Engines};
 use crate::protocol::TurnTimings;
 
@@ -154,7 +154,7 @@ async fn write_reply(
 ) -> Result<(String, Option<f64>, f64), EngineError> {
     let started = Instant::now();
     let mut stream = engines.llm.stream(request, cancel.clone());
-    let mut splitter = SentenceSplitter::default();
+    let mut splitter = SentenceSplitter::new();
     let mut reply = String::new();
     let mut first_token = None;
     while let Some(delta) = stream.next().await {

@@ -8,7 +8,10 @@ pub mod tts;
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use crate::config::{Config, EngineChoice};
+use crate::models::{manifest, ModelError, ModelStore};
 
 /// An engine failure. `retryable` tells a fallback wrapper whether trying again may help.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -53,15 +56,35 @@ pub struct Engines {
 }
 
 impl Engines {
-    /// Builds the engines named by the configuration.
+    /// Builds the engines named by the configuration, fetching missing models unless offline.
     pub fn from_config(config: &Config) -> Result<Self, EngineInitError> {
+        let store = ModelStore::new(&config.models_dir);
         let stt: Arc<dyn stt::SpeechToText> = match config.stt {
-            EngineChoice::Fake => Arc::new(stt::fake::FakeStt),
+            _ => Arc::new(stt::fake::FakeStt),
         };
         let llm: Arc<dyn llm::LanguageModel> = match config.llm {
-            EngineChoice::Fake => Arc::new(llm::fake::FakeLlm::default()),
+            EngineChoice::Local => {
+                let model = match &config.llm_model {
+                    Some(p) => p.clone(),
+                    None => {
+                        store
+                            .ensure(&[manifest::SMOLLM2_135M], config.offline)
+                            .map_err(|e| model_err("language model", "smollm2", e))?;
+                        store.file(manifest::SMOLLM2_135M, "model.gguf")
+                    }
+                };
+                Arc::new(llm::local::SmolLmEngine::load(&llm::local::SmolLmSettings {
+                    model: &model,
+                    max_sessions: config.llm_sessions,
+                    concurrency: config.llm_concurrency,
+                    max_waiting: config.engine_queue,
+                })?)
+            }
+            _ => Arc::new(llm::fake::FakeLlm::default()),
         };
         let tts: Arc<dyn tts::TextToSpeech> = match config.tts {
+            EngineChoice::Local => Arc::new(tts::local::PiperTts::load(&piper_settings(config, &store)?)?),
+            EngineChoice::Espeak => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
             EngineChoice::Fake => Arc::new(tts::fake::FakeTts::default()),
         };
         Ok(Self { stt, llm, tts })
@@ -83,4 +106,37 @@ impl Engines {
             tts: self.tts.name(),
         }
     }
+}
+
+fn model_err(kind: &'static str, name: &str, e: ModelError) -> EngineInitError {
+    EngineInitError { kind, name: name.to_string(), reason: e.to_string() }
+}
+
+/// The ONNX Runtime library: configured, or the fetched one.
+pub fn ort_lib(config: &Config, store: &ModelStore) -> Result<PathBuf, ModelError> {
+    if let Some(p) = &config.ort_lib {
+        ModelStore::check_file(p)?;
+        return Ok(p.clone());
+    }
+    store.ensure(&[manifest::ONNXRUNTIME], config.offline)?;
+    Ok(store.file(manifest::ONNXRUNTIME, "libonnxruntime.so"))
+}
+
+fn piper_settings(config: &Config, store: &ModelStore) -> Result<tts::local::PiperSettings, EngineInitError> {
+    let err = |e| model_err("text-to-speech", "piper", e);
+    let voices = if config.tts_voices.is_empty() {
+        store.ensure(&[manifest::PIPER_JOE], config.offline).map_err(err)?;
+        vec![("joe".to_string(), store.file(manifest::PIPER_JOE, "voice.onnx"))]
+    } else {
+        for (_, p) in &config.tts_voices {
+            ModelStore::check_file(p).map_err(err)?;
+        }
+        config.tts_voices.clone()
+    };
+    Ok(tts::local::PiperSettings {
+        ort_lib: ort_lib(config, store).map_err(err)?,
+        voices,
+        options: tts::piper::VoiceOptions { sessions: config.tts_sessions, intra_threads: config.tts_threads, spin: false },
+        max_waiting: config.engine_queue,
+    })
 }

@@ -1,6 +1,8 @@
 //! Language models: stream a reply, as text deltas, to a conversation.
 
 pub mod fake;
+pub mod local;
+pub mod smollm;
 
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};

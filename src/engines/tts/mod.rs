@@ -1,7 +1,10 @@
 //! Text-to-speech: turns a sentence into audio at the engine's own rate.
 
+pub mod espeak;
 pub mod fake;
-pub mod split;
+pub mod local;
+pub mod piper;
+pub mod text;
 
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +15,10 @@ pub trait TextToSpeech: Send + Sync {
     fn name(&self) -> String;
     /// Rate of the samples this engine produces.
     fn sample_rate(&self) -> u32;
+    /// Whether `name` is a voice this engine can speak with (agents are checked at start-up).
+    fn has_voice(&self, _name: &str) -> bool {
+        true
+    }
     /// Synthesizes one sentence (or clause) as a stream of sample chunks. `voice` picks a voice
     /// the engine knows (`None` for its default). Must stop promptly when `cancel` fires.
     fn synthesize(

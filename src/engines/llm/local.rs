@@ -1,0 +1,148 @@
+//! The default language model: SmolLM2 on candle, run on the blocking pool. Each call keeps its
+//! own session (KV cache) between turns so a new turn only processes its new tokens; the number
+//! of kept sessions is bounded (least recently used dropped, falling back to a fresh prompt).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::smollm::{self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason};
+use super::{ChatRequest, LanguageModel, Role};
+use crate::engines::pool::BlockingPool;
+use crate::engines::{EngineError, EngineInitError};
+
+pub struct SmolLmEngine {
+    model: Arc<SmolLm>,
+    sessions: Mutex<Sessions>,
+    pool: Arc<BlockingPool>,
+}
+
+struct Sessions {
+    map: HashMap<String, (Arc<Mutex<ChatSession>>, u64)>,
+    tick: u64,
+    max: usize,
+}
+
+impl Sessions {
+    /// The session of a call, created if needed; the least recently used one goes past `max`.
+    fn get(&mut self, model: &Arc<SmolLm>, id: &str) -> Arc<Mutex<ChatSession>> {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((s, used)) = self.map.get_mut(id) {
+            *used = tick;
+            return s.clone();
+        }
+        if self.map.len() >= self.max {
+            if let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) {
+                self.map.remove(&oldest);
+            }
+        }
+        let s = Arc::new(Mutex::new(model.new_session()));
+        self.map.insert(id.to_string(), (s.clone(), tick));
+        s
+    }
+}
+
+/// How to load the engine.
+pub struct SmolLmSettings<'a> {
+    pub model: &'a Path,
+    pub max_sessions: usize,
+    pub concurrency: usize,
+    pub max_waiting: usize,
+}
+
+fn to_engine_err(e: smollm::LlmError) -> EngineError {
+    EngineError::failed("smollm2", e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SmolLmEngine {
+    pub fn load(settings: &SmolLmSettings) -> Result<Self, EngineInitError> {
+        let model = SmolLm::load_with(settings.model, &LoadOptions::default()).map_err(|e| EngineInitError {
+            kind: "language model",
+            name: "smollm2".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            model: Arc::new(model),
+            sessions: Mutex::new(Sessions { map: HashMap::new(), tick: 0, max: settings.max_sessions.max(1) }),
+            pool: Arc::new(BlockingPool::new("language model", settings.concurrency, settings.max_waiting)),
+        })
+    }
+
+    /// Calls whose KV cache is kept now.
+    pub fn kept_sessions(&self) -> usize {
+        lock(&self.sessions).map.len()
+    }
+}
+
+impl LanguageModel for SmolLmEngine {
+    fn name(&self) -> String {
+        "smollm2-135m-instruct (local)".into()
+    }
+
+    fn stream(
+        &self,
+        request: ChatRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<String, EngineError>> {
+        let session = lock(&self.sessions).get(&self.model, &request.session_id);
+        let mut messages = vec![smollm::ChatMessage::new(smollm::Role::System, request.system)];
+        messages.extend(request.messages.into_iter().map(|m| {
+            let role = match m.role {
+                Role::System => smollm::Role::System,
+                Role::User => smollm::Role::User,
+                Role::Assistant => smollm::Role::Assistant,
+            };
+            smollm::ChatMessage::new(role, m.content)
+        }));
+        let params = GenerateParams {
+            max_tokens: request.max_tokens.max(1),
+            temperature: f64::from(request.temperature),
+            ..GenerateParams::default()
+        };
+        let (tx, mut rx) = mpsc::channel::<Result<String, EngineError>>(64);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let deltas = tx.clone();
+            let result = pool
+                .run(&cancel, move |cancelled| {
+                    let mut session = lock(&session);
+                    session
+                        .generate(&messages, &params, cancelled, &mut |d| deltas.blocking_send(Ok(d.to_string())).is_ok())
+                        .map_err(to_engine_err)
+                })
+                .await;
+            match result {
+                Ok(stats) if stats.stop_reason == StopReason::Cancelled => {
+                    let _ = tx.send(Err(EngineError::Cancelled)).await;
+                }
+                Ok(stats) => {
+                    tracing::debug!(
+                        prompt_tokens = stats.prompt_tokens,
+                        cached_tokens = stats.cached_tokens,
+                        generated = stats.generated_tokens,
+                        first_token_ms = stats.first_token_ms,
+                        "reply generated"
+                    );
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
+
+    fn release(&self, session_id: &str) {
+        lock(&self.sessions).map.remove(session_id);
+    }
+}

@@ -1,0 +1,11 @@
+//! Text for speech, whatever the voice: normalisation (numbers, times, currency, abbreviations
+//! read as words) and sentence splitting, whole or streamed from a language model.
+
+mod abbrev;
+mod normalize;
+mod numbers;
+mod readings;
+mod split;
+
+pub use normalize::normalize;
+pub use split::{split_sentences, SentenceSplitter, SplitOptions};
