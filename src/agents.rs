@@ -1,27 +1,79 @@
-//! Agents: who the assistant is on a call (system prompt, greeting, voice, sampling).
+//! Agents: who the assistant is on a call (system prompt, greeting, voice, sampling), loaded
+//! from `agents.toml` (or `VOXWIRE_AGENTS`) and validated at start-up.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq)]
+use serde::Deserialize;
+
+/// The agents shipped with the source tree, used when no file is found.
+const BUILTIN: &str = include_str!("../agents.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Agent {
     pub name: String,
-    /// System prompt; `{{variable}}` placeholders are filled from `start_call.variables`.
+    /// System prompt; `{{variable}}` placeholders are filled from the variables.
     pub system_prompt: String,
+    /// Spoken when a new call starts.
+    #[serde(default)]
+    pub greeting: Option<String>,
+    #[serde(default)]
     pub voice: Option<String>,
+    #[serde(default = "default_temperature")]
     pub temperature: f32,
+    #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
+    /// Default values of the placeholders; `start_call.variables` override them.
+    #[serde(default)]
+    pub variables: HashMap<String, String>,
+}
+
+fn default_temperature() -> f32 {
+    0.3
+}
+
+fn default_max_tokens() -> usize {
+    80
+}
+
+fn fill(
+    template: &str,
+    defaults: &HashMap<String, String>,
+    overrides: &HashMap<String, String>,
+) -> String {
+    let mut out = template.to_string();
+    for (k, v) in defaults
+        .iter()
+        .filter(|(k, _)| !overrides.contains_key(*k))
+        .chain(overrides)
+    {
+        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    out
 }
 
 impl Agent {
-    /// The system prompt with `{{name}}` placeholders replaced by the call's variables.
+    /// The system prompt with `{{name}}` placeholders filled (call variables win over defaults).
     pub fn render_prompt(&self, variables: &HashMap<String, String>) -> String {
-        let mut out = self.system_prompt.clone();
-        for (k, v) in variables {
-            out = out.replace(&format!("{{{{{k}}}}}"), v);
-        }
-        out
+        fill(&self.system_prompt, &self.variables, variables)
     }
+
+    /// The greeting, filled the same way.
+    pub fn render_greeting(&self, variables: &HashMap<String, String>) -> Option<String> {
+        self.greeting
+            .as_deref()
+            .map(|g| fill(g, &self.variables, variables))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsFile {
+    default: Option<String>,
+    #[serde(rename = "agent", default)]
+    agents: Vec<Agent>,
 }
 
 /// The agents this server knows, by name, with one default.
@@ -32,20 +84,63 @@ pub struct Agents {
 }
 
 impl Agents {
+    /// The agents shipped with voxwire.
     pub fn builtin() -> Self {
-        let receptionist = Agent {
-            name: "receptionist".into(),
-            system_prompt: "You are a friendly receptionist on a phone call. Answer in one or two short sentences. The caller's name is {{name}}.".into(),
-            voice: None,
-            temperature: 0.3,
-            max_tokens: 120,
-        };
+        Self::parse(BUILTIN)
+            .unwrap_or_else(|e| unreachable!("the shipped agents.toml is valid: {e}"))
+    }
+
+    /// Reads an agents file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates the TOML text of an agents file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: AgentsFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut by_name = HashMap::new();
-        by_name.insert(receptionist.name.clone(), Arc::new(receptionist));
-        Self {
-            by_name,
-            default: "receptionist".into(),
+        for a in file.agents {
+            let valid_name = !a.name.is_empty()
+                && a.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                return Err(format!(
+                    "agent name `{}` must be letters, digits, - or _",
+                    a.name
+                ));
+            }
+            if !(0.0..=2.0).contains(&a.temperature) {
+                return Err(format!(
+                    "agent `{}`: temperature must be between 0 and 2",
+                    a.name
+                ));
+            }
+            if !(1..=1024).contains(&a.max_tokens) {
+                return Err(format!(
+                    "agent `{}`: max_tokens must be between 1 and 1024",
+                    a.name
+                ));
+            }
+            if a.system_prompt.trim().is_empty() {
+                return Err(format!("agent `{}`: system_prompt is empty", a.name));
+            }
+            let name = a.name.clone();
+            if by_name.insert(name.clone(), Arc::new(a)).is_some() {
+                return Err(format!("agent `{name}` is defined twice"));
+            }
         }
+        let default = match file.default {
+            Some(d) => d,
+            None if by_name.len() == 1 => by_name.keys().next().cloned().unwrap_or_default(),
+            None => return Err("several agents: say which is the `default`".into()),
+        };
+        if !by_name.contains_key(&default) {
+            return Err(format!("default agent `{default}` is not defined"));
+        }
+        Ok(Self { by_name, default })
     }
 
     /// The named agent, or the default for `None`.
@@ -53,10 +148,27 @@ impl Agents {
         self.by_name.get(name.unwrap_or(&self.default)).cloned()
     }
 
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.by_name.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// Agents whose voice the text-to-speech engine does not have.
+    pub fn unknown_voices(&self, has_voice: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        self.by_name
+            .values()
+            .filter_map(|a| {
+                a.voice
+                    .as_ref()
+                    .filter(|v| !has_voice(v))
+                    .map(|v| (a.name.clone(), v.clone()))
+            })
+            .collect()
     }
 }
 
@@ -65,11 +177,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fills_variables_and_knows_its_default() {
+    fn shipped_agents_load_and_fill_variables() {
         let agents = Agents::builtin();
         let a = agents.get(None).unwrap();
-        let vars = HashMap::from([("name".to_string(), "Ada".to_string())]);
-        assert!(a.render_prompt(&vars).contains("The caller's name is Ada."));
+        assert_eq!(a.name, "receptionist");
+        let prompt = a.render_prompt(&HashMap::new());
+        assert!(
+            prompt.contains("Bright Smile Dental") && !prompt.contains("{{"),
+            "{prompt}"
+        );
+        let vars = HashMap::from([("business".to_string(), "Acme".to_string())]);
+        assert!(a.render_greeting(&vars).unwrap().contains("calling Acme."));
         assert!(agents.get(Some("nobody")).is_none());
+        assert!(agents.get(Some("assistant")).is_some());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        let cases = [
+            ("default = \"x\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"", "not defined"),
+            ("[[agent]]\nname = \"a b\"\nsystem_prompt = \"p\"", "letters"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\ntemperature = 5.0", "temperature"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nmax_tokens = 0", "max_tokens"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nvoise = \"x\"", "unknown field"),
+            ("default = \"a\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"q\"", "twice"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"b\"\nsystem_prompt = \"q\"", "default"),
+            ("not toml at all [", ""),
+        ];
+        for (text, want) in cases {
+            let e = Agents::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_voices_are_found() {
+        let agents =
+            Agents::parse("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nvoice = \"amy\"")
+                .unwrap();
+        assert_eq!(
+            agents.unknown_voices(|v| v == "joe"),
+            vec![("a".to_string(), "amy".to_string())]
+        );
+        assert!(agents.unknown_voices(|_| true).is_empty());
     }
 }

@@ -84,6 +84,8 @@ pub struct Config {
     /// Calls whose language-model KV cache is kept between turns; concurrent generations.
     pub llm_sessions: usize,
     pub llm_concurrency: usize,
+    /// The agents, from `VOXWIRE_AGENTS`, else `./agents.toml`, else the shipped ones.
+    pub agents: crate::agents::Agents,
 }
 
 impl std::fmt::Debug for Config {
@@ -165,22 +167,45 @@ fn parse_engine(
         None => Ok(default),
         Some(v) if allowed.contains(&v) => EngineChoice::parse(v)
             .ok_or_else(|| invalid(var, v, format!("expected one of: {}", allowed.join(", ")))),
-        Some(other) => Err(invalid(var, other, format!("expected one of: {}", allowed.join(", ")))),
+        Some(other) => Err(invalid(
+            var,
+            other,
+            format!("expected one of: {}", allowed.join(", ")),
+        )),
+    }
+}
+
+fn load_agents(env: &dyn Env) -> Result<crate::agents::Agents, ConfigError> {
+    use crate::agents::Agents;
+    match env.get("VOXWIRE_AGENTS") {
+        Some(path) => Agents::load(std::path::Path::new(path.trim()))
+            .map_err(|reason| invalid("VOXWIRE_AGENTS", &path, reason)),
+        None if std::path::Path::new("agents.toml").is_file() => {
+            Agents::load(std::path::Path::new("agents.toml"))
+                .map_err(|reason| invalid("VOXWIRE_AGENTS", "agents.toml", reason))
+        }
+        None => Ok(Agents::builtin()),
     }
 }
 
 fn parse_voices(env: &dyn Env) -> Result<Vec<(String, PathBuf)>, ConfigError> {
     const VAR: &str = "VOXWIRE_TTS_VOICES";
-    let Some(raw) = env.get(VAR) else { return Ok(Vec::new()) };
+    let Some(raw) = env.get(VAR) else {
+        return Ok(Vec::new());
+    };
     raw.split(',')
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(|item| {
-            let (name, path) = item
-                .split_once('=')
-                .ok_or_else(|| invalid(VAR, &raw, "expected name=/path/voice.onnx, comma-separated"))?;
+            let (name, path) = item.split_once('=').ok_or_else(|| {
+                invalid(VAR, &raw, "expected name=/path/voice.onnx, comma-separated")
+            })?;
             if name.trim().is_empty() || !path.trim().ends_with(".onnx") {
-                return Err(invalid(VAR, &raw, "expected name=/path/voice.onnx, comma-separated"));
+                return Err(invalid(
+                    VAR,
+                    &raw,
+                    "expected name=/path/voice.onnx, comma-separated",
+                ));
             }
             Ok((name.trim().to_string(), PathBuf::from(path.trim())))
         })
@@ -275,9 +300,20 @@ impl Config {
             )?),
             stt: parse_engine(env, "VOXWIRE_STT", &["fake"], EngineChoice::Fake)?,
             llm: parse_engine(env, "VOXWIRE_LLM", &["local", "fake"], EngineChoice::Local)?,
-            tts: parse_engine(env, "VOXWIRE_TTS", &["local", "espeak", "fake"], EngineChoice::Local)?,
-            models_dir: env.get("VOXWIRE_MODELS_DIR").map(PathBuf::from).unwrap_or_else(crate::models::default_dir),
-            offline: matches!(env.get("VOXWIRE_OFFLINE").as_deref().map(str::trim), Some("1" | "true" | "yes")),
+            tts: parse_engine(
+                env,
+                "VOXWIRE_TTS",
+                &["local", "espeak", "fake"],
+                EngineChoice::Local,
+            )?,
+            models_dir: env
+                .get("VOXWIRE_MODELS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(crate::models::default_dir),
+            offline: matches!(
+                env.get("VOXWIRE_OFFLINE").as_deref().map(str::trim),
+                Some("1" | "true" | "yes")
+            ),
             ort_lib: env.get("VOXWIRE_ORT_LIB").map(PathBuf::from),
             tts_voices: parse_voices(env)?,
             tts_sessions: parse_num(env, "VOXWIRE_TTS_SESSIONS", 1, 1, 64)?,
@@ -286,6 +322,7 @@ impl Config {
             llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),
             llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
             llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,
+            agents: load_agents(env)?,
         })
     }
 
@@ -297,6 +334,10 @@ impl Config {
             ("VOXWIRE_STT", "fake"),
             ("VOXWIRE_LLM", "fake"),
             ("VOXWIRE_TTS", "fake"),
+            (
+                "VOXWIRE_AGENTS",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/agents.toml"),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -342,8 +383,15 @@ mod tests {
         assert_eq!(c.tts, EngineChoice::Local);
         let e = Config::from_env(&env(&[("VOXWIRE_TTS", "loud")])).unwrap_err();
         assert!(e.to_string().contains("local, espeak, fake"), "{e}");
-        let c = Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe=/v/joe.onnx, amy=/v/amy.onnx")])).unwrap();
-        assert_eq!(c.tts_voices[1], ("amy".to_string(), PathBuf::from("/v/amy.onnx")));
+        let c = Config::from_env(&env(&[(
+            "VOXWIRE_TTS_VOICES",
+            "joe=/v/joe.onnx, amy=/v/amy.onnx",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.tts_voices[1],
+            ("amy".to_string(), PathBuf::from("/v/amy.onnx"))
+        );
         assert!(Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe")])).is_err());
     }
 

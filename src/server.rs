@@ -43,7 +43,7 @@ impl AppState {
             auth: Authenticator::new(&secret),
             demo_mode,
             engines,
-            agents: Agents::builtin(),
+            agents: config.agents.clone(),
             calls,
             metrics: Metrics::default(),
             shutdown: CancellationToken::new(),

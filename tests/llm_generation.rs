@@ -9,7 +9,9 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use common::{greedy, model, reply};
-use voxwire::engines::llm::smollm::{ChatMessage, GenerateParams, LlmError, LoadOptions, SmolLm, StopReason};
+use voxwire::engines::llm::smollm::{
+    ChatMessage, GenerateParams, LlmError, LoadOptions, SmolLm, StopReason,
+};
 
 const SYSTEM: &str = "You are a helpful assistant. Answer briefly.";
 

@@ -17,7 +17,10 @@ fn espeak_formant_voice_speaks() {
     let stats = speech_stats(&audio, v.sample_rate());
     println!("{stats:?}");
     assert_speech(&stats, text.split_whitespace().count(), text);
-    let wav = wav_bytes(&resample(&audio, v.sample_rate(), 16000).expect("resample"), 16000);
+    let wav = wav_bytes(
+        &resample(&audio, v.sample_rate(), 16000).expect("resample"),
+        16000,
+    );
     std::fs::write(out_dir().join("espeak_fallback.wav"), wav).expect("write");
     assert!(v.synthesize("").expect("empty").is_empty());
 }

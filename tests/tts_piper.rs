@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 use common::{assert_speech, ort_lib, out_dir, speech_stats, voice_paths};
 use voxwire::audio::encode::{wav_bytes, OutputEncoder};
 use voxwire::audio::resample::resample;
-use voxwire::protocol::{AudioFormat, Encoding};
 use voxwire::engines::tts::piper::{init_runtime, PiperError, PiperVoice};
 use voxwire::engines::tts::text::SentenceSplitter;
+use voxwire::protocol::{AudioFormat, Encoding};
 
 /// One voice for the whole test binary (loading takes about a second).
 fn voice() -> &'static PiperVoice {
@@ -53,7 +53,10 @@ fn synthesised_speech_measures_like_speech() {
             .split_whitespace()
             .count();
         // Judge the 16 kHz version, as the server would send it.
-        let wav = wav_bytes(&resample(&audio, v.sample_rate(), 16000).expect("resample"), 16000);
+        let wav = wav_bytes(
+            &resample(&audio, v.sample_rate(), 16000).expect("resample"),
+            16000,
+        );
         let reader = hound::WavReader::new(std::io::Cursor::new(&wav)).expect("wav reads");
         assert_eq!(reader.spec().sample_rate, 16000);
         let pcm: Vec<f32> = reader
@@ -157,7 +160,10 @@ fn every_format_from_real_speech() {
         (Encoding::Mulaw, 8000),
         (Encoding::Wav, 16000),
     ] {
-        let format = AudioFormat { encoding, sample_rate: rate };
+        let format = AudioFormat {
+            encoding,
+            sample_rate: rate,
+        };
         let mut enc = OutputEncoder::new(v.sample_rate(), format).expect("encoder");
         let mut samples = 0usize;
         let mut chunks: Vec<Vec<u8>> = audio.chunks(4096).map(|c| enc.encode(c)).collect();
@@ -168,7 +174,8 @@ fn every_format_from_real_speech() {
                 Encoding::Mulaw => chunk.len(),
                 Encoding::Wav if chunk.is_empty() => 0,
                 Encoding::Wav => {
-                    let d = voxwire::audio::decode::decode_wav(&chunk).expect("each chunk is a WAV file");
+                    let d = voxwire::audio::decode::decode_wav(&chunk)
+                        .expect("each chunk is a WAV file");
                     assert_eq!(d.sample_rate, rate);
                     d.samples.len()
                 }

@@ -242,3 +242,54 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
     let history = rec.history().messages();
     assert_eq!(history[1].content, "You said: tell me a long story please.");
 }
+
+#[tokio::test]
+async fn an_agent_with_a_greeting_speaks_first_and_remembers_it() {
+    let server = start().await;
+    let (mut ws, call_id) = server
+        .call(
+            "alice",
+            json!({"agent": "greeter", "variables": {"name": "Ada"}}),
+        )
+        .await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    assert!(frames.iter().all(|f| f["turn_id"] == 0), "{frames:?}");
+    let reply = frames
+        .iter()
+        .find(|f| f["type"] == "response" && f["is_final"] == true)
+        .unwrap();
+    assert_eq!(reply["text"], "Welcome to Test Co, Ada.");
+    assert!(frames.iter().any(|f| f["type"] == "audio_response"));
+    assert_eq!(frames.last().unwrap()["reason"], "completed");
+    send(&mut ws, json!({"type": "text", "text": "hi"})).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    assert!(
+        frames
+            .iter()
+            .filter(|f| f["type"] != "metrics")
+            .all(|f| f["turn_id"] == 1),
+        "{frames:?}"
+    );
+    let owner = voxwire::call::Owner {
+        sub: "alice".into(),
+        org: None,
+    };
+    let history = server
+        .state
+        .calls
+        .get_owned(&call_id, &owner)
+        .unwrap()
+        .history()
+        .messages();
+    assert_eq!(history[0].content, "Welcome to Test Co, Ada.");
+    assert_eq!(history[1].content, "hi");
+
+    let agents: serde_json::Value = reqwest::get(server.url("/api/agents"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agents["agents"], json!(["greeter", "receptionist"]));
+    assert_eq!(agents["default"], "receptionist");
+}

@@ -324,6 +324,11 @@ impl Session {
             silence: self.state.config.vad_silence,
         };
         let max_call = Duration::from_secs(self.state.config.limits.max_call_secs);
+        let greeting = if resume.is_some() {
+            None
+        } else {
+            agent.render_greeting(&variables)
+        };
         self.call = Some(ActiveCall {
             live,
             system: agent.render_prompt(&variables),
@@ -347,6 +352,10 @@ impl Session {
             history_len,
         })
         .await;
+        if let Some(text) = greeting {
+            self.start_turn_with_id(TurnInput::Say(text), Instant::now(), Some(0))
+                .await;
+        }
     }
 
     async fn on_audio(&mut self, b64: &str) {
@@ -493,12 +502,19 @@ impl Session {
     }
 
     async fn start_turn(&mut self, input: TurnInput, anchor: Instant) {
+        self.start_turn_with_id(input, anchor, None).await
+    }
+
+    /// Starts a turn; `id` is given for the greeting (turn 0), otherwise the next number.
+    async fn start_turn_with_id(&mut self, input: TurnInput, anchor: Instant, id: Option<u64>) {
         self.interrupt_turn().await;
         let Some(call) = self.call.as_mut() else {
             return;
         };
-        let id = call.next_turn;
-        call.next_turn += 1;
+        let id = id.unwrap_or_else(|| {
+            call.next_turn += 1;
+            call.next_turn - 1
+        });
         let cancel = self.cancel.child_token();
         let encoder =
             OutputEncoder::new(self.state.engines.tts.sample_rate(), call.output_format).ok();

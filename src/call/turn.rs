@@ -22,6 +22,8 @@ pub enum TurnInput {
     Audio(Arc<[f32]>),
     /// A typed message.
     Text(String),
+    /// Words the agent says without asking the model (the greeting).
+    Say(String),
 }
 
 #[derive(Debug)]
@@ -84,6 +86,17 @@ pub async fn run_turn(req: TurnRequest, cancel: CancellationToken, sink: TurnSin
 async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     let mut timings = TurnTimings::default();
     let user_text = match req.input {
+        TurnInput::Say(text) => {
+            return say(
+                &req.engines,
+                req.agent.voice.clone(),
+                &cancel,
+                &sink,
+                text,
+                req.anchor,
+            )
+            .await
+        }
         TurnInput::Text(t) => t,
         TurnInput::Audio(audio) => {
             let started = Instant::now();
@@ -136,6 +149,42 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             timings.voice_to_voice_ms = first_audio;
             timings.total_ms = ms_since(anchor);
             sink.send(TurnEvent::Done { reply, timings }).await;
+        }
+        Err(error) => {
+            sink.send(TurnEvent::Failed { error }).await;
+        }
+    }
+}
+
+/// Speaks fixed text as a reply.
+async fn say(
+    engines: &Engines,
+    voice: Option<String>,
+    cancel: &CancellationToken,
+    sink: &TurnSink,
+    text: String,
+    anchor: Instant,
+) {
+    if !sink.send(TurnEvent::Delta(text.clone())).await {
+        return;
+    }
+    let (tx, rx) = mpsc::channel(32);
+    for sentence in crate::engines::tts::text::split_sentences(&text) {
+        let _ = tx.send(sentence).await;
+    }
+    drop(tx);
+    match speak_reply(engines, voice, cancel, sink, rx, anchor).await {
+        Ok(first_audio) => {
+            let timings = TurnTimings {
+                tts_first_audio_ms: first_audio,
+                total_ms: ms_since(anchor),
+                ..TurnTimings::default()
+            };
+            sink.send(TurnEvent::Done {
+                reply: text,
+                timings,
+            })
+            .await;
         }
         Err(error) => {
             sink.send(TurnEvent::Failed { error }).await;

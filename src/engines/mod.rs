@@ -73,17 +73,21 @@ impl Engines {
                         store.file(manifest::SMOLLM2_135M, "model.gguf")
                     }
                 };
-                Arc::new(llm::local::SmolLmEngine::load(&llm::local::SmolLmSettings {
-                    model: &model,
-                    max_sessions: config.llm_sessions,
-                    concurrency: config.llm_concurrency,
-                    max_waiting: config.engine_queue,
-                })?)
+                Arc::new(llm::local::SmolLmEngine::load(
+                    &llm::local::SmolLmSettings {
+                        model: &model,
+                        max_sessions: config.llm_sessions,
+                        concurrency: config.llm_concurrency,
+                        max_waiting: config.engine_queue,
+                    },
+                )?)
             }
             _ => Arc::new(llm::fake::FakeLlm::default()),
         };
         let tts: Arc<dyn tts::TextToSpeech> = match config.tts {
-            EngineChoice::Local => Arc::new(tts::local::PiperTts::load(&piper_settings(config, &store)?)?),
+            EngineChoice::Local => Arc::new(tts::local::PiperTts::load(&piper_settings(
+                config, &store,
+            )?)?),
             EngineChoice::Espeak => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
             EngineChoice::Fake => Arc::new(tts::fake::FakeTts::default()),
         };
@@ -109,7 +113,11 @@ impl Engines {
 }
 
 fn model_err(kind: &'static str, name: &str, e: ModelError) -> EngineInitError {
-    EngineInitError { kind, name: name.to_string(), reason: e.to_string() }
+    EngineInitError {
+        kind,
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// The ONNX Runtime library: configured, or the fetched one.
@@ -122,11 +130,19 @@ pub fn ort_lib(config: &Config, store: &ModelStore) -> Result<PathBuf, ModelErro
     Ok(store.file(manifest::ONNXRUNTIME, "libonnxruntime.so"))
 }
 
-fn piper_settings(config: &Config, store: &ModelStore) -> Result<tts::local::PiperSettings, EngineInitError> {
+fn piper_settings(
+    config: &Config,
+    store: &ModelStore,
+) -> Result<tts::local::PiperSettings, EngineInitError> {
     let err = |e| model_err("text-to-speech", "piper", e);
     let voices = if config.tts_voices.is_empty() {
-        store.ensure(&[manifest::PIPER_JOE], config.offline).map_err(err)?;
-        vec![("joe".to_string(), store.file(manifest::PIPER_JOE, "voice.onnx"))]
+        store
+            .ensure(&[manifest::PIPER_JOE], config.offline)
+            .map_err(err)?;
+        vec![(
+            "joe".to_string(),
+            store.file(manifest::PIPER_JOE, "voice.onnx"),
+        )]
     } else {
         for (_, p) in &config.tts_voices {
             ModelStore::check_file(p).map_err(err)?;
@@ -136,7 +152,11 @@ fn piper_settings(config: &Config, store: &ModelStore) -> Result<tts::local::Pip
     Ok(tts::local::PiperSettings {
         ort_lib: ort_lib(config, store).map_err(err)?,
         voices,
-        options: tts::piper::VoiceOptions { sessions: config.tts_sessions, intra_threads: config.tts_threads, spin: false },
+        options: tts::piper::VoiceOptions {
+            sessions: config.tts_sessions,
+            intra_threads: config.tts_threads,
+            spin: false,
+        },
         max_waiting: config.engine_queue,
     })
 }

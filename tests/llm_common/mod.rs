@@ -20,7 +20,9 @@ pub fn model() -> Arc<SmolLm> {
     MODEL
         .get_or_init(|| match SmolLm::load(&model_path()) {
             Ok(m) => Arc::new(m),
-            Err(e) => panic!("cannot load the model (run `voxwire models fetch`, or set VOXWIRE_LLM_MODEL): {e}"),
+            Err(e) => panic!(
+                "cannot load the model (run `voxwire models fetch`, or set VOXWIRE_LLM_MODEL): {e}"
+            ),
         })
         .clone()
 }

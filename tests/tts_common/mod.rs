@@ -29,7 +29,9 @@ pub fn ort_lib() -> PathBuf {
 
 /// Where WAVs are kept for later checks (transcription by the STT engine).
 pub fn out_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("test-artifacts");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("test-artifacts");
     let _ = std::fs::create_dir_all(&dir);
     dir
 }

@@ -38,7 +38,12 @@ impl Sessions {
             return s.clone();
         }
         if self.map.len() >= self.max {
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
                 self.map.remove(&oldest);
             }
         }
@@ -66,15 +71,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SmolLmEngine {
     pub fn load(settings: &SmolLmSettings) -> Result<Self, EngineInitError> {
-        let model = SmolLm::load_with(settings.model, &LoadOptions::default()).map_err(|e| EngineInitError {
-            kind: "language model",
-            name: "smollm2".into(),
-            reason: e.to_string(),
+        let model = SmolLm::load_with(settings.model, &LoadOptions::default()).map_err(|e| {
+            EngineInitError {
+                kind: "language model",
+                name: "smollm2".into(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Self {
             model: Arc::new(model),
-            sessions: Mutex::new(Sessions { map: HashMap::new(), tick: 0, max: settings.max_sessions.max(1) }),
-            pool: Arc::new(BlockingPool::new("language model", settings.concurrency, settings.max_waiting)),
+            sessions: Mutex::new(Sessions {
+                map: HashMap::new(),
+                tick: 0,
+                max: settings.max_sessions.max(1),
+            }),
+            pool: Arc::new(BlockingPool::new(
+                "language model",
+                settings.concurrency,
+                settings.max_waiting,
+            )),
         })
     }
 
@@ -95,7 +110,10 @@ impl LanguageModel for SmolLmEngine {
         cancel: CancellationToken,
     ) -> BoxStream<'static, Result<String, EngineError>> {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
-        let mut messages = vec![smollm::ChatMessage::new(smollm::Role::System, request.system)];
+        let mut messages = vec![smollm::ChatMessage::new(
+            smollm::Role::System,
+            request.system,
+        )];
         messages.extend(request.messages.into_iter().map(|m| {
             let role = match m.role {
                 Role::System => smollm::Role::System,
@@ -117,7 +135,9 @@ impl LanguageModel for SmolLmEngine {
                 .run(&cancel, move |cancelled| {
                     let mut session = lock(&session);
                     session
-                        .generate(&messages, &params, cancelled, &mut |d| deltas.blocking_send(Ok(d.to_string())).is_ok())
+                        .generate(&messages, &params, cancelled, &mut |d| {
+                            deltas.blocking_send(Ok(d.to_string())).is_ok()
+                        })
                         .map_err(to_engine_err)
                 })
                 .await;

@@ -24,7 +24,10 @@ impl EspeakTts {
             name: "espeak".into(),
             reason: e.to_string(),
         })?;
-        Ok(Self { voice: Arc::new(voice), pool: Arc::new(BlockingPool::new("espeak", 1, max_waiting)) })
+        Ok(Self {
+            voice: Arc::new(voice),
+            pool: Arc::new(BlockingPool::new("espeak", 1, max_waiting)),
+        })
     }
 }
 
@@ -46,8 +49,12 @@ impl TextToSpeech for EspeakTts {
         let voice = self.voice.clone();
         let pool = self.pool.clone();
         async move {
-            pool.run(&cancel, move |_| voice.synthesize(&text).map_err(|e| EngineError::failed("espeak", e.to_string())))
-                .await
+            pool.run(&cancel, move |_| {
+                voice
+                    .synthesize(&text)
+                    .map_err(|e| EngineError::failed("espeak", e.to_string()))
+            })
+            .await
         }
         .into_stream()
         .boxed()

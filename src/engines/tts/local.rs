@@ -33,7 +33,11 @@ pub struct PiperSettings {
 }
 
 fn init_err(reason: impl std::fmt::Display) -> EngineInitError {
-    EngineInitError { kind: "text-to-speech", name: "piper".into(), reason: reason.to_string() }
+    EngineInitError {
+        kind: "text-to-speech",
+        name: "piper".into(),
+        reason: reason.to_string(),
+    }
 }
 
 fn config_path(onnx: &Path) -> PathBuf {
@@ -48,15 +52,29 @@ impl PiperTts {
         let mut voices = HashMap::new();
         let mut rate = 0;
         for (name, onnx) in &settings.voices {
-            let voice = PiperVoice::load_with(onnx, &config_path(onnx), settings.options).map_err(init_err)?;
+            let voice = PiperVoice::load_with(onnx, &config_path(onnx), settings.options)
+                .map_err(init_err)?;
             if rate == 0 {
                 rate = voice.sample_rate();
             }
             voices.insert(name.clone(), Arc::new(voice));
         }
-        let default = settings.voices.first().map(|(n, _)| n.clone()).ok_or_else(|| init_err("no voice configured"))?;
-        let pool = BlockingPool::new("text-to-speech", settings.options.sessions, settings.max_waiting);
-        Ok(Self { voices, default, rate, pool: Arc::new(pool) })
+        let default = settings
+            .voices
+            .first()
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| init_err("no voice configured"))?;
+        let pool = BlockingPool::new(
+            "text-to-speech",
+            settings.options.sessions,
+            settings.max_waiting,
+        );
+        Ok(Self {
+            voices,
+            default,
+            rate,
+            pool: Arc::new(pool),
+        })
     }
 
     pub fn voice_names(&self) -> Vec<String> {
@@ -65,7 +83,11 @@ impl PiperTts {
 }
 
 fn engine_err(e: PiperError) -> EngineError {
-    EngineError::Failed { engine: "piper".into(), retryable: e.is_retryable(), message: e.to_string() }
+    EngineError::Failed {
+        engine: "piper".into(),
+        retryable: e.is_retryable(),
+        message: e.to_string(),
+    }
 }
 
 impl TextToSpeech for PiperTts {
@@ -103,7 +125,8 @@ impl TextToSpeech for PiperTts {
                 if voice.sample_rate() == rate {
                     Ok(audio)
                 } else {
-                    resample(&audio, voice.sample_rate(), rate).map_err(|e| EngineError::failed("piper", e.to_string()))
+                    resample(&audio, voice.sample_rate(), rate)
+                        .map_err(|e| EngineError::failed("piper", e.to_string()))
                 }
             })
             .await

@@ -30,9 +30,12 @@ pub use tokenizer::{SmolTokenizer, Utf8Stream};
 
 /// The model file for tests and benchmarks: `VOXWIRE_LLM_MODEL`, else the fetched model.
 pub fn default_model_path() -> std::path::PathBuf {
-    std::env::var_os("VOXWIRE_LLM_MODEL").map(Into::into).unwrap_or_else(|| {
-        crate::models::ModelStore::from_env().file(crate::models::manifest::SMOLLM2_135M, "model.gguf")
-    })
+    std::env::var_os("VOXWIRE_LLM_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            crate::models::ModelStore::from_env()
+                .file(crate::models::manifest::SMOLLM2_135M, "model.gguf")
+        })
 }
 
 /// Default context window of a session, in tokens.

@@ -27,7 +27,6 @@
 //! # }
 //! ```
 
-
 mod config;
 mod error;
 mod fallback;
