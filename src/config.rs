@@ -79,6 +79,10 @@ pub struct Config {
     pub tts_threads: usize,
     /// Requests allowed to wait for a busy engine before new ones are refused.
     pub engine_queue: usize,
+    /// Whisper model folder in CTranslate2 format (default: the fetched tiny.en).
+    pub stt_model: Option<PathBuf>,
+    /// Concurrent transcriptions.
+    pub stt_concurrency: usize,
     /// GGUF language model file (default: the fetched SmolLM2).
     pub llm_model: Option<PathBuf>,
     /// Calls whose language-model KV cache is kept between turns; concurrent generations.
@@ -298,7 +302,7 @@ impl Config {
                 0,
                 600,
             )?),
-            stt: parse_engine(env, "VOXWIRE_STT", &["fake"], EngineChoice::Fake)?,
+            stt: parse_engine(env, "VOXWIRE_STT", &["local", "fake"], EngineChoice::Local)?,
             llm: parse_engine(env, "VOXWIRE_LLM", &["local", "fake"], EngineChoice::Local)?,
             tts: parse_engine(
                 env,
@@ -319,6 +323,8 @@ impl Config {
             tts_sessions: parse_num(env, "VOXWIRE_TTS_SESSIONS", 1, 1, 64)?,
             tts_threads: parse_num(env, "VOXWIRE_TTS_THREADS", 1, 1, 64)?,
             engine_queue: parse_num(env, "VOXWIRE_ENGINE_QUEUE", 32, 0, 100_000)?,
+            stt_model: env.get("VOXWIRE_STT_MODEL").map(PathBuf::from),
+            stt_concurrency: parse_num(env, "VOXWIRE_STT_CONCURRENCY", 1, 1, 64)?,
             llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),
             llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
             llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,

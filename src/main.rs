@@ -67,6 +67,13 @@ enum ModelsAction {
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // candle otherwise re-reads the CPU count on every matrix multiply.
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     if let Some(bind) = &cli.bind {
         // Flags win over the environment; set before any thread starts.
         std::env::set_var("VOXWIRE_BIND", bind);

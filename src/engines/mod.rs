@@ -60,6 +60,22 @@ impl Engines {
     pub fn from_config(config: &Config) -> Result<Self, EngineInitError> {
         let store = ModelStore::new(&config.models_dir);
         let stt: Arc<dyn stt::SpeechToText> = match config.stt {
+            EngineChoice::Local => {
+                let dir = match &config.stt_model {
+                    Some(d) => d.clone(),
+                    None => {
+                        store
+                            .ensure(&[manifest::WHISPER_TINY_EN], config.offline)
+                            .map_err(|e| model_err("speech-to-text", "whisper", e))?;
+                        store.model_dir(manifest::WHISPER_TINY_EN)
+                    }
+                };
+                Arc::new(stt::local::WhisperStt::load(
+                    &dir,
+                    config.stt_concurrency,
+                    config.engine_queue,
+                )?)
+            }
             _ => Arc::new(stt::fake::FakeStt),
         };
         let llm: Arc<dyn llm::LanguageModel> = match config.llm {

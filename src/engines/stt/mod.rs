@@ -1,6 +1,8 @@
 //! Speech-to-text: turns one utterance (16 kHz mono) into text.
 
 pub mod fake;
+pub mod local;
+pub mod whisper;
 
 use std::sync::Arc;
 

@@ -1,0 +1,175 @@
+//! Benchmark of the SmolLM engine: load time and memory, prompt speed, time to first token
+//! on the first and fifth turn of a conversation (cache reused), generation speed.
+//!
+//! `cargo bench --bench llm -- [f32|f16|quantized ...]` (default: f32 quantized)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use voxwire::engines::llm::smollm::{
+    default_model_path, ChatMessage, GenerateParams, LoadOptions, SmolLm, WeightFormat,
+};
+
+const SYSTEM: &str = "You are Sam, the receptionist of Bright Smile Dental. Reply in one or two \
+short sentences. Opening hours: Monday to Friday, 8 am to 6 pm. Address: 12 Harbour Street. \
+A check-up costs 60 dollars. You can book, move or cancel appointments and take messages for \
+the dentists, Dr. Lee and Dr. Patel. If you do not know something, offer to take a message.";
+
+const TURNS: [&str; 5] = [
+    "Hi, are you open on Saturday?",
+    "OK. How much is a check-up?",
+    "Can I book one for Monday morning?",
+    "My name is Alex Morgan.",
+    "Great, and where are you located?",
+];
+
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let options = LoadOptions {
+        weight_format: format,
+        ..LoadOptions::default()
+    };
+    let model = Arc::new(SmolLm::load_with(path, &options)?);
+    let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let (rss, peak) = rss_mb();
+    println!("== {format:?} ==");
+    println!("load: {load_ms:.0} ms, RSS after load {rss:.0} MB (peak {peak:.0} MB)");
+
+    let params = GenerateParams {
+        max_tokens: 40,
+        temperature: 0.0,
+        ..GenerateParams::default()
+    };
+    // Prompt speed: a fresh session, the whole prompt, stop after the first token.
+    let mut session = model.new_session();
+    let first = [ChatMessage::system(SYSTEM), ChatMessage::user(TURNS[0])];
+    let one = GenerateParams {
+        max_tokens: 1,
+        ..params.clone()
+    };
+    let st = session.generate(&first, &one, &|| false, &mut |_| true)?;
+    println!(
+        "prompt: {} tokens in {:.0} ms = {:.0} tok/s",
+        st.prompt_tokens,
+        st.first_token_ms,
+        st.prompt_tokens as f64 / (st.first_token_ms / 1000.0)
+    );
+
+    // A five-turn conversation in one session; then again, warming the cache between
+    // turns with `prefill` (as the server can while the reply is spoken).
+    let mut history = Vec::new();
+    for warm in [false, true] {
+        println!(
+            "-- conversation{} --",
+            if warm {
+                " with prefill between turns"
+            } else {
+                ""
+            }
+        );
+        let mut session = model.new_session();
+        history = vec![ChatMessage::system(SYSTEM)];
+        let (mut gen_tokens, mut gen_ms) = (0usize, 0.0f64);
+        for (i, user) in TURNS.iter().enumerate() {
+            history.push(ChatMessage::user(*user));
+            let mut reply = String::new();
+            let st = session.generate(&history, &params, &|| false, &mut |d| {
+                reply.push_str(d);
+                true
+            })?;
+            println!(
+                "turn {}: prompt {} (cached {}), first token {:.0} ms, {} tokens in {:.0} ms  | {}",
+                i + 1,
+                st.prompt_tokens,
+                st.cached_tokens,
+                st.first_token_ms,
+                st.generated_tokens,
+                st.total_ms,
+                reply.replace('\n', " ")
+            );
+            if st.generated_tokens > 1 {
+                gen_tokens += st.generated_tokens - 1;
+                gen_ms += st.total_ms - st.first_token_ms;
+            }
+            history.push(ChatMessage::assistant(reply));
+            if warm {
+                let t = Instant::now();
+                let n = session.prefill(&history, &|| false)?;
+                println!(
+                    "        prefill {n} tokens in {:.0} ms",
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+        }
+        println!(
+            "generation: {gen_tokens} tokens in {gen_ms:.0} ms = {:.1} tok/s",
+            gen_tokens as f64 / (gen_ms / 1000.0)
+        );
+        let (rss, peak) = rss_mb();
+        println!(
+            "RSS {rss:.0} MB (peak {peak:.0} MB), session cache {:.1} MB",
+            session.cache_memory_bytes() as f64 / 1e6
+        );
+    }
+    // Fresh session over the same five-turn history: the cost the cache saves.
+    let mut fresh = model.new_session();
+    history.truncate(history.len().saturating_sub(1));
+    let st = fresh.generate(&history, &one, &|| false, &mut |_| true)?;
+    println!(
+        "turn 5 without cache: prompt {} tokens, first token {:.0} ms",
+        st.prompt_tokens, st.first_token_ms
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path: PathBuf = default_model_path();
+    let mut formats: Vec<WeightFormat> = Vec::new();
+    for arg in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
+        formats.push(match arg.as_str() {
+            "f32" => WeightFormat::F32,
+            "f16" => WeightFormat::F16,
+            "quantized" | "q" => WeightFormat::Quantized,
+            other => return Err(format!("unknown format {other}").into()),
+        });
+    }
+    if formats.is_empty() {
+        formats = vec![WeightFormat::F32, WeightFormat::Quantized];
+    }
+    if let [only] = formats.as_slice() {
+        return run(&path, *only);
+    }
+    // One process per format, so that memory figures are not mixed up.
+    let exe = std::env::current_exe()?;
+    for arg in std::env::args()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .iter()
+        .map(String::as_str)
+        .chain(if std::env::args().len() > 1 {
+            vec![]
+        } else {
+            vec!["f32", "quantized"]
+        })
+    {
+        let status = std::process::Command::new(&exe).arg(arg).status()?;
+        if !status.success() {
+            return Err(format!("bench {arg} failed: {status}").into());
+        }
+    }
+    Ok(())
+}
