@@ -79,6 +79,8 @@ fn main() -> ExitCode {
         std::env::set_var("VOXWIRE_BIND", bind);
     }
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "voxwire=info,tower_http=warn".into()),
