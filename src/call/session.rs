@@ -102,6 +102,8 @@ struct RunningTurn {
 
 struct ActiveCall {
     live: LiveCall,
+    /// Child of the connection's token; parent of each turn's.
+    cancel: CancellationToken,
     agent: Arc<Agent>,
     system: String,
     output_format: AudioFormat,
@@ -329,7 +331,17 @@ impl Session {
         } else {
             agent.render_greeting(&variables)
         };
+        let call_cancel = self.cancel.child_token();
+        let warm = crate::engines::llm::ChatRequest {
+            session_id: call_id.clone(),
+            system: agent.render_prompt(&variables),
+            messages: live.record.history().messages(),
+            max_tokens: agent.max_tokens,
+            temperature: agent.temperature,
+        };
+        tokio::spawn(self.state.engines.llm.warm_up(warm, call_cancel.clone()));
         self.call = Some(ActiveCall {
+            cancel: call_cancel,
             live,
             system: agent.render_prompt(&variables),
             agent: agent.clone(),
@@ -515,7 +527,7 @@ impl Session {
             call.next_turn += 1;
             call.next_turn - 1
         });
-        let cancel = self.cancel.child_token();
+        let cancel = call.cancel.child_token();
         let encoder =
             OutputEncoder::new(self.state.engines.tts.sample_rate(), call.output_format).ok();
         call.turn = Some(RunningTurn {
@@ -672,9 +684,8 @@ impl Session {
     }
 
     fn finish_call(&self, call: ActiveCall) {
-        if let Some(t) = &call.turn {
-            t.cancel.cancel();
-        }
+        // Stops the running turn and the warm-up with it.
+        call.cancel.cancel();
         self.state.engines.llm.release(&call.live.record.id);
         self.state.metrics.live_calls.dec();
     }

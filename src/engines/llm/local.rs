@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -65,6 +66,23 @@ fn to_engine_err(e: smollm::LlmError) -> EngineError {
     EngineError::failed("smollm2", e.to_string())
 }
 
+/// The system prompt followed by the conversation, as the model's messages.
+fn to_model_messages(request: ChatRequest) -> Vec<smollm::ChatMessage> {
+    let mut messages = vec![smollm::ChatMessage::new(
+        smollm::Role::System,
+        request.system,
+    )];
+    messages.extend(request.messages.into_iter().map(|m| {
+        let role = match m.role {
+            Role::System => smollm::Role::System,
+            Role::User => smollm::Role::User,
+            Role::Assistant => smollm::Role::Assistant,
+        };
+        smollm::ChatMessage::new(role, m.content)
+    }));
+    messages
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -104,27 +122,36 @@ impl LanguageModel for SmolLmEngine {
         "smollm2-135m-instruct (local)".into()
     }
 
+    fn warm_up(&self, request: ChatRequest, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        let session = lock(&self.sessions).get(&self.model, &request.session_id);
+        let messages = to_model_messages(request);
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let result = pool
+                .run(&cancel, move |cancelled| {
+                    lock(&session)
+                        .prefill(&messages, cancelled)
+                        .map_err(to_engine_err)
+                })
+                .await;
+            match result {
+                Ok(tokens) => tracing::debug!(tokens, "language model warmed up"),
+                Err(e) => tracing::debug!(error = %e, "warm-up skipped"),
+            }
+        })
+    }
+
     fn stream(
         &self,
         request: ChatRequest,
         cancel: CancellationToken,
     ) -> BoxStream<'static, Result<String, EngineError>> {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
-        let mut messages = vec![smollm::ChatMessage::new(
-            smollm::Role::System,
-            request.system,
-        )];
-        messages.extend(request.messages.into_iter().map(|m| {
-            let role = match m.role {
-                Role::System => smollm::Role::System,
-                Role::User => smollm::Role::User,
-                Role::Assistant => smollm::Role::Assistant,
-            };
-            smollm::ChatMessage::new(role, m.content)
-        }));
+        let (max_tokens, temperature) = (request.max_tokens, request.temperature);
+        let messages = to_model_messages(request);
         let params = GenerateParams {
-            max_tokens: request.max_tokens.max(1),
-            temperature: f64::from(request.temperature),
+            max_tokens: max_tokens.max(1),
+            temperature: f64::from(temperature),
             ..GenerateParams::default()
         };
         let (tx, mut rx) = mpsc::channel::<Result<String, EngineError>>(64);

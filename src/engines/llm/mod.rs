@@ -4,6 +4,7 @@ pub mod fake;
 pub mod local;
 pub mod smollm;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,11 @@ pub trait LanguageModel: Send + Sync {
         request: ChatRequest,
         cancel: CancellationToken,
     ) -> BoxStream<'static, Result<String, EngineError>>;
+    /// A call is starting: the engine may process the system prompt and history now, so the
+    /// first reply starts sooner. `request.messages` is the history (may be empty).
+    fn warm_up(&self, _request: ChatRequest, _cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
     /// The session ended: drop whatever is kept for it.
     fn release(&self, _session_id: &str) {}
 }
