@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::smollm::{self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason};
-use super::{ChatRequest, LanguageModel, Role};
+use super::{ChatRequest, LanguageModel};
 use crate::engines::pool::BlockingPool;
 use crate::engines::{EngineError, EngineInitError};
 
@@ -66,20 +66,10 @@ fn to_engine_err(e: smollm::LlmError) -> EngineError {
     EngineError::failed("smollm2", e.to_string())
 }
 
-/// The system prompt followed by the conversation, as the model's messages.
+/// The system prompt followed by the conversation.
 fn to_model_messages(request: ChatRequest) -> Vec<smollm::ChatMessage> {
-    let mut messages = vec![smollm::ChatMessage::new(
-        smollm::Role::System,
-        request.system,
-    )];
-    messages.extend(request.messages.into_iter().map(|m| {
-        let role = match m.role {
-            Role::System => smollm::Role::System,
-            Role::User => smollm::Role::User,
-            Role::Assistant => smollm::Role::Assistant,
-        };
-        smollm::ChatMessage::new(role, m.content)
-    }));
+    let mut messages = vec![smollm::ChatMessage::system(request.system)];
+    messages.extend(request.messages);
     messages
 }
 
