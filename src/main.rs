@@ -127,7 +127,10 @@ fn models(action: ModelsAction, config: &Config) -> ExitCode {
     let offline = config.offline;
     match action {
         ModelsAction::List { verify } => {
-            println!("models directory: {}", store.dir.display());
+            use std::io::Write as _;
+            // A closed pipe (`| head`) ends the listing quietly instead of panicking.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "models directory: {}", store.dir.display());
             for spec in MODELS {
                 let status = if verify {
                     store.verify(spec)
@@ -139,7 +142,8 @@ fn models(action: ModelsAction, config: &Config) -> ExitCode {
                     Status::Missing(_) => "missing".to_string(),
                     Status::Corrupt(p, why) => format!("CORRUPT: {} ({why})", p.display()),
                 };
-                println!(
+                let _ = writeln!(
+                    out,
                     "  {:<24} {:>9}  {:<8} {}\n  {:<24} {}",
                     spec.id,
                     human_size(spec.size()),

@@ -17,7 +17,7 @@ pub enum ModelError {
     Missing(PathBuf),
     #[error("model file {path} is corrupt ({reason}); {FIX}", path = .0.display(), reason = .1)]
     Corrupt(PathBuf, String),
-    #[error("models are missing and --offline forbids downloading: {0}")]
+    #[error("models are missing and --offline forbids downloading: {0}; {FIX} while online")]
     Offline(String),
     #[error("cannot fetch {package}: {reason}")]
     Fetch { package: String, reason: String },
