@@ -38,20 +38,46 @@ fn default_max_tokens() -> usize {
     80
 }
 
+/// Replaces each `{{name}}` (spaces inside the braces allowed) with `vars[name]`. Unknown
+/// names are left as written so that a missing variable is visible in logs.
+pub fn substitute_variables(template: &str, vars: &HashMap<String, String>) -> String {
+    if vars.is_empty() || !template.contains("{{") {
+        return template.to_string();
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = after[..end].trim();
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Fills placeholders in one pass: call variables win over the agent's defaults, and a value
+/// that itself contains `{{...}}` is inserted as written, never expanded again.
 fn fill(
     template: &str,
     defaults: &HashMap<String, String>,
     overrides: &HashMap<String, String>,
 ) -> String {
-    let mut out = template.to_string();
-    for (k, v) in defaults
-        .iter()
-        .filter(|(k, _)| !overrides.contains_key(*k))
-        .chain(overrides)
-    {
-        out = out.replace(&format!("{{{{{k}}}}}"), v);
-    }
-    out
+    let mut vars = defaults.clone();
+    vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    substitute_variables(template, &vars)
 }
 
 impl Agent {
@@ -190,6 +216,16 @@ mod tests {
         assert!(a.render_greeting(&vars).unwrap().contains("calling Acme."));
         assert!(agents.get(Some("nobody")).is_none());
         assert!(agents.get(Some("assistant")).is_some());
+    }
+
+    #[test]
+    fn variable_values_are_not_expanded_again() {
+        let agents = Agents::builtin();
+        let a = agents.get(None).unwrap();
+        let vars = HashMap::from([("business".to_string(), "{{hours}}".to_string())]);
+        let prompt = a.render_prompt(&vars);
+        assert!(prompt.contains("receptionist at {{hours}}."), "{prompt}");
+        assert!(prompt.contains("open Monday to Friday"), "{prompt}");
     }
 
     #[test]

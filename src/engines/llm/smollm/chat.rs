@@ -11,35 +11,7 @@ use super::tokenizer::SmolTokenizer;
 
 pub use crate::engines::llm::{ChatMessage, Role};
 
-/// Replaces each `{{name}}` (spaces inside the braces allowed) with `vars[name]`. Unknown
-/// names are left as written so that a missing variable is visible in logs.
-pub fn substitute_variables(template: &str, vars: &HashMap<String, String>) -> String {
-    if vars.is_empty() || !template.contains("{{") {
-        return template.to_string();
-    }
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let name = after[..end].trim();
-                match vars.get(name) {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&rest[start..start + 2 + end + 2]),
-                }
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::agents::substitute_variables;
 
 /// The ChatML text of a conversation followed by the assistant header (for logs and tests;
 /// generation encodes message by message, see [`encode_message`]).
