@@ -109,6 +109,27 @@ async fn read_audio(
     Ok((bytes.to_vec(), content_type))
 }
 
+/// Decodes an uploaded file and resamples it to the engines' rate, within the turn-audio limit.
+fn decode_upload(bytes: &[u8], mime: Option<&str>, max_ms: u64) -> Result<Vec<f32>, AppError> {
+    let undecodable = |e: crate::audio::AudioError| {
+        bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidAudio,
+            e.to_string(),
+        )
+    };
+    let decoded = decode_file(bytes, mime).map_err(undecodable)?;
+    let audio_ms = duration_ms(decoded.samples.len(), decoded.sample_rate);
+    if audio_ms > max_ms {
+        return Err(bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TurnAudioLimit,
+            format!("{audio_ms} ms of audio exceeds the {max_ms} ms limit"),
+        ));
+    }
+    resample(&decoded.samples, decoded.sample_rate, ENGINE_RATE).map_err(undecodable)
+}
+
 pub async fn turn(
     State(state): State<Arc<AppState>>,
     Query(q): Query<TurnQuery>,
@@ -143,29 +164,19 @@ async fn handle(
             "empty body: send an audio file",
         ));
     }
-    let decoded = decode_file(&bytes, mime.as_deref()).map_err(|e| {
-        bad(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidAudio,
-            e.to_string(),
-        )
-    })?;
-    let audio_ms = duration_ms(decoded.samples.len(), decoded.sample_rate);
     let max_ms = state.config.limits.max_turn_audio_ms;
-    if audio_ms > max_ms {
-        return Err(bad(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TurnAudioLimit,
-            format!("{audio_ms} ms of audio exceeds the {max_ms} ms limit"),
-        ));
-    }
-    let samples = resample(&decoded.samples, decoded.sample_rate, ENGINE_RATE).map_err(|e| {
-        bad(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidAudio,
-            e.to_string(),
-        )
-    })?;
+    // Decoding and resampling a whole file is CPU work: off the async runtime. A decoder that
+    // panics on a hostile file ends its blocking task, which is reported as undecodable audio.
+    let samples =
+        tokio::task::spawn_blocking(move || decode_upload(&bytes, mime.as_deref(), max_ms))
+            .await
+            .unwrap_or_else(|_| {
+                Err(bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidAudio,
+                    "audio does not decode",
+                ))
+            })?;
     let decode_ms = received.elapsed().as_secs_f64() * 1000.0;
 
     let agent_name = q.agent.clone().or(claims.agent.clone());
