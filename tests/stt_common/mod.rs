@@ -115,12 +115,6 @@ pub fn espeak(text: &str) -> Vec<f32> {
     pcm
 }
 
-/// Returns `Some(samples)` or prints why the test is skipped.
-pub fn espeak_or_skip(text: &str) -> Option<Vec<f32>> {
-    // The tests need real speech: a missing espeak-ng fails them (scripts/setup installs it).
-    Some(espeak(text))
-}
-
 /// Deterministic Gaussian-ish white noise (sum of 4 uniforms) with the given RMS.
 pub fn white_noise(len: usize, rms: f32, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
