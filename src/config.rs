@@ -53,10 +53,8 @@ pub struct Config {
     pub limits: Limits,
     /// Largest push-to-talk upload, in bytes.
     pub max_upload_bytes: usize,
-    /// Silence that ends the caller's turn when server-side detection is on.
-    pub vad_silence: Duration,
-    /// Energy threshold of the speech detector, in dBFS.
-    pub vad_threshold_db: f32,
+    /// Turn detection defaults and the server's own turn-taking rules.
+    pub turn: TurnSettings,
     /// Messages kept per call (oldest dropped).
     pub history_limit: usize,
     /// Calls remembered for `call_id` resumption and `/api/calls` (least recently used dropped).
@@ -90,6 +88,18 @@ pub struct Config {
     pub llm_concurrency: usize,
     /// The agents, from `VOXWIRE_AGENTS`, else `./agents.toml`, else the shipped ones.
     pub agents: crate::agents::Agents,
+}
+
+/// How calls take turns, unless a call changes it (`start_call`/`update_call`).
+#[derive(Debug, Clone, Copy)]
+pub struct TurnSettings {
+    /// Defaults for each call; `mode` is Silero when its model is loaded, else energy.
+    pub detection: crate::protocol::TurnDetection,
+    /// Silence after which the reply starts being prepared, before the turn is known to have
+    /// ended (0: never). Nothing is sent unless the silence lasts the full duration.
+    pub speculate_ms: u64,
+    /// How often a partial transcript is made while the caller speaks (0: never).
+    pub partial_interval_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -278,14 +288,31 @@ impl Config {
                 1024,
                 512 << 20,
             )?,
-            vad_silence: Duration::from_millis(parse_num(
-                env,
-                "VOXWIRE_VAD_SILENCE_MS",
-                600,
-                100,
-                10_000,
-            )?),
-            vad_threshold_db: parse_num(env, "VOXWIRE_VAD_THRESHOLD_DB", -40.0, -90.0, 0.0)?,
+            turn: TurnSettings {
+                detection: crate::protocol::TurnDetection {
+                    mode: crate::protocol::DetectionMode::Silero,
+                    threshold: parse_num(env, "VOXWIRE_VAD_THRESHOLD", 0.5, 0.05, 0.95)?,
+                    energy_threshold_db: parse_num(
+                        env,
+                        "VOXWIRE_VAD_THRESHOLD_DB",
+                        -40.0,
+                        -90.0,
+                        0.0,
+                    )?,
+                    prefix_padding_ms: parse_num(env, "VOXWIRE_VAD_PREFIX_MS", 300, 0, 2000)?,
+                    silence_duration_ms: parse_num(env, "VOXWIRE_VAD_SILENCE_MS", 500, 100, 5000)?,
+                    min_speech_ms: parse_num(env, "VOXWIRE_VAD_MIN_SPEECH_MS", 100, 0, 2000)?,
+                    min_interrupt_ms: parse_num(env, "VOXWIRE_MIN_INTERRUPT_MS", 400, 0, 5000)?,
+                },
+                speculate_ms: parse_num(env, "VOXWIRE_SPECULATE_MS", 150, 0, 5000)?,
+                partial_interval_ms: parse_num(
+                    env,
+                    "VOXWIRE_PARTIAL_INTERVAL_MS",
+                    1000,
+                    0,
+                    60_000,
+                )?,
+            },
             history_limit: parse_num(env, "VOXWIRE_HISTORY_LIMIT", 50, 2, 10_000)?,
             max_stored_calls: parse_num(env, "VOXWIRE_MAX_STORED_CALLS", 10_000, 1, 10_000_000)?,
             demo_token_ttl: Duration::from_secs(parse_num(

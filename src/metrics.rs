@@ -87,6 +87,7 @@ impl Metrics {
     pub fn turn(&self, t: &TurnTimings) {
         self.turns.inc();
         for (stage, v) in [
+            ("end_of_speech", t.end_of_speech_ms),
             ("stt", t.stt_ms),
             ("llm_first_token", t.llm_first_token_ms),
             ("tts_first_audio", t.tts_first_audio_ms),

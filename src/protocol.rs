@@ -43,6 +43,12 @@ pub enum ClientMessage {
         output_format: Option<AudioFormat>,
         #[serde(default)]
         variables: HashMap<String, String>,
+        #[serde(default)]
+        turn_detection: Option<TurnDetectionUpdate>,
+    },
+    /// Changes the call's settings mid-call; answered by `call_updated`.
+    UpdateCall {
+        turn_detection: TurnDetectionUpdate,
     },
     Audio {
         audio: String,
@@ -53,11 +59,129 @@ pub enum ClientMessage {
     Text {
         text: String,
     },
+    /// How much of a reply's audio the client has played so far.
+    Playback {
+        item_id: u64,
+        played_ms: u64,
+    },
+    /// Stops the current reply now.
+    Interrupt,
     Ping {
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
     EndCall,
+}
+
+/// How the end of the caller's turn is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionMode {
+    /// The Silero neural voice activity detector.
+    Silero,
+    /// A frame-energy detector: no model, cruder in noise.
+    Energy,
+    /// No detection: the client ends each turn with `commit` (push-to-talk).
+    Manual,
+}
+
+/// The call's turn detection settings in force (sent in `call_started` and `call_updated`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TurnDetection {
+    pub mode: DetectionMode,
+    /// Silero speech probability (0-1) above which a frame is speech.
+    pub threshold: f32,
+    /// Energy mode: frame level (dBFS) above which a frame is speech.
+    pub energy_threshold_db: f32,
+    /// Audio kept from before the detected start of speech.
+    pub prefix_padding_ms: u64,
+    /// Silence after speech that ends the turn.
+    pub silence_duration_ms: u64,
+    /// Speech needed before `speech_started` (shorter sounds are ignored).
+    pub min_speech_ms: u64,
+    /// Speech needed to interrupt the agent; shorter sounds while it talks (a cough, "mhm") are
+    /// ignored.
+    pub min_interrupt_ms: u64,
+}
+
+/// Changes to [`TurnDetection`]; absent fields keep their value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnDetectionUpdate {
+    #[serde(default)]
+    pub mode: Option<DetectionMode>,
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    #[serde(default)]
+    pub energy_threshold_db: Option<f32>,
+    #[serde(default)]
+    pub prefix_padding_ms: Option<u64>,
+    #[serde(default)]
+    pub silence_duration_ms: Option<u64>,
+    #[serde(default)]
+    pub min_speech_ms: Option<u64>,
+    #[serde(default)]
+    pub min_interrupt_ms: Option<u64>,
+}
+
+impl TurnDetection {
+    /// Applies an update, checking every value's range; on error nothing changes.
+    pub fn apply(&self, u: &TurnDetectionUpdate) -> Result<Self, String> {
+        fn range<T: PartialOrd + std::fmt::Display + Copy>(
+            name: &str,
+            v: Option<T>,
+            cur: T,
+            lo: T,
+            hi: T,
+        ) -> Result<T, String> {
+            match v {
+                None => Ok(cur),
+                Some(v) if v >= lo && v <= hi => Ok(v),
+                Some(v) => Err(format!(
+                    "turn_detection.{name} is {v}; allowed: {lo} to {hi}"
+                )),
+            }
+        }
+        Ok(Self {
+            mode: u.mode.unwrap_or(self.mode),
+            threshold: range("threshold", u.threshold, self.threshold, 0.05, 0.95)?,
+            energy_threshold_db: range(
+                "energy_threshold_db",
+                u.energy_threshold_db,
+                self.energy_threshold_db,
+                -90.0,
+                0.0,
+            )?,
+            prefix_padding_ms: range(
+                "prefix_padding_ms",
+                u.prefix_padding_ms,
+                self.prefix_padding_ms,
+                0,
+                2000,
+            )?,
+            silence_duration_ms: range(
+                "silence_duration_ms",
+                u.silence_duration_ms,
+                self.silence_duration_ms,
+                100,
+                5000,
+            )?,
+            min_speech_ms: range(
+                "min_speech_ms",
+                u.min_speech_ms,
+                self.min_speech_ms,
+                0,
+                2000,
+            )?,
+            min_interrupt_ms: range(
+                "min_interrupt_ms",
+                u.min_interrupt_ms,
+                self.min_interrupt_ms,
+                0,
+                5000,
+            )?,
+        })
+    }
 }
 
 /// Limits announced in `connected`; each is enforced by the server.
@@ -70,9 +194,12 @@ pub struct Limits {
     pub max_text_chars: usize,
 }
 
-/// Per-stage timings of one turn, in milliseconds, anchored at the end of the caller's turn.
+/// Per-stage timings of one turn, in milliseconds, anchored at the end of the caller's speech.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct TurnTimings {
+    /// How long after the end of speech the server decided the turn was over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_speech_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stt_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,14 +241,28 @@ pub enum ServerMessage {
         output_format: AudioFormat,
         resumed: bool,
         history_len: usize,
+        turn_detection: TurnDetection,
+    },
+    CallUpdated {
+        turn_detection: TurnDetection,
+    },
+    SpeechStarted {
+        item_id: u64,
+        audio_start_ms: u64,
+    },
+    SpeechStopped {
+        item_id: u64,
+        audio_end_ms: u64,
     },
     Transcript {
         turn_id: u64,
+        item_id: u64,
         text: String,
         is_final: bool,
     },
     Response {
         turn_id: u64,
+        item_id: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         delta: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +271,7 @@ pub enum ServerMessage {
     },
     AudioResponse {
         turn_id: u64,
+        item_id: u64,
         audio: String,
         encoding: Encoding,
         sample_rate: u32,
@@ -137,7 +279,15 @@ pub enum ServerMessage {
     },
     ResponseDone {
         turn_id: u64,
+        item_id: u64,
         reason: DoneReason,
+    },
+    /// Stop playing this reply: the caller interrupted it. `text` is what history keeps of it.
+    Interrupted {
+        turn_id: u64,
+        item_id: u64,
+        played_ms: u64,
+        text: String,
     },
     Metrics {
         turn_id: u64,
@@ -197,6 +347,7 @@ pub enum ErrorCode {
     TurnAudioLimit,
     TextTooLong,
     EmptyTurn,
+    InvalidSetting,
     EngineBusy,
     EngineError,
     Unauthorized,
@@ -226,6 +377,7 @@ impl ErrorCode {
             Self::TurnAudioLimit => "turn_audio_limit",
             Self::TextTooLong => "text_too_long",
             Self::EmptyTurn => "empty_turn",
+            Self::InvalidSetting => "invalid_setting",
             Self::EngineBusy => "engine_busy",
             Self::EngineError => "engine_error",
             Self::Unauthorized => "unauthorized",
@@ -263,7 +415,17 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
             "a message must be a JSON object with a string field `type`".into(),
         ));
     };
-    const KNOWN: [&str; 6] = ["start_call", "audio", "commit", "text", "ping", "end_call"];
+    const KNOWN: [&str; 9] = [
+        "start_call",
+        "update_call",
+        "audio",
+        "commit",
+        "text",
+        "playback",
+        "interrupt",
+        "ping",
+        "end_call",
+    ];
     if !KNOWN.contains(&kind.as_str()) {
         let kind: String = kind.chars().take(64).collect();
         return Err((

@@ -215,10 +215,21 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
         json!({"type": "text", "text": "tell me a long story please"}),
     )
     .await;
-    // Wait for the first sentence's audio, then talk over the reply.
-    recv_until(&mut ws, "audio_response").await;
+    // Wait for the first sentence's audio, say it was played, then talk over the reply.
+    let frames = recv_until(&mut ws, "audio_response").await;
+    let item = frames.last().unwrap()["item_id"].clone();
+    send(
+        &mut ws,
+        json!({"type": "playback", "item_id": item, "played_ms": 60_000}),
+    )
+    .await;
     send(&mut ws, json!({"type": "text", "text": "stop"})).await;
     let frames = recv_until(&mut ws, "response_done").await;
+    let interrupted = frames.iter().find(|f| f["type"] == "interrupted").unwrap();
+    assert_eq!(
+        interrupted["text"],
+        "You said: tell me a long story please."
+    );
     let done = frames.last().unwrap();
     assert_eq!(done["turn_id"], 1);
     assert_eq!(done["reason"], "interrupted");
@@ -227,7 +238,7 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
         .iter()
         .all(|f| f["turn_id"] == 2 || f["type"] == "pong"));
     assert_eq!(frames.last().unwrap()["reason"], "completed");
-    // History holds what was spoken of the interrupted reply, not the whole reply.
+    // History holds what was played of the interrupted reply, not the whole reply.
     let rec = server
         .state
         .calls

@@ -6,7 +6,8 @@ use crate::engines::llm::{ChatMessage, Role};
 
 #[derive(Debug, Clone)]
 pub struct History {
-    messages: VecDeque<ChatMessage>,
+    /// Each message with the conversation item it came from, when it has one.
+    messages: VecDeque<(Option<u64>, ChatMessage)>,
     limit: usize,
 }
 
@@ -19,18 +20,38 @@ impl History {
     }
 
     pub fn push(&mut self, role: Role, content: impl Into<String>) {
+        self.push_item(role, content, None)
+    }
+
+    /// Adds a message for conversation item `item` (empty content is not kept).
+    pub fn push_item(&mut self, role: Role, content: impl Into<String>, item: Option<u64>) {
         let content = content.into();
         if content.trim().is_empty() {
             return;
         }
-        self.messages.push_back(ChatMessage::new(role, content));
+        self.messages
+            .push_back((item, ChatMessage::new(role, content)));
         while self.messages.len() > self.limit {
             self.messages.pop_front();
         }
     }
 
+    /// Replaces the text of item `item`'s message (removes it when `content` is empty); false
+    /// if the item is not in history.
+    pub fn set_item(&mut self, item: u64, content: &str) -> bool {
+        let Some(i) = self.messages.iter().position(|(id, _)| *id == Some(item)) else {
+            return false;
+        };
+        if content.trim().is_empty() {
+            self.messages.remove(i);
+        } else if let Some((_, m)) = self.messages.get_mut(i) {
+            m.content = content.trim().to_string();
+        }
+        true
+    }
+
     pub fn messages(&self) -> Vec<ChatMessage> {
-        self.messages.iter().cloned().collect()
+        self.messages.iter().map(|(_, m)| m.clone()).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -55,5 +76,17 @@ mod tests {
         h.push(Role::Assistant, "  ");
         let texts: Vec<String> = h.messages().into_iter().map(|m| m.content).collect();
         assert_eq!(texts, vec!["m2", "m3", "m4"]);
+    }
+
+    #[test]
+    fn an_item_can_be_cut_or_removed() {
+        let mut h = History::new(10);
+        h.push_item(Role::User, "hi", Some(1));
+        h.push_item(Role::Assistant, "Hello there. How can I help?", Some(2));
+        assert!(h.set_item(2, "Hello there."));
+        assert_eq!(h.messages()[1].content, "Hello there.");
+        assert!(h.set_item(2, ""));
+        assert_eq!(h.len(), 1);
+        assert!(!h.set_item(7, "x"));
     }
 }

@@ -22,6 +22,9 @@ pub struct CallRecord {
     pub agent: String,
     pub history: Mutex<History>,
     pub turns: AtomicU64,
+    /// Next turn and conversation item ids; they go on across resumptions.
+    next_turn: AtomicU64,
+    next_item: AtomicU64,
     live: AtomicBool,
 }
 
@@ -29,6 +32,21 @@ impl CallRecord {
     /// Locks the history; a poisoned lock (a panic elsewhere) still yields the data.
     pub fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the next turn id (1, 2, 3...).
+    pub fn new_turn_id(&self) -> u64 {
+        self.next_turn.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The id the next turn will get.
+    pub fn peek_turn_id(&self) -> u64 {
+        self.next_turn.load(Ordering::SeqCst)
+    }
+
+    /// Takes the next conversation item id (1, 2, 3...).
+    pub fn new_item_id(&self) -> u64 {
+        self.next_item.fetch_add(1, Ordering::SeqCst)
     }
 
     pub fn is_live(&self) -> bool {
@@ -132,6 +150,8 @@ impl CallStore {
                     agent: agent.to_string(),
                     history: Mutex::new(History::new(self.history_limit)),
                     turns: AtomicU64::new(0),
+                    next_turn: AtomicU64::new(1),
+                    next_item: AtomicU64::new(1),
                     live: AtomicBool::new(true),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());

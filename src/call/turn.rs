@@ -71,7 +71,8 @@ impl TurnSink {
     }
 }
 
-fn ms_since(t: Instant) -> f64 {
+/// Milliseconds since `t`, to 0.1 ms.
+pub fn ms_since(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
 

@@ -53,6 +53,7 @@ pub struct Engines {
     pub stt: Arc<dyn stt::SpeechToText>,
     pub llm: Arc<dyn llm::LanguageModel>,
     pub tts: Arc<dyn tts::TextToSpeech>,
+    pub vad: Option<Arc<crate::audio::vad::silero::SileroVad>>,
 }
 
 impl Engines {
@@ -107,7 +108,12 @@ impl Engines {
             EngineChoice::Espeak => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
             EngineChoice::Fake => Arc::new(tts::fake::FakeTts::default()),
         };
-        Ok(Self { stt, llm, tts })
+        Ok(Self {
+            stt,
+            llm,
+            tts,
+            vad: None,
+        })
     }
 
     /// Deterministic engines for protocol tests.
@@ -116,6 +122,7 @@ impl Engines {
             stt: Arc::new(stt::fake::FakeStt),
             llm: Arc::new(llm::fake::FakeLlm::default()),
             tts: Arc::new(tts::fake::FakeTts::default()),
+            vad: None,
         }
     }
 

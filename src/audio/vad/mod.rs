@@ -1,39 +1,20 @@
-//! Energy-based speech detector on 16 kHz audio in 20 ms frames: speech starts after
-//! `min_speech` of frames above the threshold and stops after `silence` of frames below it.
+//! Voice activity detection on 16 kHz audio. A [`SpeechScorer`] gives each fixed-length frame a
+//! speech probability (the Silero model in `silero`, or frame energy here); the
+//! [`TurnDetector`] turns those scores into the caller's utterances: where speech started, where
+//! it paused, whether it came back, and where it stopped.
 
-use std::time::Duration;
+pub mod silero;
 
 use super::ENGINE_RATE;
 
-const FRAME: usize = (ENGINE_RATE / 50) as usize;
-
-/// A change of state, with its offset in the call's input stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VadEvent {
-    SpeechStarted { at_ms: u64 },
-    SpeechStopped { at_ms: u64 },
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct VadParams {
-    /// Frame level (dBFS, RMS) above which a frame counts as speech.
-    pub threshold_db: f32,
-    /// Continuous speech needed before `SpeechStarted`.
-    pub min_speech: Duration,
-    /// Continuous silence that ends speech.
-    pub silence: Duration,
-}
-
-pub struct EnergyVad {
-    params: VadParams,
-    pending: Vec<f32>,
-    in_speech: bool,
-    run_frames: u64,
-    frames_seen: u64,
-}
-
-fn frames_for(d: Duration) -> u64 {
-    (d.as_millis() as u64 / 20).max(1)
+/// Scores audio frame by frame.
+pub trait SpeechScorer: Send {
+    /// Samples per frame at 16 kHz.
+    fn frame_len(&self) -> usize;
+    /// Feeds samples; returns the speech probability (0-1) of each frame they completed.
+    fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, String>;
+    /// Forgets all state.
+    fn reset(&mut self);
 }
 
 /// RMS level of a frame in dBFS.
@@ -41,71 +22,227 @@ pub fn level_db(frame: &[f32]) -> f32 {
     if frame.is_empty() {
         return -120.0;
     }
-    let mean_sq = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
+    let mean_sq = frame
+        .iter()
+        .map(|s| if s.is_finite() { s * s } else { 0.0 })
+        .sum::<f32>()
+        / frame.len() as f32;
     10.0 * mean_sq.max(1e-12).log10()
 }
 
-impl EnergyVad {
-    pub fn new(params: VadParams) -> Self {
+/// 20 ms frames whose level is above a threshold count as speech (probability 1), others not.
+pub struct EnergyScorer {
+    threshold_db: f32,
+    pending: Vec<f32>,
+}
+
+const ENERGY_FRAME: usize = (ENGINE_RATE / 50) as usize;
+
+impl EnergyScorer {
+    pub fn new(threshold_db: f32) -> Self {
         Self {
-            params,
-            pending: Vec::with_capacity(FRAME),
-            in_speech: false,
-            run_frames: 0,
-            frames_seen: 0,
+            threshold_db,
+            pending: Vec::with_capacity(ENERGY_FRAME),
         }
+    }
+}
+
+impl SpeechScorer for EnergyScorer {
+    fn frame_len(&self) -> usize {
+        ENERGY_FRAME
+    }
+
+    fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, String> {
+        let mut out = Vec::with_capacity((self.pending.len() + samples.len()) / ENERGY_FRAME);
+        for &s in samples {
+            self.pending.push(s);
+            if self.pending.len() == ENERGY_FRAME {
+                let speech = level_db(&self.pending) > self.threshold_db;
+                out.push(if speech { 1.0 } else { 0.0 });
+                self.pending.clear();
+            }
+        }
+        Ok(out)
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// A change in the caller's speech, with offsets in ms of the call's input stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadEvent {
+    /// Speech began at `at_ms` (it has lasted `min_speech` by now).
+    Started { at_ms: u64 },
+    /// Speech has been silent since `at_ms` for `pause` (the turn may be ending).
+    Paused { at_ms: u64 },
+    /// Speech came back after a `Paused`.
+    Resumed,
+    /// Silent since `at_ms` for `silence`: the utterance is over.
+    Stopped { at_ms: u64 },
+}
+
+/// Timing rules of the detector, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectorParams {
+    /// Probability at or above which a frame is speech.
+    pub threshold: f32,
+    /// Speech needed before `Started`.
+    pub min_speech_ms: u64,
+    /// Silence that gives `Paused` (0: never).
+    pub pause_ms: u64,
+    /// Silence that gives `Stopped`.
+    pub silence_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Idle {
+        /// Start of the current run of speech frames, if any.
+        run_start: Option<u64>,
+    },
+    Speech {
+        start: u64,
+        /// End of the last speech frame.
+        voiced_end: u64,
+        /// Start of the current run of silent frames, if any.
+        silent_since: Option<u64>,
+        paused: bool,
+    },
+}
+
+/// Turns per-frame speech probabilities into utterances.
+pub struct TurnDetector {
+    scorer: Box<dyn SpeechScorer>,
+    params: DetectorParams,
+    state: State,
+    /// Samples scored so far (the input stream's clock).
+    clock: u64,
+}
+
+fn ms_of(samples: u64) -> u64 {
+    samples * 1000 / u64::from(ENGINE_RATE)
+}
+
+impl TurnDetector {
+    pub fn new(scorer: Box<dyn SpeechScorer>, params: DetectorParams) -> Self {
+        Self {
+            scorer,
+            params,
+            state: State::Idle { run_start: None },
+            clock: 0,
+        }
+    }
+
+    /// A detector whose clock starts at `samples` into the stream (when detection is turned on
+    /// mid-call).
+    pub fn starting_at(mut self, samples: u64) -> Self {
+        self.clock = samples;
+        self
+    }
+
+    pub fn set_params(&mut self, params: DetectorParams) {
+        self.params = params;
+    }
+
+    /// Swaps the scorer (a mode change); the stream's clock goes on.
+    pub fn set_scorer(&mut self, scorer: Box<dyn SpeechScorer>) {
+        self.scorer = scorer;
+        self.state = State::Idle { run_start: None };
     }
 
     pub fn in_speech(&self) -> bool {
-        self.in_speech
+        matches!(self.state, State::Speech { .. })
     }
 
-    /// Feeds 16 kHz samples; returns the state changes they caused.
-    pub fn push(&mut self, samples: &[f32]) -> Vec<VadEvent> {
+    /// Length of the current utterance's speech so far (start to the last speech frame), in ms.
+    pub fn speech_ms(&self) -> u64 {
+        match self.state {
+            State::Speech {
+                start, voiced_end, ..
+            } => ms_of(voiced_end - start),
+            State::Idle { .. } => 0,
+        }
+    }
+
+    /// Feeds 16 kHz samples; returns what changed, in order. A scorer failure is returned as an
+    /// error and the samples count as silence.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<VadEvent>, String> {
+        let frame = self.scorer.frame_len() as u64;
+        let scores = match self.scorer.push(samples) {
+            Ok(s) => s,
+            Err(e) => {
+                self.scorer.reset();
+                self.clock += samples.len() as u64;
+                return Err(e);
+            }
+        };
         let mut events = Vec::new();
-        for &s in samples {
-            self.pending.push(s);
-            if self.pending.len() == FRAME {
-                let speech = level_db(&self.pending) > self.params.threshold_db;
-                self.pending.clear();
-                self.frames_seen += 1;
-                if let Some(e) = self.step(speech) {
-                    events.push(e);
+        for p in scores {
+            let start = self.clock;
+            self.clock += frame;
+            self.step(p, start, &mut events);
+        }
+        Ok(events)
+    }
+
+    fn step(&mut self, p: f32, frame_start: u64, events: &mut Vec<VadEvent>) {
+        let speech = p >= self.params.threshold;
+        // Below this a frame is silence; between the two it keeps the current state (hysteresis).
+        let quiet = p < (self.params.threshold - 0.15).max(0.01);
+        let now = self.clock;
+        match &mut self.state {
+            State::Idle { run_start } => {
+                if !speech {
+                    *run_start = None;
+                    return;
+                }
+                let s = *run_start.get_or_insert(frame_start);
+                if ms_of(now - s) >= self.params.min_speech_ms {
+                    events.push(VadEvent::Started { at_ms: ms_of(s) });
+                    self.state = State::Speech {
+                        start: s,
+                        voiced_end: now,
+                        silent_since: None,
+                        paused: false,
+                    };
+                }
+            }
+            State::Speech {
+                voiced_end,
+                silent_since,
+                paused,
+                ..
+            } => {
+                if speech || (!quiet && silent_since.is_none()) {
+                    *voiced_end = now;
+                    *silent_since = None;
+                    if std::mem::take(paused) {
+                        events.push(VadEvent::Resumed);
+                    }
+                    return;
+                }
+                let since = *silent_since.get_or_insert(*voiced_end);
+                let silent = ms_of(now - since);
+                if silent >= self.params.silence_ms {
+                    events.push(VadEvent::Stopped {
+                        at_ms: ms_of(since),
+                    });
+                    self.state = State::Idle { run_start: None };
+                } else if self.params.pause_ms > 0 && silent >= self.params.pause_ms && !*paused {
+                    *paused = true;
+                    events.push(VadEvent::Paused {
+                        at_ms: ms_of(since),
+                    });
                 }
             }
         }
-        events
     }
 
-    fn step(&mut self, speech: bool) -> Option<VadEvent> {
-        if speech != self.in_speech {
-            self.run_frames += 1;
-        } else {
-            self.run_frames = 0;
-        }
-        let needed = if self.in_speech {
-            frames_for(self.params.silence)
-        } else {
-            frames_for(self.params.min_speech)
-        };
-        if self.run_frames < needed {
-            return None;
-        }
-        // The change happened where the run began.
-        let at_ms = (self.frames_seen - self.run_frames) * 20;
-        self.in_speech = speech;
-        self.run_frames = 0;
-        Some(if speech {
-            VadEvent::SpeechStarted { at_ms }
-        } else {
-            VadEvent::SpeechStopped { at_ms }
-        })
-    }
-
-    /// Forgets the current state (after a turn was committed by other means).
+    /// Ends any utterance in progress without an event (after `commit`).
     pub fn reset(&mut self) {
-        self.in_speech = false;
-        self.run_frames = 0;
+        self.state = State::Idle { run_start: None };
     }
 }
 
@@ -113,12 +250,17 @@ impl EnergyVad {
 mod tests {
     use super::*;
 
-    fn params() -> VadParams {
-        VadParams {
-            threshold_db: -40.0,
-            min_speech: Duration::from_millis(60),
-            silence: Duration::from_millis(400),
+    fn params() -> DetectorParams {
+        DetectorParams {
+            threshold: 0.5,
+            min_speech_ms: 60,
+            pause_ms: 200,
+            silence_ms: 400,
         }
+    }
+
+    fn energy() -> TurnDetector {
+        TurnDetector::new(Box::new(EnergyScorer::new(-40.0)), params())
     }
 
     fn tone(ms: usize, amp: f32) -> Vec<f32> {
@@ -126,37 +268,94 @@ mod tests {
     }
 
     #[test]
-    fn speech_then_silence_gives_start_and_stop_at_the_right_offsets() {
-        let mut v = EnergyVad::new(params());
+    fn speech_then_silence_gives_start_pause_and_stop_at_the_right_offsets() {
+        let mut v = energy();
         let mut audio = tone(500, 0.0);
         audio.extend(tone(1000, 0.3));
         audio.extend(tone(1000, 0.0));
-        let events = v.push(&audio);
+        let events = v.push(&audio).unwrap();
         assert_eq!(
             events,
             vec![
-                VadEvent::SpeechStarted { at_ms: 500 },
-                VadEvent::SpeechStopped { at_ms: 1500 }
+                VadEvent::Started { at_ms: 500 },
+                VadEvent::Paused { at_ms: 1500 },
+                VadEvent::Stopped { at_ms: 1500 }
             ]
         );
     }
 
     #[test]
     fn short_clicks_and_quiet_noise_are_not_speech() {
-        let mut v = EnergyVad::new(params());
+        let mut v = energy();
         let mut audio = tone(20, 0.5);
         audio.extend(tone(500, 0.001));
-        assert!(v.push(&audio).is_empty());
+        assert!(v.push(&audio).unwrap().is_empty());
         assert!(!v.in_speech());
     }
 
     #[test]
-    fn a_pause_shorter_than_silence_does_not_end_speech() {
-        let mut v = EnergyVad::new(params());
+    fn a_short_pause_resumes_and_does_not_end_speech() {
+        let mut v = energy();
         let mut audio = tone(300, 0.3);
-        audio.extend(tone(200, 0.0));
+        audio.extend(tone(300, 0.0));
         audio.extend(tone(300, 0.3));
-        let events = v.push(&audio);
-        assert_eq!(events, vec![VadEvent::SpeechStarted { at_ms: 0 }]);
+        let events = v.push(&audio).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                VadEvent::Started { at_ms: 0 },
+                VadEvent::Paused { at_ms: 300 },
+                VadEvent::Resumed
+            ]
+        );
+        assert!(v.in_speech());
+        assert_eq!(v.speech_ms(), 900);
+    }
+
+    #[test]
+    fn chunking_does_not_change_the_events() {
+        let mut audio = tone(200, 0.0);
+        audio.extend(tone(700, 0.3));
+        audio.extend(tone(900, 0.0));
+        let whole = energy().push(&audio).unwrap();
+        let mut v = energy();
+        let mut chunked = Vec::new();
+        for c in audio.chunks(333) {
+            chunked.extend(v.push(c).unwrap());
+        }
+        assert_eq!(whole, chunked);
+    }
+
+    /// Scores from a list, one per 32 ms frame, like the neural model.
+    struct Scripted(Vec<f32>, Vec<f32>);
+
+    impl SpeechScorer for Scripted {
+        fn frame_len(&self) -> usize {
+            512
+        }
+        fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, String> {
+            self.1.extend_from_slice(samples);
+            let n = self.1.len() / 512;
+            self.1.drain(..n * 512);
+            Ok(self.0.drain(..n.min(self.0.len())).collect())
+        }
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn hysteresis_keeps_middling_frames_in_speech() {
+        let mut scores = vec![0.9; 5];
+        scores.extend([0.4; 20]); // between threshold-0.15 and threshold: still speech
+        scores.extend([0.1; 20]);
+        let mut v = TurnDetector::new(Box::new(Scripted(scores, vec![])), params());
+        let events = v.push(&vec![0.0; 45 * 512]).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                VadEvent::Started { at_ms: 0 },
+                VadEvent::Paused { at_ms: 800 },
+                VadEvent::Stopped { at_ms: 800 }
+            ]
+        );
     }
 }

@@ -1,0 +1,368 @@
+//! What the caller says: audio chunks go through the listener (decode, speech detection); speech
+//! start and stop become events, pauses start a speculative reply, long enough speech over the
+//! agent interrupts it, and partial transcripts are made while the caller is still speaking.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::listen::{energy_scorer, Heard, Listener};
+use super::session::Session;
+use super::turn::TurnInput;
+use crate::audio::decode::base64_decode;
+use crate::audio::vad::SpeechScorer;
+use crate::audio::ENGINE_RATE;
+use crate::protocol::{AudioFormat, DetectionMode, ErrorCode, ServerMessage, TurnDetection};
+
+/// Shortest utterance worth a partial transcript.
+const PARTIAL_MIN_SAMPLES: usize = ENGINE_RATE as usize;
+
+/// A partial transcript (or `None` when it failed or was cancelled) of utterance `item_id`.
+pub struct Partial {
+    pub item_id: u64,
+    pub text: Option<String>,
+}
+
+pub struct Caller {
+    /// `None` only while it is away on a blocking thread.
+    listener: Option<Listener>,
+    settings: TurnDetection,
+    format: AudioFormat,
+    /// Conversation item of the utterance in progress.
+    pub user_item: Option<u64>,
+    /// The partial transcript being made: its item and its cancellation.
+    partial: Option<(u64, CancellationToken)>,
+    last_partial: Option<Instant>,
+    /// A detector failure was reported already.
+    detector_failed: bool,
+}
+
+impl Caller {
+    pub fn new(listener: Listener, format: AudioFormat) -> Self {
+        Self {
+            settings: *listener.settings(),
+            listener: Some(listener),
+            format,
+            user_item: None,
+            partial: None,
+            last_partial: None,
+            detector_failed: false,
+        }
+    }
+
+    pub fn settings(&self) -> &TurnDetection {
+        &self.settings
+    }
+
+    pub fn update(
+        &mut self,
+        settings: TurnDetection,
+        scorer: Option<Option<Box<dyn SpeechScorer>>>,
+    ) {
+        self.settings = settings;
+        if let Some(l) = self.listener.as_mut() {
+            l.update(settings, scorer);
+        }
+    }
+
+    fn in_speech(&self) -> bool {
+        self.listener.as_ref().is_some_and(|l| l.in_speech())
+    }
+
+    fn cancel_partial(&mut self) {
+        if let Some((_, c)) = &self.partial {
+            c.cancel();
+        }
+    }
+}
+
+impl Session {
+    pub(super) async fn on_audio(&mut self, b64: &str) {
+        let bytes = match base64_decode(b64) {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .send_error(ErrorCode::InvalidBase64, e.to_string(), false)
+                    .await
+            }
+        };
+        let neural = self.state.engines.vad.is_some();
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(mut listener) = call.caller.listener.take() else {
+            return;
+        };
+        let samples = match listener.decode(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                call.caller.listener = Some(listener);
+                return self
+                    .send_error(ErrorCode::InvalidAudio, e.to_string(), false)
+                    .await;
+            }
+        };
+        // The neural detector takes a millisecond or two per chunk: off the async threads.
+        let pushed = if neural && call.caller.settings.mode == DetectionMode::Silero {
+            tokio::task::spawn_blocking(move || {
+                let r = listener.push(&samples);
+                (listener, r)
+            })
+            .await
+            .ok()
+        } else {
+            let r = listener.push(&samples);
+            Some((listener, r))
+        };
+        let (heard, failure) = match pushed {
+            Some((listener, r)) => {
+                call.caller.listener = Some(listener);
+                r
+            }
+            None => {
+                // The detector panicked: carry on with the energy detector.
+                warn!("speech detector failed; falling back to the energy detector");
+                let settings = call.caller.settings;
+                let pause = self.state.config.turn.speculate_ms;
+                let max = self.state.config.limits.max_turn_audio_ms;
+                call.caller.listener = Listener::new(
+                    call.caller.format,
+                    settings,
+                    Some(energy_scorer(&settings)),
+                    pause,
+                    max,
+                )
+                .ok();
+                (Vec::new(), Some("the speech detector stopped".to_string()))
+            }
+        };
+        if let Some(reason) = failure {
+            if !std::mem::replace(&mut call.caller.detector_failed, true) {
+                warn!(%reason, "speech detection failed on a chunk");
+                self.send_error(
+                    ErrorCode::EngineError,
+                    format!("speech detection failed: {reason}"),
+                    false,
+                )
+                .await;
+            }
+        }
+        for h in heard {
+            self.on_heard(h).await;
+        }
+        self.check_barge_in().await;
+        self.maybe_partial();
+        self.enforce_turn_limit().await;
+    }
+
+    /// Instant at which the caller said the sample at `at_ms` (they stream in real time).
+    fn spoken_at(&self, at_ms: u64) -> Instant {
+        let lag = self
+            .call
+            .as_ref()
+            .and_then(|c| c.caller.listener.as_ref())
+            .map_or(0, |l| l.lag_ms(at_ms));
+        let now = Instant::now();
+        now.checked_sub(Duration::from_millis(lag)).unwrap_or(now)
+    }
+
+    async fn on_heard(&mut self, heard: Heard) {
+        let speculate = self.state.config.turn.speculate_ms > 0;
+        match heard {
+            Heard::Started { at_ms } => {
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                let item_id = call.live.record.new_item_id();
+                call.caller.user_item = Some(item_id);
+                call.caller.last_partial = Some(Instant::now());
+                self.send(ServerMessage::SpeechStarted {
+                    item_id,
+                    audio_start_ms: at_ms,
+                })
+                .await;
+            }
+            Heard::Paused { at_ms, audio } => {
+                let anchor = self.spoken_at(at_ms);
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                call.caller.cancel_partial();
+                if speculate && !self.agent_speaking() {
+                    self.start_pending(TurnInput::Audio(audio.into()), anchor);
+                }
+            }
+            Heard::Resumed => self.cancel_pending(),
+            Heard::Stopped {
+                at_ms,
+                speech_ms,
+                audio,
+            } => {
+                let anchor = self.spoken_at(at_ms);
+                let min_interrupt = self
+                    .call
+                    .as_ref()
+                    .map_or(0, |c| c.caller.settings.min_interrupt_ms);
+                let speaking = self.agent_speaking();
+                let Some(call) = self.call.as_mut() else {
+                    return;
+                };
+                call.caller.cancel_partial();
+                let item_id = match call.caller.user_item.take() {
+                    Some(i) => i,
+                    None => call.live.record.new_item_id(),
+                };
+                self.send(ServerMessage::SpeechStopped {
+                    item_id,
+                    audio_end_ms: at_ms,
+                })
+                .await;
+                if speaking && speech_ms < min_interrupt {
+                    // A cough or a "mhm" over the agent: not a turn.
+                    debug!(speech_ms, "short sound while the agent speaks ignored");
+                    return self.cancel_pending();
+                }
+                if !self.adopt_pending(item_id).await {
+                    let input = TurnInput::Audio(audio.into());
+                    self.start_reply(input, anchor, Some(item_id), None).await;
+                    if let Some(r) = self.call.as_mut().and_then(|c| c.reply.as_mut()) {
+                        r.end_of_speech_ms = Some(crate::call::turn::ms_since(anchor));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Speech over the agent for `min_interrupt_ms` stops its reply.
+    async fn check_barge_in(&mut self) {
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        let Some(l) = call.caller.listener.as_ref() else {
+            return;
+        };
+        if l.in_speech()
+            && l.speech_ms() >= call.caller.settings.min_interrupt_ms
+            && self.agent_speaking()
+        {
+            self.interrupt_reply(true).await;
+        }
+    }
+
+    /// Starts a partial transcript of the utterance in progress when one is due.
+    fn maybe_partial(&mut self) {
+        let interval = self.state.config.turn.partial_interval_ms;
+        let stt = self.state.engines.stt.clone();
+        let tx = self.partial_tx.clone();
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let c = &mut call.caller;
+        let Some(item_id) = c.user_item else { return };
+        let due = c
+            .last_partial
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(interval));
+        let Some(l) = c.listener.as_ref() else { return };
+        if interval == 0
+            || c.partial.is_some()
+            || !due
+            || !l.in_speech()
+            || l.buffered() < PARTIAL_MIN_SAMPLES
+        {
+            return;
+        }
+        let audio: Arc<[f32]> = l.snapshot().into();
+        let cancel = call.cancel.child_token();
+        c.partial = Some((item_id, cancel.clone()));
+        c.last_partial = Some(Instant::now());
+        tokio::spawn(async move {
+            let text = stt.transcribe(audio, cancel).await.ok().map(|t| t.text);
+            let _ = tx.send(Partial { item_id, text }).await;
+        });
+    }
+
+    pub(super) async fn on_partial(&mut self, p: Partial) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call
+            .caller
+            .partial
+            .as_ref()
+            .is_some_and(|(i, _)| *i == p.item_id)
+        {
+            call.caller.partial = None;
+        }
+        let text = p.text.unwrap_or_default().trim().to_string();
+        if text.is_empty() || call.caller.user_item != Some(p.item_id) || !call.caller.in_speech() {
+            return;
+        }
+        let turn_id = call.live.record.peek_turn_id();
+        self.send(ServerMessage::Transcript {
+            turn_id,
+            item_id: p.item_id,
+            text,
+            is_final: false,
+        })
+        .await;
+    }
+
+    /// Bounds the turn: at the turn audio limit the turn is ended there.
+    async fn enforce_turn_limit(&mut self) {
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        let manual = call.caller.settings.mode == DetectionMode::Manual;
+        let over = call
+            .caller
+            .listener
+            .as_ref()
+            .is_some_and(|l| l.over_limit());
+        if over && (manual || call.caller.in_speech()) {
+            let limit_ms = self.state.config.limits.max_turn_audio_ms;
+            self.send_error(
+                ErrorCode::TurnAudioLimit,
+                format!("turn audio reached the {limit_ms} ms limit; the turn was ended there"),
+                false,
+            )
+            .await;
+            self.commit().await;
+        }
+    }
+
+    pub(super) async fn commit(&mut self) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let audio = call
+            .caller
+            .listener
+            .as_mut()
+            .map(|l| l.take_all())
+            .unwrap_or_default();
+        if audio.is_empty() {
+            return self
+                .send_error(
+                    ErrorCode::EmptyTurn,
+                    "commit with no audio since the last turn",
+                    false,
+                )
+                .await;
+        }
+        call.caller.cancel_partial();
+        let item_id = match call.caller.user_item.take() {
+            Some(i) => i,
+            None => call.live.record.new_item_id(),
+        };
+        self.cancel_pending();
+        self.start_reply(
+            TurnInput::Audio(audio.into()),
+            Instant::now(),
+            Some(item_id),
+            None,
+        )
+        .await;
+    }
+}

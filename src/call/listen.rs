@@ -1,0 +1,344 @@
+//! The caller's side of a call: decodes audio chunks to 16 kHz, runs the turn detector over
+//! them, and keeps the audio of the utterance in progress (with a little padding before speech
+//! starts and after it stops), bounded in size.
+
+use crate::audio::decode::{decode_wav, mulaw_to_f32, pcm16_to_f32};
+use crate::audio::resample::StreamResampler;
+use crate::audio::vad::{DetectorParams, EnergyScorer, SpeechScorer, TurnDetector, VadEvent};
+use crate::audio::{AudioError, ENGINE_RATE};
+use crate::protocol::{AudioFormat, DetectionMode, Encoding, TurnDetection};
+
+/// Audio kept after detected end of speech, when it has arrived.
+const SUFFIX_MS: u64 = 250;
+
+pub fn samples_for_ms(ms: u64) -> usize {
+    (ms * u64::from(ENGINE_RATE) / 1000) as usize
+}
+
+/// Turns client chunks of the call's input format into 16 kHz samples.
+struct InputDecoder {
+    format: AudioFormat,
+    carry: Option<u8>,
+    resampler: StreamResampler,
+    /// For WAV chunks, whose rate comes with each chunk.
+    wav: Option<(u32, StreamResampler)>,
+}
+
+impl InputDecoder {
+    fn new(format: AudioFormat) -> Result<Self, AudioError> {
+        Ok(Self {
+            format,
+            carry: None,
+            resampler: StreamResampler::new(format.sample_rate, ENGINE_RATE)?,
+            wav: None,
+        })
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Result<Vec<f32>, AudioError> {
+        match self.format.encoding {
+            Encoding::Pcm16 => Ok(self.resampler.push(&pcm16_to_f32(bytes, &mut self.carry))),
+            Encoding::Mulaw => Ok(self.resampler.push(&mulaw_to_f32(bytes))),
+            Encoding::Wav => {
+                let d = decode_wav(bytes)?;
+                if self.wav.as_ref().map(|(r, _)| *r) != Some(d.sample_rate) {
+                    self.wav = Some((
+                        d.sample_rate,
+                        StreamResampler::new(d.sample_rate, ENGINE_RATE)?,
+                    ));
+                }
+                Ok(self
+                    .wav
+                    .as_mut()
+                    .map(|(_, r)| r.push(&d.samples))
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// What a chunk of audio caused.
+#[derive(Debug)]
+pub enum Heard {
+    Started {
+        at_ms: u64,
+    },
+    /// The caller went quiet at `at_ms`; `audio` is the utterance so far (for a speculative turn).
+    Paused {
+        at_ms: u64,
+        audio: Vec<f32>,
+    },
+    Resumed,
+    /// The utterance ended at `at_ms`; `speech_ms` is its length.
+    Stopped {
+        at_ms: u64,
+        speech_ms: u64,
+        audio: Vec<f32>,
+    },
+}
+
+/// Makes a scorer for a detection mode; `None` for manual mode.
+pub type ScorerFactory =
+    dyn Fn(DetectionMode, &TurnDetection) -> Option<Box<dyn SpeechScorer>> + Send + Sync;
+
+pub struct Listener {
+    input: InputDecoder,
+    detector: Option<TurnDetector>,
+    settings: TurnDetection,
+    pause_ms: u64,
+    /// Audio of the current utterance; `buffer[0]` is at `buffer_start` samples of the stream.
+    buffer: Vec<f32>,
+    buffer_start: u64,
+    /// Samples received so far.
+    received: u64,
+    /// Speech length of the utterance in progress, kept at `Stopped`.
+    speech_start_ms: u64,
+    max_samples: usize,
+}
+
+fn params(s: &TurnDetection, pause_ms: u64) -> DetectorParams {
+    DetectorParams {
+        threshold: match s.mode {
+            DetectionMode::Energy => 0.5,
+            _ => s.threshold,
+        },
+        min_speech_ms: s.min_speech_ms,
+        pause_ms,
+        silence_ms: s.silence_duration_ms,
+    }
+}
+
+/// The energy detector as a scorer (also the fallback when the model is unavailable).
+pub fn energy_scorer(s: &TurnDetection) -> Box<dyn SpeechScorer> {
+    Box::new(EnergyScorer::new(s.energy_threshold_db))
+}
+
+impl Listener {
+    /// `pause_ms`: silence after which a speculative turn may start (0: never).
+    pub fn new(
+        format: AudioFormat,
+        settings: TurnDetection,
+        scorer: Option<Box<dyn SpeechScorer>>,
+        pause_ms: u64,
+        max_turn_ms: u64,
+    ) -> Result<Self, AudioError> {
+        Ok(Self {
+            input: InputDecoder::new(format)?,
+            detector: scorer.map(|s| TurnDetector::new(s, params(&settings, pause_ms))),
+            settings,
+            pause_ms,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            received: 0,
+            speech_start_ms: 0,
+            max_samples: samples_for_ms(max_turn_ms),
+        })
+    }
+
+    pub fn settings(&self) -> &TurnDetection {
+        &self.settings
+    }
+
+    /// New settings; `scorer` is given when the mode changed (`None` there means manual).
+    pub fn update(
+        &mut self,
+        settings: TurnDetection,
+        scorer: Option<Option<Box<dyn SpeechScorer>>>,
+    ) {
+        self.settings = settings;
+        let p = params(&settings, self.pause_ms);
+        match scorer {
+            Some(None) => self.detector = None,
+            Some(Some(s)) => match &mut self.detector {
+                Some(d) => {
+                    d.set_scorer(s);
+                    d.set_params(p);
+                }
+                None => self.detector = Some(TurnDetector::new(s, p).starting_at(self.received)),
+            },
+            None => {
+                if let Some(d) = &mut self.detector {
+                    d.set_params(p)
+                }
+            }
+        }
+    }
+
+    pub fn in_speech(&self) -> bool {
+        self.detector.as_ref().is_some_and(|d| d.in_speech())
+    }
+
+    /// Speech so far in the utterance in progress, in ms.
+    pub fn speech_ms(&self) -> u64 {
+        self.detector.as_ref().map_or(0, |d| d.speech_ms())
+    }
+
+    /// Audio buffered for the current turn, in samples.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// A copy of the utterance so far (for a partial transcript).
+    pub fn snapshot(&self) -> Vec<f32> {
+        self.buffer.clone()
+    }
+
+    /// How far behind the stream's end `at_ms` is, in ms (how long ago it was spoken, for a
+    /// caller streaming in real time).
+    pub fn lag_ms(&self, at_ms: u64) -> u64 {
+        (self.received * 1000 / u64::from(ENGINE_RATE)).saturating_sub(at_ms)
+    }
+
+    /// Decodes a chunk.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Vec<f32>, AudioError> {
+        self.input.decode(bytes)
+    }
+
+    /// Feeds decoded samples: buffers them and reports what the detector saw. A detector
+    /// failure is returned after the buffering; the call goes on.
+    pub fn push(&mut self, samples: &[f32]) -> (Vec<Heard>, Option<String>) {
+        self.received += samples.len() as u64;
+        self.buffer.extend_from_slice(samples);
+        let Some(detector) = self.detector.as_mut() else {
+            return (Vec::new(), None);
+        };
+        let (events, err) = match detector.push(samples) {
+            Ok(e) => (e, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut heard = Vec::with_capacity(events.len());
+        for e in events {
+            heard.push(match e {
+                VadEvent::Started { at_ms } => {
+                    let keep =
+                        samples_for_ms(at_ms.saturating_sub(self.settings.prefix_padding_ms));
+                    self.drop_before(keep as u64);
+                    self.speech_start_ms = at_ms;
+                    Heard::Started { at_ms }
+                }
+                VadEvent::Paused { at_ms } => Heard::Paused {
+                    at_ms,
+                    audio: self.utterance_until(at_ms, false),
+                },
+                VadEvent::Resumed => Heard::Resumed,
+                VadEvent::Stopped { at_ms } => Heard::Stopped {
+                    at_ms,
+                    speech_ms: at_ms.saturating_sub(self.speech_start_ms),
+                    audio: self.utterance_until(at_ms, true),
+                },
+            });
+        }
+        if self.detector.is_some() && !self.in_speech() && self.buffer.len() > self.max_samples {
+            // Silence that never became speech: keep only what could pad the next utterance.
+            let keep = samples_for_ms(self.settings.prefix_padding_ms);
+            let drop = self.buffer.len().saturating_sub(keep);
+            self.drop_front(drop);
+        }
+        (heard, err)
+    }
+
+    /// True when the utterance in progress has reached the turn audio limit.
+    pub fn over_limit(&self) -> bool {
+        self.buffer.len() > self.max_samples
+    }
+
+    /// Everything buffered, as the turn's audio (`commit`); the detector starts afresh.
+    pub fn take_all(&mut self) -> Vec<f32> {
+        if let Some(d) = &mut self.detector {
+            d.reset();
+        }
+        let audio = std::mem::take(&mut self.buffer);
+        self.buffer_start += audio.len() as u64;
+        audio
+    }
+
+    /// The utterance up to `at_ms` plus the suffix that has arrived; `consume` removes it.
+    fn utterance_until(&mut self, at_ms: u64, consume: bool) -> Vec<f32> {
+        let end = samples_for_ms(at_ms + SUFFIX_MS) as u64;
+        let take = end
+            .saturating_sub(self.buffer_start)
+            .min(self.buffer.len() as u64) as usize;
+        if consume {
+            let audio: Vec<f32> = self.buffer.drain(..take).collect();
+            self.buffer_start += take as u64;
+            audio
+        } else {
+            self.buffer[..take].to_vec()
+        }
+    }
+
+    fn drop_before(&mut self, sample: u64) {
+        let drop = sample
+            .saturating_sub(self.buffer_start)
+            .min(self.buffer.len() as u64) as usize;
+        self.drop_front(drop);
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        self.buffer.drain(..n);
+        self.buffer_start += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TurnDetection {
+        TurnDetection {
+            mode: DetectionMode::Energy,
+            threshold: 0.5,
+            energy_threshold_db: -40.0,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+            min_speech_ms: 100,
+            min_interrupt_ms: 400,
+        }
+    }
+
+    fn listener() -> Listener {
+        let fmt = AudioFormat {
+            encoding: Encoding::Pcm16,
+            sample_rate: 16000,
+        };
+        let s = settings();
+        Listener::new(fmt, s, Some(energy_scorer(&s)), 200, 10_000).unwrap()
+    }
+
+    fn tone(ms: usize, amp: f32) -> Vec<f32> {
+        (0..ms * 16).map(|i| (i as f32 * 0.3).sin() * amp).collect()
+    }
+
+    #[test]
+    fn an_utterance_keeps_its_padding_and_nothing_older() {
+        let mut l = listener();
+        let mut audio = tone(2000, 0.0);
+        audio.extend(tone(1000, 0.3));
+        audio.extend(tone(1000, 0.0));
+        let (heard, err) = l.push(&audio);
+        assert!(err.is_none());
+        let Some(Heard::Stopped {
+            at_ms,
+            speech_ms,
+            audio,
+        }) = heard.last()
+        else {
+            panic!("no stop in {heard:?}");
+        };
+        assert_eq!(*at_ms, 3000);
+        assert_eq!(*speech_ms, 1000);
+        // 300 ms before, 1000 ms of speech, 250 ms after.
+        assert_eq!(audio.len(), samples_for_ms(1550));
+        assert!(matches!(heard[0], Heard::Started { at_ms: 2000 }));
+        assert!(matches!(heard[1], Heard::Paused { at_ms: 3000, .. }));
+    }
+
+    #[test]
+    fn long_silence_is_not_kept() {
+        let mut l = listener();
+        for _ in 0..30 {
+            l.push(&tone(1000, 0.0));
+        }
+        assert!(l.buffered() <= samples_for_ms(10_000));
+        assert!(!l.in_speech());
+    }
+}
