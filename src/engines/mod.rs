@@ -2,6 +2,7 @@
 //! kind has one file per provider under its folder; [`Engines`] holds the ones in force.
 
 pub mod llm;
+pub mod onnx;
 pub mod pool;
 pub mod stt;
 pub mod tts;

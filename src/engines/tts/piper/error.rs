@@ -39,6 +39,16 @@ pub enum PiperError {
     Fallback(String),
 }
 
+impl From<crate::engines::onnx::OnnxError> for PiperError {
+    fn from(e: crate::engines::onnx::OnnxError) -> Self {
+        match e {
+            crate::engines::onnx::OnnxError::Library { path, reason } => {
+                PiperError::Runtime { path, reason }
+            }
+        }
+    }
+}
+
 impl PiperError {
     /// Whether retrying the same request could succeed (transient run-time
     /// failure) as opposed to a broken setup.

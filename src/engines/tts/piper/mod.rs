@@ -31,15 +31,20 @@ mod config;
 mod error;
 mod fallback;
 mod phonemize;
-mod runtime;
 mod voice;
 
+pub use crate::engines::onnx::{runtime_environment, use_runtime_environment};
 pub use config::VoiceConfig;
 pub use error::PiperError;
 pub use fallback::EspeakVoice;
 pub use phonemize::{espeak_data_dir, split_clauses, Phonemizer};
-pub use runtime::{init_runtime, runtime_environment, use_runtime_environment};
 pub use voice::{PiperVoice, VoiceOptions};
+
+/// Load ONNX Runtime from `lib_path` for the voices (the process-wide runtime of
+/// [`crate::engines::onnx`]; idempotent). A failure is [`PiperError::Runtime`].
+pub fn init_runtime(lib_path: &std::path::Path) -> Result<(), PiperError> {
+    crate::engines::onnx::init_runtime(lib_path).map_err(PiperError::from)
+}
 
 #[cfg(test)]
 mod tests {

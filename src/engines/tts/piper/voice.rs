@@ -12,8 +12,8 @@ use ort::value::Tensor;
 
 use super::config::VoiceConfig;
 use super::phonemize::Phonemizer;
-use super::runtime::runtime_environment;
 use super::PiperError;
+use crate::engines::onnx::runtime_environment;
 use crate::engines::tts::text::{normalize, split_sentences};
 
 /// Sessions waiting to be borrowed.

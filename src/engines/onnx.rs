@@ -1,15 +1,22 @@
 //! The process-wide ONNX Runtime: loaded once from a shared library path
-//! (`load-dynamic`), then shared by every voice.
+//! (`load-dynamic`), then shared by every model that runs on it (Piper voices,
+//! the Silero speech detector).
 //!
 //! ONNX Runtime allows one environment per process. If another part of the
-//! server already built one, hand it over with `use_runtime_environment`.
+//! process already built one, hand it over with `use_runtime_environment`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 
-use super::PiperError;
+/// The ONNX Runtime library could not be loaded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OnnxError {
+    /// Missing file, not a shared library, or an incompatible version.
+    #[error("cannot load the ONNX Runtime library {path}: {reason}")]
+    Library { path: PathBuf, reason: String },
+}
 
 static ENV: OnceLock<Environment> = OnceLock::new();
 static INIT_LOCK: Mutex<()> = Mutex::new(());
@@ -17,12 +24,12 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// Load ONNX Runtime from `lib_path` (e.g. `libonnxruntime.so.1.31.1`) and
 /// create the environment. Idempotent: later calls return `Ok(())` and keep
 /// the library loaded first (a process can load only one).
-pub fn init_runtime(lib_path: &Path) -> Result<(), PiperError> {
+pub fn init_runtime(lib_path: &Path) -> Result<(), OnnxError> {
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if ENV.get().is_some() {
         return Ok(());
     }
-    let fail = |reason: String| PiperError::Runtime {
+    let fail = |reason: String| OnnxError::Library {
         path: lib_path.to_path_buf(),
         reason,
     };
@@ -35,7 +42,7 @@ pub fn init_runtime(lib_path: &Path) -> Result<(), PiperError> {
         .map_err(|e| fail(format!("cannot resolve path: {e}")))?;
     let builder = ort::init_from(&abs).map_err(|e| fail(e.to_string()))?;
     let env = builder
-        .with_name("voxwire-tts")
+        .with_name("voxwire")
         .with_telemetry(false)
         .build()
         .map_err(|e| fail(e.to_string()))?;
@@ -43,8 +50,8 @@ pub fn init_runtime(lib_path: &Path) -> Result<(), PiperError> {
     Ok(())
 }
 
-/// Use an environment built elsewhere in the process (e.g. by a VAD engine)
-/// instead of `init_runtime`. Ignored if one is already set.
+/// Use an environment built elsewhere in the process instead of
+/// `init_runtime`. Ignored if one is already set.
 pub fn use_runtime_environment(env: Environment) {
     let _ = ENV.set(env);
 }
