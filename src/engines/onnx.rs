@@ -4,11 +4,13 @@
 //!
 //! ONNX Runtime allows one environment per process. If another part of the
 //! process already built one, hand it over with `use_runtime_environment`.
+//! `SessionPool` keeps the sessions of one model for reuse.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use ort::environment::Environment;
+use ort::session::Session;
 
 /// The ONNX Runtime library could not be loaded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -59,4 +61,70 @@ pub fn use_runtime_environment(env: Environment) {
 /// The environment, if `init_runtime` succeeded.
 pub fn runtime_environment() -> Option<&'static Environment> {
     ENV.get()
+}
+
+/// A few sessions of one model, created once and reused: `Session::run` needs
+/// `&mut`, so each request borrows one and requests beyond the pool's size
+/// wait for one to come back.
+pub(crate) struct SessionPool {
+    idle: Mutex<Vec<Session>>,
+    returned: Condvar,
+    /// Sessions the pool was made with; an empty pool never waits.
+    size: usize,
+}
+
+/// A borrowed session; goes back to the pool when dropped.
+pub(crate) struct Lease<'a> {
+    pool: &'a SessionPool,
+    session: Option<Session>,
+}
+
+impl SessionPool {
+    pub(crate) fn new(sessions: Vec<Session>) -> Self {
+        SessionPool {
+            size: sessions.len(),
+            idle: Mutex::new(sessions),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Session>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for an idle session (none at all if the pool is empty).
+    pub(crate) fn borrow(&self) -> Lease<'_> {
+        if self.size == 0 {
+            return Lease {
+                pool: self,
+                session: None,
+            };
+        }
+        let mut idle = self.lock();
+        loop {
+            if let Some(session) = idle.pop() {
+                return Lease {
+                    pool: self,
+                    session: Some(session),
+                };
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Lease<'_> {
+    /// The borrowed session; `None` only from an empty pool.
+    pub(crate) fn session(&mut self) -> Option<&mut Session> {
+        self.session.as_mut()
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.pool.lock().push(session);
+            self.pool.returned.notify_one();
+        }
+    }
 }

@@ -4,7 +4,6 @@
 //! session; with one session requests take turns).
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -13,48 +12,8 @@ use ort::value::Tensor;
 use super::config::VoiceConfig;
 use super::phonemize::Phonemizer;
 use super::PiperError;
-use crate::engines::onnx::runtime_environment;
+use crate::engines::onnx::{runtime_environment, SessionPool};
 use crate::engines::tts::text::{normalize, split_sentences};
-
-/// Sessions waiting to be borrowed.
-struct SessionPool {
-    idle: Mutex<Vec<Session>>,
-    returned: Condvar,
-}
-
-/// A borrowed session; goes back to the pool when dropped.
-struct Lease<'a> {
-    pool: &'a SessionPool,
-    session: Option<Session>,
-}
-
-impl SessionPool {
-    fn lock(&self) -> MutexGuard<'_, Vec<Session>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn borrow(&self) -> Lease<'_> {
-        let mut idle = self.lock();
-        loop {
-            if let Some(session) = idle.pop() {
-                return Lease {
-                    pool: self,
-                    session: Some(session),
-                };
-            }
-            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.pool.lock().push(session);
-            self.pool.returned.notify_one();
-        }
-    }
-}
 
 /// How to load a voice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +106,7 @@ impl PiperVoice {
         Ok(PiperVoice {
             config,
             phonemizer,
-            pool: SessionPool {
-                idle: Mutex::new(idle),
-                returned: Condvar::new(),
-            },
+            pool: SessionPool::new(idle),
         })
     }
 
@@ -201,8 +157,7 @@ impl PiperVoice {
             .map_err(err)?;
         let mut lease = self.pool.borrow();
         let session = lease
-            .session
-            .as_mut()
+            .session()
             .ok_or_else(|| PiperError::Inference("session pool is empty".into()))?;
         let outputs = session
             .run(ort::inputs![
