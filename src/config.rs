@@ -42,6 +42,15 @@ impl EngineChoice {
     }
 }
 
+/// Which speech detector finds the end of the caller's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadChoice {
+    /// Silero VAD, a small neural model run by ONNX Runtime (the default).
+    Silero,
+    /// A level threshold (`VOXWIRE_VAD_THRESHOLD_DB`); no model.
+    Energy,
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -55,6 +64,8 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Turn detection defaults and the server's own turn-taking rules.
     pub turn: TurnSettings,
+    /// The speech detector (`VOXWIRE_VAD`).
+    pub vad: VadChoice,
     /// Messages kept per call (oldest dropped).
     pub history_limit: usize,
     /// Calls remembered for `call_id` resumption and `/api/calls` (least recently used dropped).
@@ -115,6 +126,7 @@ impl std::fmt::Debug for Config {
             .field("stt", &self.stt)
             .field("llm", &self.llm)
             .field("tts", &self.tts)
+            .field("vad", &self.vad)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +198,15 @@ fn parse_engine(
             other,
             format!("expected one of: {}", allowed.join(", ")),
         )),
+    }
+}
+
+fn parse_vad(env: &dyn Env) -> Result<VadChoice, ConfigError> {
+    const VAR: &str = "VOXWIRE_VAD";
+    match env.get(VAR).as_deref().map(str::trim) {
+        None | Some("silero") => Ok(VadChoice::Silero),
+        Some("energy") => Ok(VadChoice::Energy),
+        Some(other) => Err(invalid(VAR, other, "expected one of: silero, energy")),
     }
 }
 
@@ -313,6 +334,7 @@ impl Config {
                     60_000,
                 )?,
             },
+            vad: parse_vad(env)?,
             history_limit: parse_num(env, "VOXWIRE_HISTORY_LIMIT", 50, 2, 10_000)?,
             max_stored_calls: parse_num(env, "VOXWIRE_MAX_STORED_CALLS", 10_000, 1, 10_000_000)?,
             demo_token_ttl: Duration::from_secs(parse_num(
@@ -367,6 +389,7 @@ impl Config {
             ("VOXWIRE_STT", "fake"),
             ("VOXWIRE_LLM", "fake"),
             ("VOXWIRE_TTS", "fake"),
+            ("VOXWIRE_VAD", "energy"),
             (
                 "VOXWIRE_AGENTS",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/agents.toml"),
@@ -426,6 +449,17 @@ mod tests {
             ("amy".to_string(), PathBuf::from("/v/amy.onnx"))
         );
         assert!(Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe")])).is_err());
+    }
+
+    #[test]
+    fn speech_detector_choice() {
+        assert_eq!(Config::from_env(&env(&[])).unwrap().vad, VadChoice::Silero);
+        let c = Config::from_env(&env(&[("VOXWIRE_VAD", "energy")])).unwrap();
+        assert_eq!(c.vad, VadChoice::Energy);
+        let e = Config::from_env(&env(&[("VOXWIRE_VAD", "webrtc")])).unwrap_err();
+        assert!(e.to_string().starts_with("VOXWIRE_VAD:"), "{e}");
+        assert!(e.to_string().contains("silero, energy"), "{e}");
+        assert_eq!(Config::for_tests().vad, VadChoice::Energy);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Speech engines behind three traits: speech-to-text, language model and text-to-speech. Each
-//! kind has one file per provider under its folder; [`Engines`] holds the ones in force.
+//! kind has one file per provider under its folder; [`Engines`] holds the ones in force, with the
+//! Silero speech detector when it is chosen. `onnx` is the ONNX Runtime they share.
 
 pub mod llm;
 pub mod onnx;
@@ -11,7 +12,8 @@ use std::sync::Arc;
 
 use std::path::PathBuf;
 
-use crate::config::{Config, EngineChoice};
+use crate::audio::vad::silero::SileroVad;
+use crate::config::{Config, EngineChoice, VadChoice};
 use crate::models::{manifest, ModelError, ModelStore};
 
 /// An engine failure. `retryable` tells a fallback wrapper whether trying again may help.
@@ -54,8 +56,13 @@ pub struct Engines {
     pub stt: Arc<dyn stt::SpeechToText>,
     pub llm: Arc<dyn llm::LanguageModel>,
     pub tts: Arc<dyn tts::TextToSpeech>,
-    pub vad: Option<Arc<crate::audio::vad::silero::SileroVad>>,
+    /// The Silero speech detector shared by every call (one stream each); `None` with
+    /// `VOXWIRE_VAD=energy`.
+    pub vad: Option<Arc<SileroVad>>,
 }
+
+/// Concurrent Silero runs: each borrows a session for one `push`.
+const VAD_SESSIONS: usize = 2;
 
 impl Engines {
     /// Builds the engines named by the configuration, fetching missing models unless offline.
@@ -109,12 +116,11 @@ impl Engines {
             EngineChoice::Espeak => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
             EngineChoice::Fake => Arc::new(tts::fake::FakeTts::default()),
         };
-        Ok(Self {
-            stt,
-            llm,
-            tts,
-            vad: None,
-        })
+        let vad = match config.vad {
+            VadChoice::Silero => Some(Arc::new(silero_vad(config, &store)?)),
+            VadChoice::Energy => None,
+        };
+        Ok(Self { stt, llm, tts, vad })
     }
 
     /// Deterministic engines for protocol tests.
@@ -152,6 +158,20 @@ pub fn ort_lib(config: &Config, store: &ModelStore) -> Result<PathBuf, ModelErro
     }
     store.ensure(&[manifest::ONNXRUNTIME], config.offline)?;
     Ok(store.file(manifest::ONNXRUNTIME, "libonnxruntime.so"))
+}
+
+fn silero_vad(config: &Config, store: &ModelStore) -> Result<SileroVad, EngineInitError> {
+    let err = |reason: String| EngineInitError {
+        kind: "speech detector",
+        name: "silero".into(),
+        reason: format!("{reason} (VOXWIRE_VAD=energy runs without it)"),
+    };
+    store
+        .ensure(&[manifest::SILERO_VAD], config.offline)
+        .map_err(|e| err(e.to_string()))?;
+    let lib = ort_lib(config, store).map_err(|e| err(e.to_string()))?;
+    let model = store.file(manifest::SILERO_VAD, "silero_vad.onnx");
+    SileroVad::load(&lib, &model, VAD_SESSIONS).map_err(|e| err(e.to_string()))
 }
 
 fn piper_settings(
