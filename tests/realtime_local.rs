@@ -166,8 +166,10 @@ async fn talking_over_the_reply_interrupts_it_and_history_keeps_what_was_played(
     // Nothing more of turn 1 but its end marker; the caller's words are turn 2.
     let after = recv_until(&mut ws, "metrics").await;
     assert!(
-        after.iter().all(|f| f["turn_id"] != 1
-            || (f["type"] == "response_done" && f["reason"] == "interrupted")),
+        after
+            .iter()
+            .all(|f| f["turn_id"] != 1
+                || (f["type"] == "response_done" && f["reason"] == "interrupted")),
         "turn 1 frames after `interrupted`: {:?}",
         after.iter().map(|f| &f["type"]).collect::<Vec<_>>()
     );
