@@ -18,7 +18,13 @@ struct Cli {
     #[arg(long, global = true)]
     bind: Option<String>,
     /// Never download models; fail with a clear message if one is missing.
-    #[arg(long, global = true, env = "VOXWIRE_OFFLINE")]
+    #[arg(
+        long,
+        global = true,
+        env = "VOXWIRE_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     offline: bool,
 }
 
