@@ -7,30 +7,11 @@ mod stt;
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use common::*;
 use serde_json::json;
-use voxwire::engines::Engines;
 use voxwire::Config;
-
-/// One set of engines for this test binary (loading takes a few seconds).
-fn engines() -> Engines {
-    static ENGINES: OnceLock<Engines> = OnceLock::new();
-    ENGINES
-        .get_or_init(|| {
-            let mut config = Config::for_tests();
-            config.stt = voxwire::config::EngineChoice::Local;
-            config.llm = voxwire::config::EngineChoice::Local;
-            config.tts = voxwire::config::EngineChoice::Local;
-            config.offline = true;
-            match Engines::from_config(&config) {
-                Ok(e) => e,
-                Err(e) => panic!("local engines do not load (run `voxwire models fetch`): {e}"),
-            }
-        })
-        .clone()
-}
 
 fn pcm16(samples: &[f32]) -> Vec<u8> {
     voxwire::audio::encode::pcm16_bytes(samples)
@@ -38,13 +19,16 @@ fn pcm16(samples: &[f32]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_gets_a_spoken_answer() {
-    let server = start_with(Config::for_tests(), engines()).await;
+    let server = start_with(Config::for_tests(), local_engines()).await;
     let (mut ws, _) = server.call("alice", json!({})).await;
     let mut speech = stt::espeak("Please schedule a meeting with the marketing team.");
     speech.extend(vec![0.0; 16_000]); // one second of silence ends the turn
     stream_pcm16(&mut ws, &pcm16(&speech), 16_000).await;
     let frames = recv_until(&mut ws, "metrics").await;
-    let transcript = frames.iter().find(|f| f["type"] == "transcript").unwrap();
+    let transcript = frames
+        .iter()
+        .find(|f| f["type"] == "transcript" && f["is_final"] == true)
+        .unwrap();
     let heard = transcript["text"].as_str().unwrap();
     let wer = stt::wer("Please schedule a meeting with the marketing team.", heard);
     assert!(wer <= 0.25, "heard {heard:?} (WER {wer})");
@@ -82,7 +66,7 @@ async fn a_spoken_question_gets_a_spoken_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_talk_with_local_engines() {
-    let server = start_with(Config::for_tests(), engines()).await;
+    let server = start_with(Config::for_tests(), local_engines()).await;
     let speech = stt::espeak("Can you tell me how to get to the nearest train station?");
     let wav = wav_file(&speech, 16_000);
     let r = reqwest::Client::new()
@@ -111,7 +95,7 @@ async fn push_to_talk_with_local_engines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_voice_is_understood_by_the_recogniser() {
-    let e = engines();
+    let e = local_engines();
     let sentences = [
         "Hello, thanks for calling. How can I help you today?",
         "Your appointment is on Tuesday at 4 pm with Dr. Smith.",

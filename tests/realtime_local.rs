@@ -8,31 +8,11 @@ mod stt;
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use voxwire::engines::Engines;
 use voxwire::Config;
-
-fn engines() -> Engines {
-    static ENGINES: OnceLock<Engines> = OnceLock::new();
-    ENGINES
-        .get_or_init(|| {
-            let mut config = Config::for_tests();
-            config.stt = voxwire::config::EngineChoice::Local;
-            config.llm = voxwire::config::EngineChoice::Local;
-            config.tts = voxwire::config::EngineChoice::Local;
-            config.vad = voxwire::config::VadChoice::Silero;
-            config.offline = true;
-            match Engines::from_config(&config) {
-                Ok(e) => e,
-                Err(e) => panic!("local engines do not load (run `voxwire models fetch`): {e}"),
-            }
-        })
-        .clone()
-}
 
 fn pcm16(samples: &[f32]) -> Vec<u8> {
     voxwire::audio::encode::pcm16_bytes(samples)
@@ -58,7 +38,7 @@ fn of_type<'a>(frames: &'a [Value], t: &str) -> Vec<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_turn_streams_every_stage() {
-    let server = start_with(Config::for_tests(), engines()).await;
+    let server = start_with(Config::for_tests(), local_engines()).await;
     let (mut ws, _) = server.call("alice", json!({})).await;
     let said = "Please schedule a meeting with the marketing team for next Tuesday afternoon.";
     let mut audio = silence(500);
@@ -114,26 +94,9 @@ async fn a_spoken_turn_streams_every_stage() {
     }
 }
 
-async fn history_of(server: &TestServer, call_id: &str) -> Vec<(String, String)> {
-    let owner = voxwire::call::Owner {
-        sub: "alice".into(),
-        org: None,
-    };
-    server
-        .state
-        .calls
-        .get_owned(call_id, &owner)
-        .unwrap()
-        .history()
-        .messages()
-        .into_iter()
-        .map(|m| (format!("{:?}", m.role), m.content))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talking_over_the_reply_interrupts_it_and_history_keeps_what_was_played() {
-    let server = start_with(Config::for_tests(), engines()).await;
+    let server = start_with(Config::for_tests(), local_engines()).await;
     let (mut ws, call_id) = server.call("alice", json!({})).await;
     send(
         &mut ws,
@@ -184,7 +147,7 @@ async fn talking_over_the_reply_interrupts_it_and_history_keeps_what_was_played(
     assert!(wer <= 0.4, "{fin}");
     // History: the question, what was heard of the reply (exactly the `interrupted` text), the
     // caller's interruption, the new reply.
-    let h = history_of(&server, &call_id).await;
+    let h = history(&server, &call_id, "alice");
     println!("{h:?}");
     let kept = interrupted["text"].as_str().unwrap();
     let assistant: Vec<_> = h.iter().filter(|(r, _)| r == "Assistant").collect();
@@ -208,7 +171,7 @@ async fn talking_over_the_reply_interrupts_it_and_history_keeps_what_was_played(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cough_length_noise_does_not_interrupt() {
-    let server = start_with(Config::for_tests(), engines()).await;
+    let server = start_with(Config::for_tests(), local_engines()).await;
     let (mut ws, _) = server.call("alice", json!({})).await;
     send(
         &mut ws,

@@ -29,32 +29,6 @@ fn of_type<'a>(frames: &'a [Value], t: &str) -> Vec<&'a Value> {
     frames.iter().filter(|f| f["type"] == t).collect()
 }
 
-fn history(server: &TestServer, call_id: &str, sub: &str) -> Vec<(String, String)> {
-    let owner = voxwire::call::Owner {
-        sub: sub.into(),
-        org: None,
-    };
-    server
-        .state
-        .calls
-        .get_owned(call_id, &owner)
-        .unwrap()
-        .history()
-        .messages()
-        .into_iter()
-        .map(|m| (format!("{:?}", m.role), m.content))
-        .collect()
-}
-
-/// A server whose language model writes one word every `word_ms`.
-async fn slow_server(word_ms: u64) -> TestServer {
-    let mut engines = voxwire::engines::Engines::fake();
-    engines.llm = std::sync::Arc::new(voxwire::engines::llm::fake::FakeLlm {
-        word_delay: Duration::from_millis(word_ms),
-    });
-    start_with(voxwire::Config::for_tests(), engines).await
-}
-
 #[tokio::test]
 async fn a_spoken_turn_reports_speech_partials_items_and_latency() {
     let mut config = voxwire::Config::for_tests();

@@ -202,13 +202,7 @@ async fn several_calls_on_one_socket_and_resumption_keeps_history() {
 
 #[tokio::test]
 async fn a_new_turn_interrupts_a_reply_in_progress() {
-    let mut config = voxwire::Config::for_tests();
-    config.limits.max_text_chars = 100;
-    let mut engines = voxwire::engines::Engines::fake();
-    engines.llm = std::sync::Arc::new(voxwire::engines::llm::fake::FakeLlm {
-        word_delay: std::time::Duration::from_millis(200),
-    });
-    let server = start_with(config, engines).await;
+    let server = slow_server(200).await;
     let (mut ws, call_id) = server.call("alice", json!({})).await;
     send(
         &mut ws,

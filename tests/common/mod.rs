@@ -182,3 +182,49 @@ pub async fn stream_pcm16(ws: &mut Ws, pcm: &[u8], rate: u32) {
         send(ws, json!({"type": "audio", "audio": b64(c), "seq": i})).await;
     }
 }
+
+/// Every local engine and the Silero detector, loaded once per test binary (it takes seconds).
+pub fn local_engines() -> Engines {
+    static ENGINES: std::sync::OnceLock<Engines> = std::sync::OnceLock::new();
+    ENGINES
+        .get_or_init(|| {
+            let mut config = Config::for_tests();
+            config.stt = voxwire::config::EngineChoice::Local;
+            config.llm = voxwire::config::EngineChoice::Local;
+            config.tts = voxwire::config::EngineChoice::Local;
+            config.vad = voxwire::config::VadChoice::Silero;
+            config.offline = true;
+            match Engines::from_config(&config) {
+                Ok(e) => e,
+                Err(e) => panic!("local engines do not load (run `voxwire models fetch`): {e}"),
+            }
+        })
+        .clone()
+}
+
+/// A server with fake engines whose language model writes one word every `word_ms`.
+pub async fn slow_server(word_ms: u64) -> TestServer {
+    let mut engines = Engines::fake();
+    engines.llm = std::sync::Arc::new(voxwire::engines::llm::fake::FakeLlm {
+        word_delay: Duration::from_millis(word_ms),
+    });
+    start_with(Config::for_tests(), engines).await
+}
+
+/// A call's history as (role, text) pairs, read from the server's store.
+pub fn history(server: &TestServer, call_id: &str, sub: &str) -> Vec<(String, String)> {
+    let owner = voxwire::call::Owner {
+        sub: sub.into(),
+        org: None,
+    };
+    server
+        .state
+        .calls
+        .get_owned(call_id, &owner)
+        .expect("the call is in the store")
+        .history()
+        .messages()
+        .into_iter()
+        .map(|m| (format!("{:?}", m.role), m.content))
+        .collect()
+}
