@@ -119,6 +119,8 @@ pub struct TurnDetector {
     state: State,
     /// Samples scored so far (the input stream's clock).
     clock: u64,
+    /// Samples fed so far (scored, or waiting in the scorer for a whole frame).
+    fed: u64,
 }
 
 fn ms_of(samples: u64) -> u64 {
@@ -132,6 +134,7 @@ impl TurnDetector {
             params,
             state: State::Idle { run_start: None },
             clock: 0,
+            fed: 0,
         }
     }
 
@@ -139,6 +142,7 @@ impl TurnDetector {
     /// mid-call).
     pub fn starting_at(mut self, samples: u64) -> Self {
         self.clock = samples;
+        self.fed = samples;
         self
     }
 
@@ -149,6 +153,7 @@ impl TurnDetector {
     /// Swaps the scorer (a mode change); the stream's clock goes on.
     pub fn set_scorer(&mut self, scorer: Box<dyn SpeechScorer>) {
         self.scorer = scorer;
+        self.clock = self.fed;
         self.state = State::Idle { run_start: None };
     }
 
@@ -170,11 +175,13 @@ impl TurnDetector {
     /// error and the samples count as silence.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<VadEvent>, String> {
         let frame = self.scorer.frame_len() as u64;
+        self.fed += samples.len() as u64;
         let scores = match self.scorer.push(samples) {
             Ok(s) => s,
             Err(e) => {
+                // The scorer starts afresh; the clock skips to the end of what was fed.
                 self.scorer.reset();
-                self.clock += samples.len() as u64;
+                self.clock = self.fed;
                 return Err(e);
             }
         };
