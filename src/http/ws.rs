@@ -29,6 +29,11 @@ const HARD_LIMIT_FACTOR: usize = 4;
 /// How long a socket closed for a refused frame stays open for the client to read why.
 const FATAL_LINGER: Duration = Duration::from_secs(1);
 
+/// Initial read buffer of a socket, and the most read from it at once. The default (128 KiB) is
+/// zero-filled on the first read, so every idle call held 128 KiB; a larger frame still grows the
+/// buffer to fit it, and a 500 ms PCM16 chunk (about 21 KB of JSON) takes two reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Query(query): Query<TokenQuery>,
@@ -62,6 +67,7 @@ pub async fn upgrade(
         .max_message_bytes
         .saturating_mul(HARD_LIMIT_FACTOR);
     ws.protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| connection(socket, state, claims))
