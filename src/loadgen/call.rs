@@ -92,6 +92,8 @@ pub struct TurnResult {
 pub struct CallResult {
     pub connected: bool,
     pub started: bool,
+    /// The end-of-turn silence in force: the server's (`call_started`), else `--silence-ms`.
+    pub silence_ms: Option<u64>,
     /// Why the call never got going (connect, upgrade or `start_call` failed).
     pub failure: Option<String>,
     pub turns: Vec<TurnResult>,
@@ -250,8 +252,10 @@ impl Caller {
             self.observe(&frame);
             match frame.kind.as_str() {
                 "call_started" => {
+                    let silence_ms = frame.silence_ms().unwrap_or(spec.silence_ms);
                     self.result.started = true;
-                    return Some(frame.silence_ms().unwrap_or(spec.silence_ms));
+                    self.result.silence_ms = Some(silence_ms);
+                    return Some(silence_ms);
                 }
                 // Counted by code; the call did not start.
                 "error" => return None,

@@ -16,8 +16,6 @@ pub struct Frame {
     #[serde(default)]
     code: Value,
     #[serde(default)]
-    fatal: Value,
-    #[serde(default)]
     turn_detection: Value,
     #[serde(default)]
     stt_ms: Value,
@@ -57,10 +55,6 @@ impl Frame {
 
     pub fn code(&self) -> &str {
         self.code.as_str().unwrap_or("unknown")
-    }
-
-    pub fn fatal(&self) -> bool {
-        self.fatal.as_bool().unwrap_or(false)
     }
 
     /// `call_started.turn_detection.silence_duration_ms`, when the server states it.

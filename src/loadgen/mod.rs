@@ -112,7 +112,7 @@ pub async fn run(opts: Options) -> Result<Report, LoadgenError> {
     let ramp_ms = opts
         .ramp_ms
         .unwrap_or_else(|| clip.as_ref().map_or(0, |c| c.duration_ms));
-    let setup = Setup {
+    let mut setup = Setup {
         mode: if opts.idle { "idle" } else { "turns" },
         url: opts.url.clone(),
         calls: opts.calls,
@@ -175,6 +175,9 @@ pub async fn run(opts: Options) -> Result<Report, LoadgenError> {
         }
     };
     let wall_secs = started.elapsed().as_secs_f64();
+    if let Some(stated) = results.iter().find_map(|r| r.silence_ms) {
+        setup.silence_ms = stated;
+    }
     let generator = Generator {
         cpu_percent: own_cpu
             .zip(process::cpu_seconds())
