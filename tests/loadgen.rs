@@ -93,6 +93,8 @@ async fn three_calls_of_two_turns_all_complete_and_are_timed() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.connection_failures, 0);
     assert_eq!(report.timeouts, 0);
+    // Each caller hears the reply out before speaking again.
+    assert_eq!(report.interruptions, 0);
     let v2v = report.voice_to_voice_ms.expect("voice-to-voice measured");
     assert_eq!(v2v.count, 6);
     // Speech ends at 1 s; the server needs 600 ms of silence before it can answer.

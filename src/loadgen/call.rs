@@ -1,7 +1,7 @@
 //! One simulated caller. It connects, starts a call, and per turn streams the clip in real time
-//! followed by silence (a live microphone never stops) until the turn's `response_done`, timing
-//! the first `audio_response` against the moment the speech ended. An idle caller starts a call,
-//! sends nothing and hangs up when told.
+//! followed by silence (a live microphone never stops) until the turn's `response_done` and the
+//! end of its reply's audio, timing the first `audio_response` against the moment the speech
+//! ended. An idle caller starts a call, sends nothing and hangs up when told.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +104,9 @@ pub struct CallResult {
     /// Server turns whose first reply frame came before the clip's speech had ended: the server
     /// cut the utterance (or a leftover of the previous one). Not taken as the caller's turn.
     pub early_turns: u64,
+    /// `interrupted` frames: replies the server stopped because it took the caller's audio for
+    /// a barge-in.
+    pub interruptions: u64,
 }
 
 /// Runs a talking caller.
@@ -183,6 +186,32 @@ fn ms_since(from: Instant, to: Instant) -> f64 {
         (to - from).as_secs_f64() * 1000.0
     } else {
         -((from - to).as_secs_f64() * 1000.0)
+    }
+}
+
+/// A turn's live microphone: chunk `k` covers `[k, k + 1) * chunk` of the clip and goes out at
+/// `start + (k + 1) * chunk`, when a real microphone would have recorded it.
+struct Mic {
+    start: Instant,
+    chunk: Duration,
+    next: u32,
+}
+
+impl Mic {
+    fn new(chunk_ms: u64) -> Self {
+        Self {
+            start: Instant::now(),
+            chunk: Duration::from_millis(chunk_ms),
+            next: 0,
+        }
+    }
+
+    fn due_of(&self, k: u32) -> Instant {
+        self.start + self.chunk * (k + 1)
+    }
+
+    fn due(&self) -> Instant {
+        self.due_of(self.next)
     }
 }
 
@@ -273,29 +302,25 @@ impl Caller {
             turnaround_ms: None,
             server: ServerTimings::default(),
         });
-        let chunk = Duration::from_millis(clip.chunk_ms);
+        let mut mic = Mic::new(clip.chunk_ms);
         let end_chunk = clip.end_of_turn_chunk(silence_ms);
-        let start = Instant::now();
-        let speech_end = start + Duration::from_millis(clip.speech_end_ms);
-        let deadline = start + Duration::from_millis(clip.duration_ms) + limit;
-        let mut k: u32 = 0;
+        let speech_end = mic.start + Duration::from_millis(clip.speech_end_ms);
+        let deadline = mic.start + Duration::from_millis(clip.duration_ms) + limit;
         let mut end_sent = None;
         let mut turn_id = None;
         let mut first_audio = None;
+        let mut reply_ms = 0.0;
         let outcome = loop {
-            let due = start + chunk * (k + 1);
             tokio::select! {
                 biased;
-                _ = sleep_until(due) => {
-                    let now = Instant::now();
-                    self.result.send_lag_ms.push(ms_since(due, now));
-                    if !self.send(clip.chunk(k as usize)).await {
+                _ = sleep_until(mic.due()) => {
+                    let k = mic.next;
+                    let Some(sent) = self.speak(clip, &mut mic).await else {
                         break Outcome::ConnectionLost;
-                    }
+                    };
                     if k as usize == end_chunk {
-                        end_sent = Some(now);
+                        end_sent = Some(sent);
                     }
-                    k += 1;
                 }
                 event = next_event(&mut self.ws) => {
                     let Some((frame, at)) = event else {
@@ -306,22 +331,29 @@ impl Caller {
                     if self.ended {
                         break Outcome::CallEnded;
                     }
-                    let Some(id) = frame.turn_id() else { continue };
-                    if turn_id.is_none() && frame.is_turn_output() && id > self.last_turn_id {
+                    let Some(id) = frame.turn_id().filter(|_| frame.is_turn_output()) else {
+                        continue;
+                    };
+                    if turn_id.is_none() && id > self.last_turn_id {
+                        turn_id = Some(id);
                         self.last_turn_id = id;
-                        if at >= speech_end {
-                            turn_id = Some(id);
-                            self.by_turn_id.insert(id, index);
-                        } else {
-                            self.result.early_turns += 1;
-                        }
+                        self.by_turn_id.insert(id, index);
                     }
                     if turn_id != Some(id) {
+                        continue;
+                    }
+                    if at < speech_end && frame.ends_speech() {
+                        // The server ended this turn before the clip's speech was over: it cut
+                        // the utterance. The caller's turn is the one that follows.
+                        self.result.early_turns += 1;
+                        self.by_turn_id.remove(&id);
+                        turn_id = None;
                         continue;
                     }
                     match frame.kind.as_str() {
                         "audio_response" => {
                             first_audio.get_or_insert(at);
+                            reply_ms += frame.audio_ms().unwrap_or(0.0);
                         }
                         "response_done" => {
                             break Outcome::Done(frame.reason().unwrap_or("unknown").to_string());
@@ -335,13 +367,50 @@ impl Caller {
         let turn = &mut self.result.turns[index];
         if let Some(heard) = first_audio {
             // Not sent yet: the server answered before its stated silence had passed.
-            let end_of_turn = end_sent.unwrap_or(start + chunk * (end_chunk as u32 + 1));
+            let end_of_turn = end_sent.unwrap_or(mic.due_of(end_chunk as u32));
             turn.voice_to_voice_ms = Some(ms_since(speech_end, heard));
             turn.turnaround_ms = Some(ms_since(end_of_turn, heard));
         }
         let goes_on = outcome.call_goes_on();
         turn.outcome = outcome;
+        if goes_on {
+            if let Some(heard) = first_audio {
+                let played = heard + Duration::from_secs_f64(reply_ms / 1000.0);
+                return self.listen(clip, &mut mic, played).await;
+            }
+        }
         goes_on
+    }
+
+    /// The caller hears the reply out before speaking again (the server takes speech over a
+    /// reply that is still playing for a barge-in); the microphone keeps sending silence.
+    async fn listen(&mut self, clip: &Clip, mic: &mut Mic, until: Instant) -> bool {
+        loop {
+            tokio::select! {
+                biased;
+                _ = sleep_until(until) => return true,
+                _ = sleep_until(mic.due()) => {
+                    if self.speak(clip, mic).await.is_none() {
+                        return false;
+                    }
+                }
+                event = next_event(&mut self.ws) => {
+                    self.on_background(event);
+                    if self.closed || self.ended {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the microphone's next chunk, now that it is due; returns when it went out.
+    async fn speak(&mut self, clip: &Clip, mic: &mut Mic) -> Option<Instant> {
+        let now = Instant::now();
+        self.result.send_lag_ms.push(ms_since(mic.due(), now));
+        let sent = self.send(clip.chunk(mic.next as usize)).await;
+        mic.next += 1;
+        sent.then_some(now)
     }
 
     /// A frame outside a turn (idle calls): counted, and the end of the call noticed.
@@ -368,6 +437,7 @@ impl Caller {
                 }
             }
             "call_ended" => self.ended = true,
+            "interrupted" => self.result.interruptions += 1,
             _ => {}
         }
     }

@@ -12,6 +12,15 @@ pub struct Frame {
     #[serde(default)]
     turn_id: Value,
     #[serde(default)]
+    is_final: Value,
+    /// Length of the base64 `audio`, read without copying it.
+    #[serde(default, rename = "audio", deserialize_with = "str_len")]
+    audio_len: Option<usize>,
+    #[serde(default)]
+    encoding: Value,
+    #[serde(default)]
+    sample_rate: Value,
+    #[serde(default)]
     reason: Value,
     #[serde(default)]
     code: Value,
@@ -70,6 +79,29 @@ impl Frame {
         )
     }
 
+    /// A frame that only comes once the server has ended the caller's turn: anything of the
+    /// reply, or the final transcript (partial transcripts come while the caller talks).
+    pub fn ends_speech(&self) -> bool {
+        match self.kind.as_str() {
+            "transcript" => self.is_final.as_bool().unwrap_or(true),
+            "response" | "audio_response" | "response_done" => true,
+            _ => false,
+        }
+    }
+
+    /// How long the audio of an `audio_response` plays, in ms.
+    pub fn audio_ms(&self) -> Option<f64> {
+        let bytes = self.audio_len? * 3 / 4;
+        let rate = self.sample_rate.as_f64().filter(|r| *r > 0.0)?;
+        let samples = match self.encoding.as_str()? {
+            "pcm16" => bytes / 2,
+            "mulaw" => bytes,
+            "wav" => bytes.saturating_sub(44) / 2,
+            _ => return None,
+        };
+        Some(samples as f64 * 1000.0 / rate)
+    }
+
     pub fn timings(&self) -> ServerTimings {
         ServerTimings {
             stt_ms: self.stt_ms.as_f64(),
@@ -79,6 +111,57 @@ impl Frame {
             end_of_speech_ms: self.end_of_speech_ms.as_f64(),
         }
     }
+}
+
+/// The length of a string field, or `None` for anything else; the string is not copied.
+fn str_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::de::{Error, IgnoredAny, MapAccess, SeqAccess};
+
+    struct Len;
+
+    impl<'de> serde::de::Visitor<'de> for Len {
+        type Value = Option<usize>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any value")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.len()))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E: Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E: Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E: Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    d.deserialize_any(Len)
 }
 
 #[cfg(test)]
@@ -100,11 +183,35 @@ mod tests {
     }
 
     #[test]
+    fn reply_audio_length_and_partial_transcripts() {
+        // 8000 bytes of pcm16 at 16 kHz: 250 ms.
+        let audio = "A".repeat(8000 / 3 * 4 + 4);
+        let text = format!(
+            r#"{{"type":"audio_response","turn_id":1,"audio":"{audio}","encoding":"pcm16","sample_rate":16000}}"#
+        );
+        let ms = Frame::parse(&text).unwrap().audio_ms().unwrap();
+        assert!((ms - 250.0).abs() < 0.1, "{ms}");
+        let partial =
+            Frame::parse(r#"{"type":"transcript","turn_id":2,"text":"What","is_final":false}"#)
+                .unwrap();
+        assert!(partial.is_turn_output() && !partial.ends_speech());
+        let final_ =
+            Frame::parse(r#"{"type":"transcript","turn_id":2,"text":"What","is_final":true}"#)
+                .unwrap();
+        assert!(final_.ends_speech());
+    }
+
+    #[test]
     fn a_changed_field_type_reads_as_absent() {
         let f = Frame::parse(r#"{"type":"response_done","turn_id":"t1","reason":"completed"}"#)
             .unwrap();
         assert_eq!(f.turn_id(), None);
         assert_eq!(f.reason(), Some("completed"));
+        for audio in ["null", "5", "[1, {\"a\": 2}]", "{\"b\": [3]}"] {
+            let text = format!(r#"{{"type":"audio_response","turn_id":1,"audio":{audio}}}"#);
+            let f = Frame::parse(&text).unwrap();
+            assert_eq!((f.turn_id(), f.audio_ms()), (Some(1), None), "{text}");
+        }
         assert!(Frame::parse("[1, 2]").is_none());
     }
 

@@ -75,6 +75,8 @@ pub struct Report {
     pub timeouts: u64,
     /// Server turns that began before the clip's speech ended (the utterance was cut).
     pub early_server_turns: u64,
+    /// `interrupted` frames: replies the server stopped, taking the caller for a barge-in.
+    pub interruptions: u64,
     /// `error` frames by code.
     pub errors: BTreeMap<String, u64>,
     pub voice_to_voice_ms: Option<Summary>,
@@ -150,6 +152,7 @@ impl Report {
             turns_ok: turn_outcomes.get("completed").copied().unwrap_or(0) as usize,
             timeouts: turn_outcomes.get("timeout").copied().unwrap_or(0),
             early_server_turns: results.iter().map(|r| r.early_turns).sum(),
+            interruptions: results.iter().map(|r| r.interruptions).sum(),
             turn_outcomes,
             errors,
             voice_to_voice_ms: Summary::of(&v2v),
@@ -198,6 +201,12 @@ impl Report {
             ));
             rows.push(("turn outcomes".into(), counts(&self.turn_outcomes)));
             rows.push(("timeouts".into(), self.timeouts.to_string()));
+            if self.interruptions > 0 {
+                rows.push((
+                    "replies interrupted (barge-in)".into(),
+                    self.interruptions.to_string(),
+                ));
+            }
             if self.early_server_turns > 0 {
                 rows.push((
                     "server turns begun before the speech ended".into(),
