@@ -131,6 +131,9 @@ async fn a_greeting_is_not_taken_for_the_callers_reply() {
     ))
     .await;
     assert_eq!(report.turns_ok, 1, "{report:?}");
+    // The caller heard the greeting out before speaking, so nothing was interrupted.
+    assert_eq!(report.interruptions, 0);
+    assert_eq!(report.turn_outcomes.get("interrupted"), None);
     // The greeting's audio comes at once; the caller's reply only after speech and silence.
     assert!(report.voice_to_voice_ms.unwrap().min > 0.0);
 }

@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,8 @@ use super::frame::{Frame, ServerTimings};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A greeting's first frame comes this soon after `call_started`, or there is no greeting.
+const GREETING_WAIT: Duration = Duration::from_millis(500);
 /// How long to wait for `call_ended` and the close handshake when hanging up.
 const HANG_UP_GRACE: Duration = Duration::from_secs(5);
 
@@ -118,11 +120,13 @@ pub async fn talk(spec: CallSpec, clip: Arc<Clip>, progress: Arc<Progress>) -> C
     let started = caller.start_call(&spec).await;
     progress.settled.fetch_add(1, Ordering::Relaxed);
     if let Some(silence_ms) = started {
-        for _ in 0..spec.turns {
-            let goes_on = caller.turn(&clip, silence_ms, spec.timeout).await;
-            progress.turns_done.fetch_add(1, Ordering::Relaxed);
-            if !goes_on {
-                break;
+        if caller.hear_greeting(&clip, spec.timeout).await {
+            for _ in 0..spec.turns {
+                let goes_on = caller.turn(&clip, silence_ms, spec.timeout).await;
+                progress.turns_done.fetch_add(1, Ordering::Relaxed);
+                if !goes_on {
+                    break;
+                }
             }
         }
     }
@@ -315,7 +319,8 @@ impl Caller {
                 biased;
                 _ = sleep_until(mic.due()) => {
                     let k = mic.next;
-                    let Some(sent) = self.speak(clip, &mut mic).await else {
+                    let chunk = clip.chunk(mic.next as usize);
+                    let Some(sent) = self.speak(chunk, &mut mic).await else {
                         break Outcome::ConnectionLost;
                     };
                     if k as usize == end_chunk {
@@ -390,7 +395,7 @@ impl Caller {
                 biased;
                 _ = sleep_until(until) => return true,
                 _ = sleep_until(mic.due()) => {
-                    if self.speak(clip, mic).await.is_none() {
+                    if self.speak(clip.chunk(mic.next as usize), mic).await.is_none() {
                         return false;
                     }
                 }
@@ -405,12 +410,65 @@ impl Caller {
     }
 
     /// Sends the microphone's next chunk, now that it is due; returns when it went out.
-    async fn speak(&mut self, clip: &Clip, mic: &mut Mic) -> Option<Instant> {
+    async fn speak(&mut self, chunk: Utf8Bytes, mic: &mut Mic) -> Option<Instant> {
         let now = Instant::now();
         self.result.send_lag_ms.push(ms_since(mic.due(), now));
-        let sent = self.send(clip.chunk(mic.next as usize)).await;
+        let sent = self.send(chunk).await;
         mic.next += 1;
         sent.then_some(now)
+    }
+
+    /// A greeted caller listens to the greeting (turn 0) before speaking, microphone on. The
+    /// greeting's text follows `call_started` at once; nothing within `GREETING_WAIT` means the
+    /// agent has none. False when the call cannot go on.
+    async fn hear_greeting(&mut self, clip: &Clip, limit: Duration) -> bool {
+        let mut mic = Mic::new(clip.chunk_ms);
+        let probe_end = mic.start + GREETING_WAIT;
+        let deadline = mic.start + limit;
+        let mut greeted = false;
+        let mut first_audio = None;
+        let mut greeting_ms = 0.0;
+        loop {
+            tokio::select! {
+                biased;
+                // No greeting, or one that never finished: speak anyway.
+                _ = sleep_until(if greeted { deadline } else { probe_end }) => return true,
+                _ = sleep_until(mic.due()) => {
+                    if self.speak(clip.silence.clone(), &mut mic).await.is_none() {
+                        return false;
+                    }
+                }
+                event = next_event(&mut self.ws) => {
+                    let Some((frame, at)) = event else {
+                        self.closed = true;
+                        return false;
+                    };
+                    self.observe(&frame);
+                    if self.ended {
+                        return false;
+                    }
+                    if frame.turn_id() != Some(0) || !frame.is_turn_output() {
+                        continue;
+                    }
+                    greeted = true;
+                    match frame.kind.as_str() {
+                        "audio_response" => {
+                            first_audio.get_or_insert(at);
+                            greeting_ms += frame.audio_ms().unwrap_or(0.0);
+                        }
+                        "response_done" => break,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        match first_audio {
+            Some(heard) => {
+                let played = heard + Duration::from_secs_f64(greeting_ms / 1000.0);
+                self.listen(clip, &mut mic, played).await
+            }
+            None => true,
+        }
     }
 
     /// A frame outside a turn (idle calls): counted, and the end of the call noticed.
@@ -442,7 +500,7 @@ impl Caller {
         }
     }
 
-    async fn send(&mut self, text: impl Into<tokio_tungstenite::tungstenite::Utf8Bytes>) -> bool {
+    async fn send(&mut self, text: impl Into<Utf8Bytes>) -> bool {
         if self.closed {
             return false;
         }
