@@ -10,6 +10,7 @@ pub mod call;
 pub mod config;
 pub mod engines;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod models;
 pub mod protocol;

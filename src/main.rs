@@ -1,4 +1,4 @@
-//! The `voxwire` command: `serve` (the default) and `token`.
+//! The `voxwire` command: `serve` (the default), `token`, `models` and `loadgen`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +52,8 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Simulate callers against a running server; print latency, CPU and memory figures.
+    Loadgen(voxwire::loadgen::Options),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +94,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "voxwire=info,tower_http=warn".into()),
         )
         .init();
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        // A client of some server: this machine's server configuration does not apply.
+        Command::Loadgen(options) => return loadgen(options),
+        command => command,
+    };
     let mut config = match Config::from_env(&ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -100,8 +107,9 @@ fn main() -> ExitCode {
         }
     };
     config.offline |= cli.offline;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(config),
+        Command::Loadgen(options) => loadgen(options),
         Command::Models { action } => models(action, &config),
         Command::Token {
             sub,
@@ -187,6 +195,31 @@ fn models(action: ModelsAction, config: &Config) -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn loadgen(options: voxwire::loadgen::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = options.json;
+    match runtime.block_on(voxwire::loadgen::run(options)) {
+        Ok(report) if json => {
+            println!("{}", report.json());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.markdown());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Prometheus metrics served at `GET /metrics`: connections, live calls, turns, errors by code,
-//! and per-stage latency histograms of each turn.
+//! per-stage latency histograms of each turn, and (on Linux) the process's CPU time and resident
+//! memory, read from `/proc/self` at scrape time.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::protocol::{ErrorCode, TurnTimings};
 
@@ -64,6 +67,7 @@ impl Default for Metrics {
             "Per-stage turn latency in milliseconds, from the end of the caller's turn",
             latency.clone(),
         );
+        registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
             connections,
@@ -100,12 +104,137 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// The text exposition format. The process figures are read now, so each scrape is current.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// `voxwire_process_cpu_seconds_total` (user + system time of all threads, living and exited) and
+/// `voxwire_process_resident_memory_bytes`, read on each scrape. Absent where `/proc` is not.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(cpu) = process::cpu_seconds() {
+            let counter = ConstCounter::new(cpu);
+            let metric = encoder.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time of the server process, all threads",
+                Some(&Unit::Seconds),
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
+        }
+        if let Some(rss) = process::resident_bytes() {
+            let gauge = ConstGauge::new(rss);
+            let metric = encoder.encode_descriptor(
+                "process_resident_memory",
+                "Resident set size of the server process",
+                Some(&Unit::Bytes),
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// Readers of `/proc/self`; every function answers `None` where that is not available.
+pub mod process {
+    /// `/proc/self/stat` counts in USER_HZ ticks, which Linux fixes at 100 on every mainstream
+    /// architecture; reading the exact value would need `sysconf` (unsafe FFI).
+    /// (`/proc/self/schedstat` has nanoseconds but covers only the main thread.)
+    const TICKS_PER_SEC: f64 = 100.0;
+
+    pub fn cpu_seconds() -> Option<f64> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        parse_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    pub fn resident_bytes() -> Option<i64> {
+        status_bytes("VmRSS:")
+    }
+
+    /// The largest resident set size so far.
+    pub fn peak_resident_bytes() -> Option<i64> {
+        status_bytes("VmHWM:")
+    }
+
+    fn status_bytes(field: &str) -> Option<i64> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        parse_status_bytes(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+    }
+
+    /// utime + stime (fields 14 and 15) in seconds. The command name (field 2) may hold spaces
+    /// and parentheses, so fields are counted from the last `)`.
+    pub(super) fn parse_stat_cpu(stat: &str) -> Option<f64> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) as f64 / TICKS_PER_SEC)
+    }
+
+    /// A line such as `VmRSS:   12345 kB`, in bytes.
+    pub(super) fn parse_status_bytes(status: &str, field: &str) -> Option<i64> {
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
+        let mut parts = line.split_whitespace();
+        let value: i64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some("kB") => Some(value * 1024),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 2000 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(process::parse_stat_cpu(stat), Some(3.25));
+        assert_eq!(process::parse_stat_cpu("4242 (short) S 1"), None);
+    }
+
+    #[test]
+    fn status_sizes_are_read_in_bytes() {
+        let status = "Name:\tvoxwire\nVmHWM:\t  9000 kB\nVmRSS:\t  2048 kB\nThreads:\t9\n";
+        assert_eq!(
+            process::parse_status_bytes(status, "VmRSS:"),
+            Some(2048 * 1024)
+        );
+        assert_eq!(
+            process::parse_status_bytes(status, "VmHWM:"),
+            Some(9000 * 1024)
+        );
+        assert_eq!(process::parse_status_bytes("Name: x\n", "VmRSS:"), None);
+    }
+
+    #[test]
+    fn process_figures_are_exposed_on_linux() {
+        let text = Metrics::default().render();
+        if cfg!(target_os = "linux") {
+            let cpu = sample(&text, "voxwire_process_cpu_seconds_total");
+            let rss = sample(&text, "voxwire_process_resident_memory_bytes");
+            assert!(cpu.is_some_and(|v| v >= 0.0), "{text}");
+            assert!(rss.is_some_and(|v| v > 1e6), "{text}");
+        }
+    }
+
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 }

@@ -26,6 +26,14 @@ use crate::server::AppState;
 /// ones close the socket (1009).
 const HARD_LIMIT_FACTOR: usize = 4;
 
+/// How long a socket closed for a refused frame stays open for the client to read why.
+const FATAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Initial read buffer of a socket, and the most read from it at once. The default (128 KiB) is
+/// zero-filled on the first read, so every idle call held 128 KiB; a larger frame still grows the
+/// buffer to fit it, and a 500 ms PCM16 chunk (about 21 KB of JSON) takes two reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Query(query): Query<TokenQuery>,
@@ -59,6 +67,7 @@ pub async fn upgrade(
         .max_message_bytes
         .saturating_mul(HARD_LIMIT_FACTOR);
     ws.protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| connection(socket, state, claims))
@@ -86,17 +95,30 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
     ));
     let cancel = state.shutdown.child_token();
     session::run(state, claims, session_id.clone(), in_rx, out_tx, cancel).await;
-    reader.abort();
+    let unread = if reader.is_finished() {
+        reader.await.ok().flatten()
+    } else {
+        reader.abort();
+        None
+    };
     // The writer ends once the actor's sender is gone; give it a moment to flush.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if let Some(stream) = unread {
+        // Closing a socket that still holds unread bytes (the rest of a refused frame) resets
+        // the connection, and a reset makes the client drop what it has not read yet: the
+        // error and the 1009 close. Keep the socket open a moment so the client can read them.
+        tokio::time::sleep(FATAL_LINGER).await;
+        drop(stream);
+    }
     info!(session_id = %session_id, "disconnected");
 }
 
+/// Returns the stream when it ended on a frame refused mid-read, whose rest is still unread.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     tx: mpsc::Sender<Inbound>,
     max_bytes: usize,
-) {
+) -> Option<SplitStream<WebSocket>> {
     while let Some(msg) = stream.next().await {
         let inbound = match msg {
             Ok(Message::Text(text)) if text.len() > max_bytes => Inbound::Invalid(
@@ -127,6 +149,7 @@ async fn read_loop(
                     let _ = tx
                         .send(Inbound::Fatal(ErrorCode::MessageTooLarge, message, 1009))
                         .await;
+                    return Some(stream);
                 }
                 break;
             }
@@ -135,6 +158,7 @@ async fn read_loop(
             break;
         }
     }
+    None
 }
 
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
