@@ -45,8 +45,10 @@ const STATE_TEXT = {
   error: "Cannot connect",
   closed: "Disconnected",
 };
-/** Failed attempts after which real-time mode gives way to push-to-talk over HTTP. */
+/** Failed attempts after which real-time mode gives way to push-to-talk over HTTP: soon when
+ * the socket never connected, later when an established one is lost (about 7 s). */
 const FALLBACK_AFTER_FAILURES = 2;
+const FALLBACK_AFTER_LOSS = 4;
 /** Shortest push-to-talk recording worth sending. */
 const MIN_RECORDING_MS = 250;
 
@@ -241,6 +243,7 @@ const hold = new HoldToTalk(ui.pttBtn, {
     pttStop().catch((e) => notice(e.message, "error"));
   },
   spaceEnabled: () => mode === "ptt",
+  canStart: () => !ptt.busy,
 });
 
 // ---- conversation controls ----
@@ -285,7 +288,7 @@ function useToken(event) {
   tokens.setPasted(ui.tokenInput.value);
   ui.tokenInput.value = "";
   notice(tokens.pasted ? "Using the pasted token." : "Using demo tokens.", "info");
-  connection.retryNow();
+  connection.reconnect();
 }
 
 async function loadAgents() {
@@ -324,7 +327,8 @@ function renderConnection({ state, detail }) {
     ui.tokenBox.open = true;
   }
   const failing = (state === "error" || state === "reconnecting") && tokens.demoAvailable !== false;
-  if (failing && connection.failures >= FALLBACK_AFTER_FAILURES && mode === "realtime") {
+  const limit = connection.everConnected ? FALLBACK_AFTER_LOSS : FALLBACK_AFTER_FAILURES;
+  if (failing && connection.failures >= limit && mode === "realtime") {
     fallback = true;
     setMode(
       "ptt",
@@ -347,7 +351,9 @@ function renderLevel() {
   let state = "off";
   if (mic && mic.running) {
     if (mode === "realtime" && muted) state = "muted";
+    else if (mode === "ptt" && ptt.busy) state = "sent";
     else if (mode === "ptt" && !mic.recording) state = "ready";
+    else if (mode === "ptt") state = "recording";
     else state = mic.speaking ? "speaking" : "listening";
   }
   if (ui.micState.textContent !== state) ui.micState.textContent = state;
@@ -360,13 +366,11 @@ function render() {
   ui.callBtn.classList.toggle("danger", calling);
   ui.muteBtn.hidden = !calling;
   const micLive = audio && audio.mic.running && audio.mic.streaming;
-  ui.muteBtn.setAttribute("aria-pressed", String(muted || !micLive));
-  ui.muteBtn.textContent = muted || !micLive ? "Unmute" : "Mute";
-  const recording = hold.recording;
-  ui.pttBtn.setAttribute("aria-pressed", String(recording));
-  ui.pttBtn.disabled = ptt.busy;
-  ui.pttBtn.setAttribute("aria-busy", String(ptt.busy));
-  ui.pttBtn.textContent = ptt.busy ? "Working…" : recording ? "Release to send" : "Hold to talk";
+  ui.muteBtn.setAttribute("aria-pressed", String(Boolean(muted || !micLive)));
+  // Push-to-talk keeps its name; pressed while recording, and not disabled while a turn is
+  // answered (it would lose keyboard focus), only marked so.
+  ui.pttBtn.setAttribute("aria-pressed", String(hold.recording));
+  ui.pttBtn.setAttribute("aria-disabled", String(ptt.busy));
   lastLevelPaint = 0;
   renderLevel();
 }

@@ -77,6 +77,15 @@ export class Connection extends EventTarget {
     this.open();
   }
 
+  /** Reconnects at once (say, with a new token), dropping the socket there is. */
+  reconnect() {
+    if (!this.running) return this.start();
+    if (this.ws) this.lost("reconnecting", 1000);
+    clearTimeout(this.retryTimer);
+    this.failures = 0;
+    this.open();
+  }
+
   /** Sends a client message; false when the socket is not ready. */
   send(message) {
     if (!this.ready || !this.ws) return false;

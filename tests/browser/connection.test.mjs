@@ -171,6 +171,20 @@ test("without any token it waits for one instead of retrying", async () => {
   assert.equal(c.detail, "paste a token");
 });
 
+test("reconnect() replaces the socket at once, with the token in force now", async () => {
+  const t = tokens("demo", "pasted");
+  const c = connection({ tokens: t, baseDelayMs: 10_000 });
+  c.start();
+  await until("a socket", () => FakeSocket.all.length === 1);
+  FakeSocket.all[0].receive(HELLO);
+  c.reconnect();
+  assert.equal(FakeSocket.all[0].closedWith, null, "the old socket is closed");
+  await until("a second socket", () => FakeSocket.all.length === 2);
+  assert.deepEqual(FakeSocket.all[1].protocols, ["voxwire.v1", "bearer.pasted"]);
+  FakeSocket.all[1].receive(HELLO);
+  assert.equal(c.state, "connected");
+});
+
 test("stop() closes with 1000 and does not reconnect", async () => {
   const c = connection({ tokens: tokens("tok"), baseDelayMs: 1 });
   c.start();
