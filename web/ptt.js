@@ -10,14 +10,15 @@ const TAP_MS = 300;
 export class HoldToTalk {
   /**
    * @param {HTMLButtonElement} button
-   * @param {{onStart: () => void, onStop: () => void, spaceEnabled: () => boolean}} handlers
+   * @param {{onStart: () => void, onStop: () => void, spaceEnabled: () => boolean,
+   *   canStart: () => boolean}} handlers  `canStart`: false while a turn is being answered
    */
-  constructor(button, { onStart, onStop, spaceEnabled }) {
-    Object.assign(this, { button, onStart, onStop, spaceEnabled });
+  constructor(button, { onStart, onStop, spaceEnabled, canStart }) {
+    Object.assign(this, { button, onStart, onStop, spaceEnabled, canStart });
     this.active = null; // what holds it: "pointer", "key" or "space"
     this.latched = false;
     button.addEventListener("pointerdown", (e) => {
-      if (e.button !== 0 || button.disabled) return;
+      if (e.button !== 0) return;
       e.preventDefault();
       button.setPointerCapture(e.pointerId);
       this.press("pointer");
@@ -41,7 +42,7 @@ export class HoldToTalk {
     document.addEventListener("keydown", (e) => {
       if (e.code !== "Space" || !this.spaceEnabled() || isInteractive(e.target)) return;
       e.preventDefault();
-      if (!e.repeat && !button.disabled) this.press("space");
+      if (!e.repeat) this.press("space");
     });
     document.addEventListener("keyup", (e) => {
       if (e.code !== "Space" || this.active !== "space") return;
@@ -65,7 +66,7 @@ export class HoldToTalk {
       this.onStop();
       return;
     }
-    if (this.active) return;
+    if (this.active || !this.canStart()) return;
     this.active = via;
     this.pressedAt = performance.now();
     this.onStart();

@@ -153,6 +153,7 @@ export class Session extends EventTarget {
           this.notice(`The call ended: ${why}.`, "warn");
         }
         this.transcript.note(`Call ended after ${msg.turns} turn${msg.turns === 1 ? "" : "s"}`);
+        this.requestStart(); // a new call asked for while this one was ending
         this.changed();
         break;
       case "speech_started":

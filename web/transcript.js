@@ -152,6 +152,7 @@ export class Transcript {
     keptEl.textContent = kept || "(nothing heard)";
     const parts = [keptEl];
     if (rest.trim()) {
+      if (!kept || !/\s$/.test(kept)) parts.push(" ");
       const restEl = document.createElement("span");
       restEl.className = "unheard";
       restEl.textContent = rest;
