@@ -5,6 +5,7 @@
 // Events: `change` (call state changed), `notice` (detail: {text, level}), `engines`.
 
 import { base64ToBytes, bytesToBase64 } from "./audio-util.js";
+import { MIC_RATE } from "./mic.js";
 
 /** Audio kept while the call is being started, at most (chunks of 500 ms). */
 const MAX_PENDING_CHUNKS = 6;
@@ -114,7 +115,7 @@ export class Session extends EventTarget {
 
   requestStart() {
     if (!this.wantCall || this.live || this.starting || !this.connection.ready) return;
-    const msg = { type: "start_call" };
+    const msg = { type: "start_call", audio_format: { encoding: "pcm16", sample_rate: MIC_RATE } };
     if (this.callId) msg.call_id = this.callId;
     const agent = this.agent();
     if (agent) msg.agent = agent;
