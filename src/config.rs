@@ -101,6 +101,16 @@ pub struct Config {
     pub agents: crate::agents::Agents,
 }
 
+/// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
+/// from.
+fn default_web_dir() -> PathBuf {
+    let here = PathBuf::from("web");
+    if here.join("index.html").is_file() {
+        return here;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+}
+
 /// How calls take turns, unless a call changes it (`start_call`/`update_call`).
 #[derive(Debug, Clone, Copy)]
 pub struct TurnSettings {
@@ -282,7 +292,7 @@ impl Config {
         let web_dir = env
             .get("VOXWIRE_WEB_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web")));
+            .unwrap_or_else(default_web_dir);
         let limits = Limits {
             max_message_bytes: parse_num(
                 env,

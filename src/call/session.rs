@@ -343,7 +343,12 @@ impl Session {
             agent.render_greeting(&variables)
         };
         let call_cancel = self.cancel.child_token();
-        let system = agent.render_prompt(&variables);
+        // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
+        let system = match live.record.system_prompt() {
+            Some(p) if resume.is_some() && variables.is_empty() => p,
+            _ => agent.render_prompt(&variables),
+        };
+        live.record.set_system_prompt(&system);
         let warm = crate::engines::llm::ChatRequest {
             session_id: call_id.clone(),
             system: system.clone(),

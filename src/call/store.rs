@@ -22,6 +22,8 @@ pub struct CallRecord {
     pub agent: String,
     pub history: Mutex<History>,
     pub turns: AtomicU64,
+    /// The agent's system prompt as filled in by the call's `start_call` variables.
+    pub system: Mutex<Option<String>>,
     /// Next turn and conversation item ids; they go on across resumptions.
     next_turn: AtomicU64,
     next_item: AtomicU64,
@@ -32,6 +34,18 @@ impl CallRecord {
     /// Locks the history; a poisoned lock (a panic elsewhere) still yields the data.
     pub fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The call's system prompt, if a `start_call` set one.
+    pub fn system_prompt(&self) -> Option<String> {
+        self.system
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_system_prompt(&self, prompt: &str) {
+        *self.system.lock().unwrap_or_else(|p| p.into_inner()) = Some(prompt.to_string());
     }
 
     /// Takes the next turn id (1, 2, 3...).
@@ -150,6 +164,7 @@ impl CallStore {
                     agent: agent.to_string(),
                     history: Mutex::new(History::new(self.history_limit)),
                     turns: AtomicU64::new(0),
+                    system: Mutex::new(None),
                     next_turn: AtomicU64::new(1),
                     next_item: AtomicU64::new(1),
                     live: AtomicBool::new(true),

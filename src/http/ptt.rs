@@ -212,6 +212,19 @@ async fn handle(
             ),
         })?;
     let record = live.record.clone();
+    // A continued call keeps its own agent and the prompt its variables gave it.
+    let agent = if q.call_id.is_some() && q.agent.is_none() {
+        state.agents.get(Some(&record.agent)).unwrap_or(agent)
+    } else {
+        agent
+    };
+    let system = record
+        .system_prompt()
+        .filter(|_| q.call_id.is_some() && q.agent.is_none())
+        .unwrap_or_else(|| agent.render_prompt(&Default::default()));
+    // The turn takes its ids like a socket turn, so a resumed call's ids stay in order.
+    let turn_id = record.new_turn_id();
+    let (_user_item, _reply_item) = (record.new_item_id(), record.new_item_id());
 
     let (tx, mut rx) = mpsc::channel(64);
     let cancel = state.shutdown.child_token();
@@ -219,14 +232,14 @@ async fn handle(
     let _guard = cancel.clone().drop_guard();
     let request = TurnRequest {
         engines: state.engines.clone(),
-        system: agent.render_prompt(&Default::default()),
+        system,
         agent: agent.clone(),
         session_id: record.id.clone(),
         history: record.history().messages(),
         input: TurnInput::Audio(samples.into()),
         anchor: Instant::now(),
     };
-    tokio::spawn(run_turn(request, cancel, TurnSink { turn_id: 1, tx }));
+    tokio::spawn(run_turn(request, cancel, TurnSink { turn_id, tx }));
 
     let mut transcript = String::new();
     let mut audio = Vec::new();
