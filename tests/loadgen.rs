@@ -1,7 +1,7 @@
 //! The load generator against the real server with fake engines: every turn completes and is
-//! timed, neither a greeting nor the reply to a cut-off part of the utterance is taken for the
-//! caller's reply, the demo token works for one call, and an idle run reports the server's memory
-//! per call.
+//! timed; a greeted caller hears the greeting out, and neither the greeting nor the reply to a
+//! cut-off part of the utterance is taken for the caller's reply; the demo token works for one
+//! call; an idle run reports the server's memory per call.
 
 mod common;
 
@@ -113,26 +113,29 @@ async fn three_calls_of_two_turns_all_complete_and_are_timed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_greeting_is_not_taken_for_the_callers_reply() {
-    let server = common::start().await;
+async fn a_greeted_caller_hears_the_greeting_out_and_it_is_not_taken_for_the_reply() {
+    let mut config = voxwire::Config::for_tests();
+    // Twenty words: 1.2 s of fake speech, longer than a barge-in needs.
+    config.agents = voxwire::agents::Agents::parse(
+        r#"
+        default = "talker"
+        [[agent]]
+        name = "talker"
+        system_prompt = "You talk."
+        greeting = "one two three four five six seven eight nine ten one two three four five six seven eight nine ten"
+        "#,
+    )
+    .unwrap();
+    let server = common::start_with(config, voxwire::engines::Engines::fake()).await;
     let wav = TempWav::utterance("greeting");
     let report = run(options(
         &server,
-        &[
-            "--turns",
-            "1",
-            "--wav",
-            &wav.arg(),
-            "--agent",
-            "greeter",
-            "--chunk-ms",
-            "200",
-        ],
+        &["--turns", "1", "--wav", &wav.arg(), "--chunk-ms", "200"],
     ))
     .await;
     assert_eq!(report.turns_ok, 1, "{report:?}");
-    // The caller heard the greeting out before speaking, so nothing was interrupted.
-    assert_eq!(report.interruptions, 0);
+    // The caller listened (sending silence) until the greeting had played: nothing interrupted.
+    assert_eq!(report.interruptions, 0, "{report:?}");
     assert_eq!(report.turn_outcomes.get("interrupted"), None);
     // The greeting's audio comes at once; the caller's reply only after speech and silence.
     assert!(report.voice_to_voice_ms.unwrap().min > 0.0);

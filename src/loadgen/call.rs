@@ -176,6 +176,13 @@ async fn next_event(ws: &mut Ws) -> Event {
             Some(Ok(Message::Text(text))) => {
                 let at = Instant::now();
                 if let Some(frame) = Frame::parse(text.as_str()) {
+                    // RUST_LOG=voxwire::loadgen=trace shows every frame (audio cut short).
+                    let shown = text
+                        .as_str()
+                        .char_indices()
+                        .nth(160)
+                        .map_or(text.len(), |(i, _)| i);
+                    tracing::trace!(frame = &text.as_str()[..shown], "received");
                     return Some((frame, at));
                 }
             }
@@ -193,20 +200,32 @@ fn ms_since(from: Instant, to: Instant) -> f64 {
     }
 }
 
-/// A turn's live microphone: chunk `k` covers `[k, k + 1) * chunk` of the clip and goes out at
-/// `start + (k + 1) * chunk`, when a real microphone would have recorded it.
+/// The caller's live microphone from `start`: chunk `k` covers `[k, k + 1) * chunk` and goes
+/// out at `start + (k + 1) * chunk`, when a real microphone would have recorded it. It hears the
+/// clip (then silence) when the caller talks, silence when they only listen.
 struct Mic {
     start: Instant,
     chunk: Duration,
     next: u32,
+    talking: bool,
 }
 
 impl Mic {
-    fn new(chunk_ms: u64) -> Self {
+    fn new(chunk_ms: u64, talking: bool) -> Self {
         Self {
             start: Instant::now(),
             chunk: Duration::from_millis(chunk_ms),
             next: 0,
+            talking,
+        }
+    }
+
+    /// The `audio` frame of the next chunk.
+    fn frame(&self, clip: &Clip) -> Utf8Bytes {
+        if self.talking {
+            clip.chunk(self.next as usize)
+        } else {
+            clip.silence.clone()
         }
     }
 
@@ -306,7 +325,7 @@ impl Caller {
             turnaround_ms: None,
             server: ServerTimings::default(),
         });
-        let mut mic = Mic::new(clip.chunk_ms);
+        let mut mic = Mic::new(clip.chunk_ms, true);
         let end_chunk = clip.end_of_turn_chunk(silence_ms);
         let speech_end = mic.start + Duration::from_millis(clip.speech_end_ms);
         let deadline = mic.start + Duration::from_millis(clip.duration_ms) + limit;
@@ -319,8 +338,7 @@ impl Caller {
                 biased;
                 _ = sleep_until(mic.due()) => {
                     let k = mic.next;
-                    let chunk = clip.chunk(mic.next as usize);
-                    let Some(sent) = self.speak(chunk, &mut mic).await else {
+                    let Some(sent) = self.speak(clip, &mut mic).await else {
                         break Outcome::ConnectionLost;
                     };
                     if k as usize == end_chunk {
@@ -395,7 +413,7 @@ impl Caller {
                 biased;
                 _ = sleep_until(until) => return true,
                 _ = sleep_until(mic.due()) => {
-                    if self.speak(clip.chunk(mic.next as usize), mic).await.is_none() {
+                    if self.speak(clip, mic).await.is_none() {
                         return false;
                     }
                 }
@@ -410,10 +428,10 @@ impl Caller {
     }
 
     /// Sends the microphone's next chunk, now that it is due; returns when it went out.
-    async fn speak(&mut self, chunk: Utf8Bytes, mic: &mut Mic) -> Option<Instant> {
+    async fn speak(&mut self, clip: &Clip, mic: &mut Mic) -> Option<Instant> {
         let now = Instant::now();
         self.result.send_lag_ms.push(ms_since(mic.due(), now));
-        let sent = self.send(chunk).await;
+        let sent = self.send(mic.frame(clip)).await;
         mic.next += 1;
         sent.then_some(now)
     }
@@ -422,7 +440,7 @@ impl Caller {
     /// greeting's text follows `call_started` at once; nothing within `GREETING_WAIT` means the
     /// agent has none. False when the call cannot go on.
     async fn hear_greeting(&mut self, clip: &Clip, limit: Duration) -> bool {
-        let mut mic = Mic::new(clip.chunk_ms);
+        let mut mic = Mic::new(clip.chunk_ms, false);
         let probe_end = mic.start + GREETING_WAIT;
         let deadline = mic.start + limit;
         let mut greeted = false;
@@ -434,7 +452,7 @@ impl Caller {
                 // No greeting, or one that never finished: speak anyway.
                 _ = sleep_until(if greeted { deadline } else { probe_end }) => return true,
                 _ = sleep_until(mic.due()) => {
-                    if self.speak(clip.silence.clone(), &mut mic).await.is_none() {
+                    if self.speak(clip, &mut mic).await.is_none() {
                         return false;
                     }
                 }
