@@ -10,6 +10,8 @@ use crate::protocol::{AudioFormat, DetectionMode, Encoding, TurnDetection};
 
 /// Audio kept after detected end of speech, when it has arrived.
 const SUFFIX_MS: u64 = 250;
+/// Audio kept while nobody speaks, beyond the padding and the speech needed to start.
+const IDLE_MARGIN_MS: u64 = 500;
 
 pub fn samples_for_ms(ms: u64) -> usize {
     (ms * u64::from(ENGINE_RATE) / 1000) as usize
@@ -227,11 +229,15 @@ impl Listener {
                 },
             });
         }
-        if self.detector.is_some() && !self.in_speech() && self.buffer.len() > self.max_samples {
-            // Silence that never became speech: keep only what could pad the next utterance.
-            let keep = samples_for_ms(self.settings.prefix_padding_ms);
-            let drop = self.buffer.len().saturating_sub(keep);
-            self.drop_front(drop);
+        if self.detector.is_some() && !self.in_speech() {
+            // Audio that is not speech: keep only what could pad an utterance starting now.
+            let keep = samples_for_ms(
+                self.settings.prefix_padding_ms + self.settings.min_speech_ms + IDLE_MARGIN_MS,
+            );
+            if self.buffer.len() > 2 * keep {
+                let drop = self.buffer.len() - keep;
+                self.drop_front(drop);
+            }
         }
         (heard, err)
     }
@@ -338,7 +344,8 @@ mod tests {
         for _ in 0..30 {
             l.push(&tone(1000, 0.0));
         }
-        assert!(l.buffered() <= samples_for_ms(10_000));
+        // Padding, the speech needed to start, a margin, and at most as much again.
+        assert!(l.buffered() <= 2 * samples_for_ms(300 + 100 + 500));
         assert!(!l.in_speech());
     }
 }
