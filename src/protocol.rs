@@ -325,6 +325,8 @@ pub enum EndReason {
     ClientEnded,
     MaxDuration,
     ServerShutdown,
+    /// A fatal `error` closed the socket (e.g. a frame far above the size limit).
+    FatalError,
 }
 
 /// Stable error codes carried by `error` frames and HTTP error bodies.

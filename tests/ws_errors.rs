@@ -137,6 +137,9 @@ async fn oversized_messages_are_refused_without_closing() {
     .await;
     let frames = recv_until(&mut ws, "error").await;
     assert_eq!(frames.last().unwrap()["fatal"], true);
+    let ended = recv(&mut ws).await;
+    assert_eq!(ended["type"], "call_ended", "{ended}");
+    assert_eq!(ended["reason"], "fatal_error", "{ended}");
     assert_eq!(recv_close(&mut ws).await, Some(1009));
 }
 

@@ -180,7 +180,7 @@ impl Session {
             Inbound::Invalid(code, message) => return self.send_error(code, message, false).await,
             Inbound::Fatal(code, message, close) => {
                 self.send_error(code, message, true).await;
-                self.end_call(EndReason::ClientEnded).await;
+                self.end_call(EndReason::FatalError).await;
                 return self.close(close, code.as_str()).await;
             }
         };
