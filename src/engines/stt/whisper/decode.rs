@@ -141,15 +141,17 @@ fn argmax_logprob(logits: &[f32]) -> (u32, f32) {
 
 /// If the sequence ends in a loop, the length to keep (the loop's first occurrence).
 /// A pattern of `len` tokens counts as a loop once repeated `reps(len)` times in a row:
-/// 12 for single tokens, 6 for pairs, 4 for triples, 3 for anything from 4 to 32 tokens.
+/// 12 for single tokens, 6 for pairs, 4 for triples, 3 for 4 to 7 tokens, and twice for 8 to
+/// 64 tokens (a whole sentence said again word for word is the decoder repeating itself).
 fn repetition_cut(tokens: &[u32]) -> Option<usize> {
     let reps = |len: usize| match len {
         1 => 12,
         2 => 6,
         3 => 4,
-        _ => 3,
+        4..=7 => 3,
+        _ => 2,
     };
-    for len in 1..=32usize {
+    for len in 1..=64usize {
         let n = reps(len);
         if tokens.len() < len * n {
             continue;
@@ -181,6 +183,16 @@ mod tests {
         );
         assert_eq!(repetition_cut(&[1, 2, 3, 4, 5, 6, 7, 8]), None);
         assert_eq!(repetition_cut(&[9; 12]), Some(1));
+        // A sentence of 10 tokens said twice keeps one copy.
+        let sentence: Vec<u32> = (100..110).collect();
+        let mut twice = vec![1, 2];
+        twice.extend(&sentence);
+        twice.extend(&sentence);
+        assert_eq!(repetition_cut(&twice), Some(2 + 10));
+        // Two different sentences are not a loop.
+        let mut two: Vec<u32> = (100..110).collect();
+        two.extend(200..210);
+        assert_eq!(repetition_cut(&two), None);
     }
 
     #[test]
