@@ -254,8 +254,6 @@ impl Session {
     /// Starts a partial transcript of the utterance in progress when one is due.
     fn maybe_partial(&mut self) {
         let interval = self.state.config.turn.partial_interval_ms;
-        let stt = self.state.engines.stt.clone();
-        let tx = self.partial_tx.clone();
         let Some(call) = self.call.as_mut() else {
             return;
         };
@@ -274,6 +272,8 @@ impl Session {
             return;
         }
         let audio: Arc<[f32]> = l.snapshot().into();
+        let stt = self.state.engines.stt.clone();
+        let tx = self.partial_tx.clone();
         let cancel = call.cancel.child_token();
         c.partial = Some((item_id, cancel.clone()));
         c.last_partial = Some(Instant::now());
