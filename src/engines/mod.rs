@@ -3,8 +3,10 @@
 //! Silero speech detector when it is chosen. `onnx` is the ONNX Runtime they share.
 
 pub mod llm;
+pub mod http;
 pub mod onnx;
 pub mod pool;
+pub mod providers;
 pub mod stt;
 pub mod tts;
 

@@ -7,6 +7,7 @@ pub mod whisper;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
@@ -27,4 +28,25 @@ pub trait SpeechToText: Send + Sync {
         audio: Arc<[f32]>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Transcription, EngineError>>;
+    /// Engines that transcribe while the caller speaks (a provider's streaming socket) start a
+    /// live transcription of one utterance here; the others return `None` and get the whole
+    /// utterance at its end. Interim text (the whole utterance so far) goes to `interims`,
+    /// dropped when the receiver is full. Dropping the returned value, or `cancel` firing, closes
+    /// the provider stream.
+    fn listen(
+        &self,
+        _interims: mpsc::Sender<String>,
+        _cancel: CancellationToken,
+    ) -> Option<Box<dyn LiveTranscription>> {
+        None
+    }
+}
+
+/// One utterance being transcribed as it is spoken.
+pub trait LiveTranscription: Send {
+    /// More of the utterance, 16 kHz mono, as it arrives. Must not block.
+    fn push(&mut self, audio: &[f32]);
+    /// The utterance ended: the final text of all of it. On an error the caller transcribes the
+    /// whole utterance again with [`SpeechToText::transcribe`], so nothing is lost.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Transcription, EngineError>>;
 }
