@@ -1,5 +1,6 @@
 //! Speech-to-text: turns one utterance (16 kHz mono) into text.
 
+pub mod deepgram;
 pub mod fake;
 pub mod local;
 pub mod whisper;

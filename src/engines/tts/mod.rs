@@ -1,5 +1,6 @@
 //! Text-to-speech: turns a sentence into audio at the engine's own rate.
 
+pub mod elevenlabs;
 pub mod espeak;
 pub mod fake;
 pub mod local;

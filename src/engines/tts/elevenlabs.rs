@@ -1,0 +1,234 @@
+//! ElevenLabs' streaming text-to-speech: one HTTP request per sentence, answered with raw
+//! 16-bit mono PCM at the rate asked for, turned into samples as it arrives. Retries, timeouts
+//! and key scrubbing are the shared HTTP layer's.
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::HeaderValue;
+use reqwest::Url;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::TextToSpeech;
+use crate::engines::http::HttpApi;
+use crate::engines::providers::{ProviderKind, ProviderSpec};
+use crate::engines::{EngineError, EngineInitError};
+
+/// The PCM rates the API offers.
+pub const RATES: [u32; 4] = [16_000, 22_050, 24_000, 44_100];
+const DEFAULT_RATE: u32 = 24_000;
+
+pub struct ElevenLabsTts {
+    api: HttpApi,
+    /// The `xi-api-key` header, marked sensitive so it is never printed.
+    key: Option<HeaderValue>,
+    /// e.g. `elevenlabs (eleven_flash_v2_5, 24000 Hz)`.
+    label: String,
+    /// API root: voices and the rest are path segments added to it.
+    base: Url,
+    model: String,
+    rate: u32,
+    spec: ProviderSpec,
+}
+
+impl ElevenLabsTts {
+    /// The engine for provider `name` of `providers.toml`.
+    pub fn new(name: &str, spec: &ProviderSpec) -> Result<Self, EngineInitError> {
+        let err = |reason: String| EngineInitError {
+            kind: "text-to-speech",
+            name: name.to_string(),
+            reason,
+        };
+        if spec.kind != ProviderKind::Elevenlabs {
+            return Err(err(format!(
+                "it is a {:?} provider, not elevenlabs",
+                spec.kind
+            )));
+        }
+        let model = spec
+            .tts_model
+            .clone()
+            .ok_or_else(|| err("it sets no tts_model".into()))?;
+        if spec.tts_voice.is_none() {
+            return Err(err("it sets no tts_voice (the default voice id)".into()));
+        }
+        let rate = spec.tts_sample_rate.unwrap_or(DEFAULT_RATE);
+        if !RATES.contains(&rate) {
+            return Err(err(format!(
+                "tts_sample_rate {rate} is not one of 16000, 22050, 24000, 44100"
+            )));
+        }
+        if let (None, Some(var)) = (&spec.api_key, &spec.api_key_env) {
+            return Err(err(format!("no API key: {var} is not set")));
+        }
+        let key = match &spec.api_key {
+            Some(k) => {
+                let mut value = HeaderValue::from_str(k.expose())
+                    .map_err(|_| err("the API key holds characters a header cannot".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let base = Url::parse(spec.base())
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .ok_or_else(|| err(format!("bad base_url `{}`", spec.base_url)))?;
+        let api = HttpApi::new(
+            format!("{name} text-to-speech"),
+            spec.api_key.clone(),
+            spec.policy(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            api,
+            key,
+            label: format!("{name} ({model}, {rate} Hz)"),
+            base,
+            model,
+            rate,
+            spec: spec.clone(),
+        })
+    }
+}
+
+impl TextToSpeech for ElevenLabsTts {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn has_voice(&self, name: &str) -> bool {
+        self.spec.voices.contains_key(name)
+    }
+
+    fn synthesize(
+        &self,
+        text: String,
+        voice: Option<String>,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
+        if text.trim().is_empty() {
+            return futures::stream::empty().boxed();
+        }
+        let Some(voice_id) = self.spec.voice_id(voice.as_deref()) else {
+            let err = self.api.fail("no voice configured", false);
+            return futures::stream::once(async move { Err(err) }).boxed();
+        };
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty()
+                .extend(["text-to-speech", &voice_id, "stream"]);
+        }
+        url.set_query(Some(&format!("output_format=pcm_{}", self.rate)));
+        let body = json!({ "text": text, "model_id": self.model });
+        let (api, key) = (self.api.clone(), self.key.clone());
+        let response = async move {
+            let build = || {
+                let request = api.client().post(url.clone()).json(&body);
+                match &key {
+                    Some(k) => request.header("xi-api-key", k.clone()),
+                    None => request,
+                }
+            };
+            let response = api.send(build, &cancel).await?;
+            Ok(samples(api.body(response, cancel)))
+        };
+        futures::stream::once(response).try_flatten().boxed()
+    }
+}
+
+/// Little-endian 16-bit PCM chunks as samples; a sample split between two chunks is carried
+/// over, and chunks too short for a whole sample yield nothing. The body is dropped (its
+/// connection closed) as soon as it fails or is cancelled.
+fn samples(
+    chunks: BoxStream<'static, Result<bytes::Bytes, EngineError>>,
+) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
+    futures::stream::unfold((Some(chunks), None), |(chunks, mut carry)| async move {
+        let mut chunks = chunks?;
+        loop {
+            match chunks.next().await? {
+                Err(e) => return Some((Err(e), (None, carry))),
+                Ok(bytes) => {
+                    let samples = decode(&mut carry, &bytes);
+                    if !samples.is_empty() {
+                        return Some((Ok(samples), (Some(chunks), carry)));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Samples of `bytes`, after the odd byte `carry` left by the previous chunk; leaves this
+/// chunk's odd byte in `carry`.
+fn decode(carry: &mut Option<u8>, bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / 2 + 1);
+    let mut rest = bytes;
+    if let Some(low) = carry.take() {
+        match rest.split_first() {
+            Some((&high, tail)) => {
+                out.push(sample(low, high));
+                rest = tail;
+            }
+            None => {
+                *carry = Some(low);
+                return out;
+            }
+        }
+    }
+    let mut pairs = rest.chunks_exact(2);
+    out.extend(pairs.by_ref().map(|p| sample(p[0], p[1])));
+    if let [odd] = pairs.remainder() {
+        *carry = Some(*odd);
+    }
+    out
+}
+
+fn sample(low: u8, high: u8) -> f32 {
+    f32::from(i16::from_le_bytes([low, high])) / 32768.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcm(samples: &[i16]) -> Vec<u8> {
+        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn odd_bytes_are_carried_to_the_next_chunk() {
+        let bytes = pcm(&[0, 16384, -32768, 32767, -2]);
+        let whole = decode(&mut None, &bytes);
+        assert_eq!(whole, [0.0, 0.5, -1.0, 32767.0 / 32768.0, -2.0 / 32768.0]);
+        for cuts in [[1, 2], [3, 6], [1, 9], [5, 5], [0, 7]] {
+            let (mut carry, mut got) = (None, Vec::new());
+            got.extend(decode(&mut carry, &bytes[..cuts[0]]));
+            got.extend(decode(&mut carry, &bytes[cuts[0]..cuts[1]]));
+            got.extend(decode(&mut carry, &bytes[cuts[1]..]));
+            assert_eq!(got, whole, "cut at {cuts:?}");
+            assert_eq!(carry, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_become_samples() {
+        let bytes = pcm(&[100, -100, 200]);
+        let chunks: Vec<Result<bytes::Bytes, EngineError>> = vec![
+            Ok(bytes::Bytes::copy_from_slice(&bytes[..1])),
+            Ok(bytes::Bytes::copy_from_slice(&bytes[1..4])),
+            Ok(bytes::Bytes::copy_from_slice(&bytes[4..])),
+        ];
+        let out: Vec<Vec<f32>> = samples(futures::stream::iter(chunks).boxed())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 2, "the one-byte chunk yields nothing");
+        assert_eq!(out.concat().len(), 3);
+    }
+}
