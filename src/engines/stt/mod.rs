@@ -1,7 +1,9 @@
 //! Speech-to-text: turns one utterance (16 kHz mono) into text.
 
 pub mod fake;
+pub mod fallback;
 pub mod local;
+pub mod openai;
 pub mod whisper;
 
 use std::sync::Arc;
