@@ -28,6 +28,13 @@ pub struct Agent {
     /// Default values of the placeholders; `start_call.variables` override them.
     #[serde(default)]
     pub variables: HashMap<String, String>,
+    /// Engine chains for this agent instead of the server's (`["openai", "local"]`).
+    #[serde(default)]
+    pub stt: Option<Vec<String>>,
+    #[serde(default)]
+    pub llm: Option<Vec<String>>,
+    #[serde(default)]
+    pub tts: Option<Vec<String>>,
 }
 
 fn default_temperature() -> f32 {
@@ -81,6 +88,16 @@ fn fill(
 }
 
 impl Agent {
+    /// The agent's own engine chain for `kind`, if it sets one.
+    pub fn chain(&self, kind: crate::engines::providers::EngineKind) -> Option<&Vec<String>> {
+        use crate::engines::providers::EngineKind;
+        match kind {
+            EngineKind::Stt => self.stt.as_ref(),
+            EngineKind::Llm => self.llm.as_ref(),
+            EngineKind::Tts => self.tts.as_ref(),
+        }
+    }
+
     /// The system prompt with `{{name}}` placeholders filled (call variables win over defaults).
     pub fn render_prompt(&self, variables: &HashMap<String, String>) -> String {
         fill(&self.system_prompt, &self.variables, variables)
@@ -178,6 +195,10 @@ impl Agents {
         &self.default
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Agent>> {
+        self.by_name.values()
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.by_name.keys().cloned().collect();
         v.sort();
@@ -185,13 +206,13 @@ impl Agents {
     }
 
     /// Agents whose voice the text-to-speech engine does not have.
-    pub fn unknown_voices(&self, has_voice: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    pub fn unknown_voices(&self, has_voice: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
         self.by_name
             .values()
             .filter_map(|a| {
                 a.voice
                     .as_ref()
-                    .filter(|v| !has_voice(v))
+                    .filter(|v| !has_voice(&a.name, v))
                     .map(|v| (a.name.clone(), v.clone()))
             })
             .collect()
@@ -252,9 +273,9 @@ mod tests {
             Agents::parse("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nvoice = \"amy\"")
                 .unwrap();
         assert_eq!(
-            agents.unknown_voices(|v| v == "joe"),
+            agents.unknown_voices(|_, v| v == "joe"),
             vec![("a".to_string(), "amy".to_string())]
         );
-        assert!(agents.unknown_voices(|_| true).is_empty());
+        assert!(agents.unknown_voices(|_, _| true).is_empty());
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engines::providers::{EngineKind, Providers};
 use crate::protocol::Limits;
 
 /// Exit code for a configuration error (EX_USAGE).
@@ -18,29 +19,19 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("{place}: {reason}")]
+    Chain { place: String, reason: String },
+    #[error("{var}: not set, and provider `{provider}` needs its key ({place} uses it)")]
+    MissingKey {
+        var: String,
+        provider: String,
+        place: String,
+    },
 }
 
-/// Which implementation serves an engine kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineChoice {
-    /// The offline engine with local models (the default).
-    Local,
-    /// espeak-ng's formant voice (text-to-speech only), when chosen explicitly.
-    Espeak,
-    /// Deterministic test engine: predictable output, no model. Only when asked for.
-    Fake,
-}
-
-impl EngineChoice {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "local" => Some(Self::Local),
-            "espeak" => Some(Self::Espeak),
-            "fake" => Some(Self::Fake),
-            _ => None,
-        }
-    }
-}
+/// An engine chain: engine names to try in order (`local`, `espeak`, `fake` or a provider from
+/// `providers.toml`), e.g. `["openai", "local"]`.
+pub type Chain = Vec<String>;
 
 /// Which speech detector finds the end of the caller's turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +63,14 @@ pub struct Config {
     pub max_stored_calls: usize,
     pub demo_token_ttl: Duration,
     pub shutdown_grace: Duration,
-    pub stt: EngineChoice,
-    pub llm: EngineChoice,
-    pub tts: EngineChoice,
+    /// Engine chains per kind (`VOXWIRE_STT`, `VOXWIRE_LLM`, `VOXWIRE_TTS`); agents may override.
+    pub stt: Chain,
+    pub llm: Chain,
+    pub tts: Chain,
+    /// Hosted providers by name, with the keys of those in use.
+    pub providers: Providers,
+    /// How long a failed engine is tried after the others of its chain.
+    pub fallback_cooldown: Duration,
     /// Where local models live.
     pub models_dir: PathBuf,
     /// Never download models.
@@ -193,21 +189,86 @@ fn parse_num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     Ok(v)
 }
 
-fn parse_engine(
+/// Reads a chain variable: comma-separated engine names.
+fn parse_chain(env: &dyn Env, kind: EngineKind) -> Result<Chain, ConfigError> {
+    let var = kind.var();
+    let Some(raw) = env.get(var) else {
+        return Ok(vec!["local".to_string()]);
+    };
+    let chain: Chain = raw
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if chain.is_empty() {
+        return Err(invalid(var, &raw, "expected engine names, comma-separated"));
+    }
+    Ok(chain)
+}
+
+/// Checks every name of `chain` against the built-ins and the providers, and reads the keys of
+/// the providers it uses. `place` says where the chain was set, for the message.
+fn check_chain(
     env: &dyn Env,
-    var: &'static str,
-    allowed: &[&str],
-    default: EngineChoice,
-) -> Result<EngineChoice, ConfigError> {
-    match env.get(var).as_deref().map(str::trim) {
-        None => Ok(default),
-        Some(v) if allowed.contains(&v) => EngineChoice::parse(v)
-            .ok_or_else(|| invalid(var, v, format!("expected one of: {}", allowed.join(", ")))),
-        Some(other) => Err(invalid(
-            var,
-            other,
-            format!("expected one of: {}", allowed.join(", ")),
-        )),
+    providers: &mut Providers,
+    kind: EngineKind,
+    chain: &Chain,
+    place: &str,
+) -> Result<(), ConfigError> {
+    let reject = |reason: String| ConfigError::Chain {
+        place: place.to_string(),
+        reason,
+    };
+    if chain.is_empty() {
+        return Err(reject("the engine chain is empty".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in chain {
+        if !seen.insert(name.as_str()) {
+            return Err(reject(format!("`{name}` is listed twice")));
+        }
+        if kind.builtins().contains(&name.as_str()) {
+            continue;
+        }
+        let Some(spec) = providers.get(name) else {
+            let known: Vec<&str> = kind
+                .builtins()
+                .iter()
+                .copied()
+                .chain(providers.names())
+                .collect();
+            return Err(reject(format!(
+                "unknown {} engine `{name}`; expected one of: {}",
+                kind.describe(),
+                known.join(", ")
+            )));
+        };
+        spec.check_kind(kind).map_err(|why| {
+            reject(format!(
+                "provider `{name}` cannot be the {}: {why}",
+                kind.describe()
+            ))
+        })?;
+        providers
+            .resolve_key(name, |var| env.get(var))
+            .map_err(|var| ConfigError::MissingKey {
+                var,
+                provider: name.clone(),
+                place: place.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+fn load_providers(env: &dyn Env) -> Result<Providers, ConfigError> {
+    match env.get("VOXWIRE_PROVIDERS") {
+        Some(path) => Providers::load(std::path::Path::new(path.trim()))
+            .map_err(|reason| invalid("VOXWIRE_PROVIDERS", &path, reason)),
+        None if std::path::Path::new("providers.toml").is_file() => {
+            Providers::load(std::path::Path::new("providers.toml"))
+                .map_err(|reason| invalid("VOXWIRE_PROVIDERS", "providers.toml", reason))
+        }
+        None => Ok(Providers::builtin()),
     }
 }
 
@@ -306,6 +367,20 @@ impl Config {
             max_calls_per_user: parse_num(env, "VOXWIRE_MAX_CALLS_PER_USER", 4, 1, 10_000)?,
             max_text_chars: parse_num(env, "VOXWIRE_MAX_TEXT_CHARS", 2_000, 10, 100_000)?,
         };
+        let mut providers = load_providers(env)?;
+        let agents = load_agents(env)?;
+        let [stt, llm, tts] = [EngineKind::Stt, EngineKind::Llm, EngineKind::Tts].map(|kind| {
+            let chain = parse_chain(env, kind)?;
+            check_chain(env, &mut providers, kind, &chain, kind.var())?;
+            for agent in agents.iter() {
+                if let Some(c) = agent.chain(kind) {
+                    let place = format!("agent `{}` ({})", agent.name, kind.field());
+                    check_chain(env, &mut providers, kind, c, &place)?;
+                }
+            }
+            Ok::<_, ConfigError>(chain)
+        });
+        let (stt, llm, tts) = (stt?, llm?, tts?);
         Ok(Self {
             bind,
             jwt_secret,
@@ -361,14 +436,17 @@ impl Config {
                 0,
                 600,
             )?),
-            stt: parse_engine(env, "VOXWIRE_STT", &["local", "fake"], EngineChoice::Local)?,
-            llm: parse_engine(env, "VOXWIRE_LLM", &["local", "fake"], EngineChoice::Local)?,
-            tts: parse_engine(
+            stt,
+            llm,
+            tts,
+            providers,
+            fallback_cooldown: Duration::from_secs(parse_num(
                 env,
-                "VOXWIRE_TTS",
-                &["local", "espeak", "fake"],
-                EngineChoice::Local,
-            )?,
+                "VOXWIRE_FALLBACK_COOLDOWN_SECS",
+                30,
+                0,
+                3_600,
+            )?),
             models_dir: env
                 .get("VOXWIRE_MODELS_DIR")
                 .map(PathBuf::from)
@@ -387,7 +465,7 @@ impl Config {
             llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),
             llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
             llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,
-            agents: load_agents(env)?,
+            agents,
         })
     }
 
@@ -446,7 +524,7 @@ mod tests {
     #[test]
     fn engines_and_voices() {
         let c = Config::from_env(&env(&[])).unwrap();
-        assert_eq!(c.tts, EngineChoice::Local);
+        assert_eq!(c.tts, vec!["local"]);
         let e = Config::from_env(&env(&[("VOXWIRE_TTS", "loud")])).unwrap_err();
         assert!(e.to_string().contains("local, espeak, fake"), "{e}");
         let c = Config::from_env(&env(&[(
@@ -459,6 +537,32 @@ mod tests {
             ("amy".to_string(), PathBuf::from("/v/amy.onnx"))
         );
         assert!(Config::from_env(&env(&[("VOXWIRE_TTS_VOICES", "joe")])).is_err());
+    }
+
+    #[test]
+    fn chains_name_known_engines_and_need_their_keys() {
+        let c = Config::from_env(&env(&[
+            ("VOXWIRE_LLM", "openai, local"),
+            ("OPENAI_API_KEY", "sk-live-secret-1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.llm, vec!["openai", "local"]);
+        let key = c.providers.get("openai").unwrap().api_key.as_ref().unwrap();
+        assert_eq!(key.expose(), "sk-live-secret-1");
+        assert!(!format!("{c:?}").contains("sk-live"), "key in Debug output");
+        let e = Config::from_env(&env(&[("VOXWIRE_LLM", "openai,local")])).unwrap_err();
+        assert!(e.to_string().starts_with("OPENAI_API_KEY: not set"), "{e}");
+        let e = Config::from_env(&env(&[("VOXWIRE_LLM", "deepgram")])).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot be the language model"),
+            "{e}"
+        );
+        let e = Config::from_env(&env(&[("VOXWIRE_STT", "local,local")])).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = Config::from_env(&env(&[("VOXWIRE_STT", "whisperx")])).unwrap_err();
+        assert!(e.to_string().contains("deepgram"), "{e}");
+        // A server without a key (Ollama) needs none.
+        assert!(Config::from_env(&env(&[("VOXWIRE_LLM", "ollama,local")])).is_ok());
     }
 
     #[test]

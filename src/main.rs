@@ -240,7 +240,9 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let unknown = config.agents.unknown_voices(|v| engines.tts.has_voice(v));
+        let unknown = config
+            .agents
+            .unknown_voices(|agent, v| engines.for_agent(agent).tts.has_voice(v));
         if let Some((agent, voice)) = unknown.first() {
             eprintln!("configuration error: VOXWIRE_AGENTS: agent `{agent}` asks for voice `{voice}`, which the text-to-speech engine does not have");
             return ExitCode::from(EXIT_CONFIG as u8);

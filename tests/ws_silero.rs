@@ -21,10 +21,9 @@ fn engines_with_silero() -> Engines {
     let model = ModelStore::from_env().file(manifest::SILERO_VAD, "silero_vad.onnx");
     let vad = SileroVad::load(&tts::ort_lib(), &model, 1)
         .unwrap_or_else(|e| panic!("Silero VAD does not load (run `voxwire models fetch`): {e}"));
-    Engines {
-        vad: Some(Arc::new(vad)),
-        ..Engines::fake()
-    }
+    let mut engines = Engines::fake();
+    engines.vad = Some(Arc::new(vad));
+    engines
 }
 
 fn pcm16(samples: &[f32]) -> Vec<u8> {

@@ -272,7 +272,7 @@ impl Session {
             return;
         }
         let audio: Arc<[f32]> = l.snapshot().into();
-        let stt = self.state.engines.stt.clone();
+        let stt = call.engines.stt.clone();
         let tx = self.partial_tx.clone();
         let cancel = call.cancel.child_token();
         c.partial = Some((item_id, cancel.clone()));

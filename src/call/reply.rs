@@ -68,7 +68,7 @@ impl Session {
         self.next_run += 1;
         let cancel = call.cancel.child_token();
         let request = TurnRequest {
-            engines: self.state.engines.clone(),
+            engines: call.engines.clone(),
             agent: call.agent.clone(),
             system: call.system.clone(),
             session_id: call.id().to_string(),
@@ -101,10 +101,10 @@ impl Session {
         user_item: Option<u64>,
         turn_id: Option<u64>,
     ) {
-        let rate = self.state.engines.tts.sample_rate();
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        let rate = call.engines.tts.sample_rate();
         let record = &call.live.record;
         let turn_id = turn_id.unwrap_or_else(|| record.new_turn_id());
         if let Some(old) = call.reply.take().filter(|r| r.interrupted) {
@@ -208,10 +208,10 @@ impl Session {
     }
 
     async fn on_reply_event(&mut self, event: TurnEvent) {
-        let rate = self.state.engines.tts.sample_rate();
         let Some(call) = self.call.as_mut() else {
             return;
         };
+        let rate = call.engines.tts.sample_rate();
         let format = call.output_format;
         let Some(r) = call.reply.as_mut() else {
             return;

@@ -22,6 +22,7 @@ use crate::audio::encode::OutputEncoder;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::{check_rate, ENGINE_RATE};
 use crate::auth::Claims;
+use crate::engines::Engines;
 use crate::protocol::{
     AudioFormat, ClientMessage, DetectionMode, Encoding, EndReason, ErrorCode, ServerMessage,
     TurnDetection, TurnDetectionUpdate,
@@ -48,6 +49,8 @@ pub(super) struct ActiveCall {
     /// Child of the connection's token; parent of each turn's.
     pub cancel: CancellationToken,
     pub agent: Arc<Agent>,
+    /// The agent's engines (its own chains, else the server's).
+    pub engines: Engines,
     pub system: String,
     pub output_format: AudioFormat,
     pub caller: Caller,
@@ -292,14 +295,15 @@ impl Session {
             encoding: Encoding::Pcm16,
             sample_rate: ENGINE_RATE,
         });
+        let engines = self.state.engines.for_agent(&agent.name);
         let output_format = output_format.unwrap_or(AudioFormat {
             encoding: Encoding::Pcm16,
-            sample_rate: self.state.engines.tts.sample_rate(),
+            sample_rate: engines.tts.sample_rate(),
         });
         let turn = &self.state.config.turn;
         let checked = check_rate(input_format.sample_rate)
             .and_then(|_| check_rate(output_format.sample_rate))
-            .and_then(|_| OutputEncoder::new(self.state.engines.tts.sample_rate(), output_format))
+            .and_then(|_| OutputEncoder::new(engines.tts.sample_rate(), output_format))
             .and_then(|_| {
                 Listener::new(
                     input_format,
@@ -356,12 +360,13 @@ impl Session {
             max_tokens: agent.max_tokens,
             temperature: agent.temperature,
         };
-        tokio::spawn(self.state.engines.llm.warm_up(warm, call_cancel.clone()));
+        tokio::spawn(engines.llm.warm_up(warm, call_cancel.clone()));
         self.call = Some(ActiveCall {
             cancel: call_cancel,
             live,
             system,
             agent: agent.clone(),
+            engines,
             output_format,
             caller: Caller::new(listener, input_format),
             deadline: tokio::time::Instant::now() + max_call,
@@ -448,7 +453,7 @@ impl Session {
     fn finish_call(&self, call: ActiveCall) {
         // Stops the running turn, any speculative one and the warm-up with them.
         call.cancel.cancel();
-        self.state.engines.llm.release(call.id());
+        call.engines.llm.release(call.id());
         self.state.metrics.live_calls.dec();
     }
 

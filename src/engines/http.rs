@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use reqwest::{RequestBuilder, Response, StatusCode};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -158,16 +159,19 @@ impl HttpApi {
                 Ok(Err(e)) => (self.fail(describe(&e), true), None),
                 Err(_) => (
                     self.fail(
-                        format!(
-                            "no response within {} ms",
-                            self.policy.timeout.as_millis()
-                        ),
+                        format!("no response within {} ms", self.policy.timeout.as_millis()),
                         true,
                     ),
                     None,
                 ),
             };
-            let retryable = matches!(error, EngineError::Failed { retryable: true, .. });
+            let retryable = matches!(
+                error,
+                EngineError::Failed {
+                    retryable: true,
+                    ..
+                }
+            );
             if !retryable || attempt >= self.policy.retries {
                 return Err(error);
             }
@@ -261,6 +265,65 @@ impl HttpApi {
     }
 }
 
+/// Runs `producer` on its own task and streams what it sends. Dropping the stream aborts the
+/// task, which drops whatever provider connection it holds.
+pub fn spawn_stream<T, F>(
+    capacity: usize,
+    producer: impl FnOnce(mpsc::Sender<T>) -> F,
+) -> BoxStream<'static, T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let task = AbortOnDrop(tokio::spawn(producer(tx)));
+    futures::stream::unfold((rx, task), |(mut rx, task)| async move {
+        rx.recv().await.map(|v| (v, (rx, task)))
+    })
+    .boxed()
+}
+
+/// Turns a stream of little-endian 16-bit PCM bytes into samples, carrying a sample split
+/// across two chunks over to the next.
+pub fn pcm16_samples(
+    bytes: BoxStream<'static, Result<bytes::Bytes, EngineError>>,
+) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
+    futures::stream::unfold((bytes, None::<u8>), |(mut bytes, mut carry)| async move {
+        loop {
+            let chunk = match bytes.next().await? {
+                Ok(c) => c,
+                Err(e) => return Some((Err(e), (bytes, None))),
+            };
+            let mut samples = Vec::with_capacity(chunk.len() / 2 + 1);
+            let mut rest: &[u8] = &chunk;
+            if let (Some(lo), Some(&hi)) = (carry, rest.first()) {
+                samples.push(f32::from(i16::from_le_bytes([lo, hi])) / 32768.0);
+                rest = &rest[1..];
+                carry = None;
+            }
+            let mut pairs = rest.chunks_exact(2);
+            samples.extend(
+                pairs
+                    .by_ref()
+                    .map(|p| f32::from(i16::from_le_bytes([p[0], p[1]])) / 32768.0),
+            );
+            if let [odd] = pairs.remainder() {
+                carry = Some(*odd);
+            }
+            if !samples.is_empty() {
+                return Some((Ok(samples), (bytes, carry)));
+            }
+        }
+    })
+    .boxed()
+}
+
 fn failure_text(e: &EngineError) -> String {
     match e {
         EngineError::Failed { message, .. } => message.clone(),
@@ -286,7 +349,11 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     match (e.url(), detail.is_empty()) {
-        (Some(u), false) => format!("{what} ({}{}): {detail}", u.origin().ascii_serialization(), u.path()),
+        (Some(u), false) => format!(
+            "{what} ({}{}): {detail}",
+            u.origin().ascii_serialization(),
+            u.path()
+        ),
         (Some(u), true) => format!("{what} ({}{})", u.origin().ascii_serialization(), u.path()),
         (None, false) => format!("{what}: {detail}"),
         (None, true) => what.to_string(),
@@ -363,8 +430,7 @@ mod tests {
     #[test]
     fn provider_messages_are_found() {
         assert_eq!(
-            provider_message(r#"{"error":{"message":"Rate limit reached","type":"x"}}"#)
-                .as_deref(),
+            provider_message(r#"{"error":{"message":"Rate limit reached","type":"x"}}"#).as_deref(),
             Some("Rate limit reached")
         );
         assert_eq!(
@@ -376,10 +442,30 @@ mod tests {
             provider_message(r#"{"err_code":"INVALID_AUTH","err_msg":"bad creds"}"#).as_deref(),
             Some("bad creds")
         );
-        assert_eq!(provider_message("  upstream\n down ").as_deref(), Some("upstream down"));
+        assert_eq!(
+            provider_message("  upstream\n down ").as_deref(),
+            Some("upstream down")
+        );
         assert_eq!(provider_message(""), None);
         let long = "é".repeat(400);
         assert!(provider_message(&long).unwrap().len() <= 304);
+    }
+
+    #[tokio::test]
+    async fn pcm_split_across_chunks_is_kept_whole() {
+        let v: [i16; 3] = [1000, -2000, 32767];
+        let raw: Vec<u8> = v.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let chunks = vec![
+            Ok(bytes::Bytes::copy_from_slice(&raw[..1])),
+            Ok(bytes::Bytes::copy_from_slice(&raw[1..5])),
+            Ok(bytes::Bytes::copy_from_slice(&raw[5..])),
+        ];
+        let out: Vec<f32> = pcm16_samples(futures::stream::iter(chunks).boxed())
+            .map(|c| c.unwrap())
+            .concat()
+            .await;
+        let back: Vec<i16> = out.iter().map(|s| (s * 32768.0).round() as i16).collect();
+        assert_eq!(back, v);
     }
 
     #[test]

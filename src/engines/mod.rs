@@ -2,20 +2,22 @@
 //! kind has one file per provider under its folder; [`Engines`] holds the ones in force, with the
 //! Silero speech detector when it is chosen. `onnx` is the ONNX Runtime they share.
 
-pub mod llm;
+mod builder;
+pub mod chain;
 pub mod http;
+pub mod llm;
 pub mod onnx;
 pub mod pool;
 pub mod providers;
 pub mod stt;
 pub mod tts;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use std::path::PathBuf;
-
 use crate::audio::vad::silero::SileroVad;
-use crate::config::{Config, EngineChoice, VadChoice};
+use crate::config::{Config, VadChoice};
 use crate::models::{manifest, ModelError, ModelStore};
 
 /// An engine failure. `retryable` tells a fallback wrapper whether trying again may help.
@@ -61,68 +63,48 @@ pub struct Engines {
     /// The Silero speech detector shared by every call (one stream each); `None` with
     /// `VOXWIRE_VAD=energy`.
     pub vad: Option<Arc<SileroVad>>,
+    /// Agents with chains of their own, and the engines they use.
+    per_agent: Arc<HashMap<String, Engines>>,
 }
 
 /// Concurrent Silero runs: each borrows a session for one `push`.
 const VAD_SESSIONS: usize = 2;
 
 impl Engines {
-    /// Builds the engines named by the configuration, fetching missing models unless offline.
+    /// Builds the engines named by the configuration (the server's chains and every agent's),
+    /// fetching missing models unless offline. Each engine is built once, whatever the number
+    /// of chains it is in.
     pub fn from_config(config: &Config) -> Result<Self, EngineInitError> {
-        let store = ModelStore::new(&config.models_dir);
-        let stt: Arc<dyn stt::SpeechToText> = match config.stt {
-            EngineChoice::Local => {
-                let dir = match &config.stt_model {
-                    Some(d) => d.clone(),
-                    None => {
-                        store
-                            .ensure(&[manifest::WHISPER_TINY_EN], config.offline)
-                            .map_err(|e| model_err("speech-to-text", "whisper", e))?;
-                        store.model_dir(manifest::WHISPER_TINY_EN)
-                    }
-                };
-                Arc::new(stt::local::WhisperStt::load(
-                    &dir,
-                    config.stt_concurrency,
-                    config.engine_queue,
-                )?)
+        let mut b = builder::Builder::new(config);
+        let mut engines = Self {
+            stt: b.stt_chain(&config.stt)?,
+            llm: b.llm_chain(&config.llm)?,
+            tts: b.tts_chain(&config.tts)?,
+            vad: match config.vad {
+                VadChoice::Silero => Some(Arc::new(silero_vad(config, b.store())?)),
+                VadChoice::Energy => None,
+            },
+            per_agent: Arc::default(),
+        };
+        let mut per_agent = HashMap::new();
+        for agent in config.agents.iter() {
+            if agent.stt.is_none() && agent.llm.is_none() && agent.tts.is_none() {
+                continue;
             }
-            _ => Arc::new(stt::fake::FakeStt),
-        };
-        let llm: Arc<dyn llm::LanguageModel> = match config.llm {
-            EngineChoice::Local => {
-                let model = match &config.llm_model {
-                    Some(p) => p.clone(),
-                    None => {
-                        store
-                            .ensure(&[manifest::SMOLLM2_135M], config.offline)
-                            .map_err(|e| model_err("language model", "smollm2", e))?;
-                        store.file(manifest::SMOLLM2_135M, "model.gguf")
-                    }
-                };
-                Arc::new(llm::local::SmolLmEngine::load(
-                    &llm::local::SmolLmSettings {
-                        model: &model,
-                        max_sessions: config.llm_sessions,
-                        concurrency: config.llm_concurrency,
-                        max_waiting: config.engine_queue,
-                    },
-                )?)
+            let mut e = engines.clone();
+            if let Some(c) = &agent.stt {
+                e.stt = b.stt_chain(c)?;
             }
-            _ => Arc::new(llm::fake::FakeLlm::default()),
-        };
-        let tts: Arc<dyn tts::TextToSpeech> = match config.tts {
-            EngineChoice::Local => Arc::new(tts::local::PiperTts::load(&piper_settings(
-                config, &store,
-            )?)?),
-            EngineChoice::Espeak => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
-            EngineChoice::Fake => Arc::new(tts::fake::FakeTts::default()),
-        };
-        let vad = match config.vad {
-            VadChoice::Silero => Some(Arc::new(silero_vad(config, &store)?)),
-            VadChoice::Energy => None,
-        };
-        Ok(Self { stt, llm, tts, vad })
+            if let Some(c) = &agent.llm {
+                e.llm = b.llm_chain(c)?;
+            }
+            if let Some(c) = &agent.tts {
+                e.tts = b.tts_chain(c)?;
+            }
+            per_agent.insert(agent.name.clone(), e);
+        }
+        engines.per_agent = Arc::new(per_agent);
+        Ok(engines)
     }
 
     /// Deterministic engines for protocol tests.
@@ -132,7 +114,21 @@ impl Engines {
             llm: Arc::new(llm::fake::FakeLlm::default()),
             tts: Arc::new(tts::fake::FakeTts::default()),
             vad: None,
+            per_agent: Arc::default(),
         }
+    }
+
+    /// The engines a call with `agent` uses: the agent's own chains, else the server's.
+    pub fn for_agent(&self, agent: &str) -> Engines {
+        self.per_agent
+            .get(agent)
+            .cloned()
+            .unwrap_or_else(|| self.clone())
+    }
+
+    /// Every agent that has engines of its own, with them.
+    pub fn agent_overrides(&self) -> impl Iterator<Item = (&String, &Engines)> {
+        self.per_agent.iter()
     }
 
     pub fn names(&self) -> crate::protocol::EngineNames {
@@ -144,7 +140,7 @@ impl Engines {
     }
 }
 
-fn model_err(kind: &'static str, name: &str, e: ModelError) -> EngineInitError {
+pub(crate) fn model_err(kind: &'static str, name: &str, e: ModelError) -> EngineInitError {
     EngineInitError {
         kind,
         name: name.to_string(),
@@ -176,7 +172,7 @@ fn silero_vad(config: &Config, store: &ModelStore) -> Result<SileroVad, EngineIn
     SileroVad::load(&lib, &model, VAD_SESSIONS).map_err(|e| err(e.to_string()))
 }
 
-fn piper_settings(
+pub(crate) fn piper_settings(
     config: &Config,
     store: &ModelStore,
 ) -> Result<tts::local::PiperSettings, EngineInitError> {

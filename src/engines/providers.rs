@@ -148,7 +148,9 @@ impl ProviderSpec {
             _ => (false, &None),
         };
         if !ok {
-            return Err(format!("a {:?} provider has no {}", self.kind, kind.describe()).to_lowercase());
+            return Err(
+                format!("a {:?} provider has no {}", self.kind, kind.describe()).to_lowercase(),
+            );
         }
         if model.is_none() {
             return Err(format!("it sets no {}_model", kind.field()));
@@ -192,14 +194,18 @@ impl Providers {
             toml::from_str(text).map_err(|e| e.to_string())?;
         for (name, p) in &by_name {
             if EngineKind::Tts.builtins().contains(&name.as_str()) {
-                return Err(format!("provider name `{name}` is taken by a built-in engine"));
+                return Err(format!(
+                    "provider name `{name}` is taken by a built-in engine"
+                ));
             }
             let valid = !name.is_empty()
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
-                return Err(format!("provider name `{name}` must be letters, digits, - or _"));
+                return Err(format!(
+                    "provider name `{name}` must be letters, digits, - or _"
+                ));
             }
             let scheme_ok = match p.kind {
                 ProviderKind::Deepgram => {
@@ -268,7 +274,11 @@ mod tests {
             assert!(p.get(name).is_some(), "{name}");
         }
         assert!(p.get("openai").unwrap().check_kind(EngineKind::Llm).is_ok());
-        assert!(p.get("deepgram").unwrap().check_kind(EngineKind::Llm).is_err());
+        assert!(p
+            .get("deepgram")
+            .unwrap()
+            .check_kind(EngineKind::Llm)
+            .is_err());
         assert!(p.get("ollama").unwrap().api_key_env.is_none());
     }
 
@@ -276,8 +286,10 @@ mod tests {
     fn bad_entries_are_refused() {
         assert!(Providers::parse("[local]\nkind = \"openai\"\nbase_url = \"http://x\"").is_err());
         assert!(Providers::parse("[dg]\nkind = \"deepgram\"\nbase_url = \"http://x\"").is_err());
-        assert!(Providers::parse("[x]\nkind = \"openai\"\nbase_url = \"http://x\"\nretries = 50")
-            .is_err());
+        assert!(
+            Providers::parse("[x]\nkind = \"openai\"\nbase_url = \"http://x\"\nretries = 50")
+                .is_err()
+        );
         assert!(Providers::parse("[x]\nkind = \"smoke\"\nbase_url = \"http://x\"").is_err());
     }
 
@@ -290,7 +302,10 @@ mod tests {
         );
         p.resolve_key("openai", |v| (v == "OPENAI_API_KEY").then(|| "sk-1".into()))
             .unwrap();
-        assert_eq!(p.get("openai").unwrap().api_key.as_ref().unwrap().expose(), "sk-1");
+        assert_eq!(
+            p.get("openai").unwrap().api_key.as_ref().unwrap().expose(),
+            "sk-1"
+        );
         p.resolve_key("ollama", |_| None).unwrap();
     }
 

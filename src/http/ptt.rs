@@ -230,8 +230,10 @@ async fn handle(
     let cancel = state.shutdown.child_token();
     // Cancels the turn if the client goes away and this handler is dropped.
     let _guard = cancel.clone().drop_guard();
+    let engines = state.engines.for_agent(&agent.name);
+    let rate = engines.tts.sample_rate();
     let request = TurnRequest {
-        engines: state.engines.clone(),
+        engines,
         system,
         agent: agent.clone(),
         session_id: record.id.clone(),
@@ -263,7 +265,6 @@ async fn handle(
                     .turns
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 state.metrics.turn(&timings);
-                let rate = state.engines.tts.sample_rate();
                 let mut timings = serde_json::to_value(&timings).unwrap_or(Value::Null);
                 if let Some(t) = timings.as_object_mut() {
                     t.insert("decode_ms".into(), json!(decode_ms));

@@ -191,9 +191,9 @@ pub fn local_engines() -> Engines {
     ENGINES
         .get_or_init(|| {
             let mut config = Config::for_tests();
-            config.stt = voxwire::config::EngineChoice::Local;
-            config.llm = voxwire::config::EngineChoice::Local;
-            config.tts = voxwire::config::EngineChoice::Local;
+            config.stt = vec!["local".into()];
+            config.llm = vec!["local".into()];
+            config.tts = vec!["local".into()];
             config.vad = voxwire::config::VadChoice::Silero;
             config.offline = true;
             match Engines::from_config(&config) {

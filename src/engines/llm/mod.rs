@@ -1,7 +1,9 @@
 //! Language models: stream a reply, as text deltas, to a conversation.
 
 pub mod fake;
+pub mod fallback;
 pub mod local;
+pub mod openai;
 pub mod smollm;
 
 use futures::future::BoxFuture;

@@ -2,7 +2,9 @@
 
 pub mod deepgram;
 pub mod fake;
+pub mod fallback;
 pub mod local;
+pub mod openai;
 pub mod whisper;
 
 use std::sync::Arc;

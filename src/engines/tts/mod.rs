@@ -3,7 +3,9 @@
 pub mod elevenlabs;
 pub mod espeak;
 pub mod fake;
+pub mod fallback;
 pub mod local;
+pub mod openai;
 pub mod piper;
 pub mod text;
 

@@ -1,0 +1,242 @@
+//! Language model over the OpenAI chat completions API (`POST {base}/chat/completions` with
+//! `stream: true`): OpenAI, Groq, Ollama, llama.cpp's server, vLLM. Replies arrive as
+//! server-sent events whose `choices[0].delta.content` are the text deltas, ended by
+//! `data: [DONE]`. A request that fails before any text arrived is sent again (see
+//! [`crate::engines::http`]); once text went out, a broken stream is an error. Cancelling the
+//! turn drops the response, which closes the connection.
+
+use eventsource_stream::Eventsource;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ChatRequest, LanguageModel};
+use crate::engines::http::{spawn_stream, HttpApi};
+use crate::engines::providers::ProviderSpec;
+use crate::engines::{EngineError, EngineInitError};
+
+pub struct OpenAiLlm {
+    api: HttpApi,
+    url: String,
+    model: String,
+    provider: String,
+}
+
+type Delta = Result<String, EngineError>;
+
+impl OpenAiLlm {
+    pub fn new(name: &str, spec: &ProviderSpec) -> Result<Self, EngineInitError> {
+        let err = |reason: String| EngineInitError {
+            kind: "language model",
+            name: name.to_string(),
+            reason,
+        };
+        let model = spec
+            .llm_model
+            .clone()
+            .ok_or_else(|| err("no llm_model".into()))?;
+        let api = HttpApi::new(
+            format!("{name} language model"),
+            spec.api_key.clone(),
+            spec.policy(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            api,
+            url: format!("{}/chat/completions", spec.base()),
+            model,
+            provider: name.to_string(),
+        })
+    }
+
+    fn body(&self, request: &ChatRequest) -> Value {
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if !request.system.trim().is_empty() {
+            messages.push(json!({"role": "system", "content": request.system}));
+        }
+        messages.extend(
+            request
+                .messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
+        );
+        json!({
+            "model": self.model,
+            "messages": messages,
+            "stream": true,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        })
+    }
+}
+
+impl LanguageModel for OpenAiLlm {
+    fn name(&self) -> String {
+        format!("{} ({})", self.provider, self.model)
+    }
+
+    fn stream(
+        &self,
+        request: ChatRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<String, EngineError>> {
+        let body = self.body(&request);
+        let api = self.api.clone();
+        let url = self.url.clone();
+        spawn_stream(64, move |tx| async move {
+            let mut attempt = 0;
+            loop {
+                match one_attempt(&api, &url, &body, &cancel, &tx).await {
+                    Attempt::Done => return,
+                    Attempt::Failed { error, may_retry } => {
+                        let retry = may_retry
+                            && attempt < api.policy.retries
+                            && matches!(
+                                error,
+                                EngineError::Failed {
+                                    retryable: true,
+                                    ..
+                                }
+                            );
+                        if !retry {
+                            let _ = tx.send(Err(error)).await;
+                            return;
+                        }
+                        let wait = api.policy.backoff_for(attempt);
+                        attempt += 1;
+                        tracing::warn!(engine = %api.engine(), attempt, error = %error, "reply stream failed before any text; retrying");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+enum Attempt {
+    Done,
+    /// `may_retry`: the stream broke before any text was used. (A request that got no
+    /// response was already retried by [`HttpApi::send`].)
+    Failed {
+        error: EngineError,
+        may_retry: bool,
+    },
+}
+
+/// One request and its stream of events, forwarded as they come.
+async fn one_attempt(
+    api: &HttpApi,
+    url: &str,
+    body: &Value,
+    cancel: &CancellationToken,
+    tx: &mpsc::Sender<Delta>,
+) -> Attempt {
+    let resp = match api
+        .send(
+            || {
+                let r = api.client().post(url).json(body);
+                match api.key() {
+                    Some(k) => r.bearer_auth(k.expose()),
+                    None => r,
+                }
+            },
+            cancel,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(error) => {
+            return Attempt::Failed {
+                error,
+                may_retry: false,
+            }
+        }
+    };
+    let mut events = api.body(resp, cancel.clone()).eventsource();
+    let mut sent_text = false;
+    let fail = |error, sent_text: bool| Attempt::Failed {
+        error,
+        may_retry: !sent_text,
+    };
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(eventsource_stream::EventStreamError::Transport(e)) => return fail(e, sent_text),
+            Err(e) => {
+                return fail(
+                    api.fail(format!("unreadable event stream: {e}"), true),
+                    sent_text,
+                )
+            }
+        };
+        let data = event.data.trim();
+        if data.is_empty() {
+            continue;
+        }
+        if data == "[DONE]" {
+            return Attempt::Done;
+        }
+        match parse_chunk(data) {
+            Ok(Some(text)) if !text.is_empty() => {
+                sent_text = true;
+                if tx.send(Ok(text)).await.is_err() {
+                    return Attempt::Done;
+                }
+            }
+            Ok(_) => {}
+            Err(message) => return fail(api.fail(message, true), sent_text),
+        }
+    }
+    if cancel.is_cancelled() {
+        return Attempt::Done;
+    }
+    fail(
+        api.fail("the reply stream ended before [DONE] (truncated)", true),
+        sent_text,
+    )
+}
+
+/// The text of one `chat.completion.chunk`, or the error it reports.
+fn parse_chunk(data: &str) -> Result<Option<String>, String> {
+    let v: Value = serde_json::from_str(data).map_err(|e| {
+        let head: String = data.chars().take(80).collect();
+        format!("malformed JSON in the reply stream ({e}): {head}")
+    })?;
+    if let Some(err) = v.get("error") {
+        let msg = err
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| err.to_string());
+        return Err(format!("the provider reported an error mid-stream: {msg}"));
+    }
+    Ok(v.pointer("/choices/0/delta/content")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_give_their_text() {
+        let c = r#"{"id":"1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi "},"finish_reason":null}]}"#;
+        assert_eq!(parse_chunk(c), Ok(Some("Hi ".into())));
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#;
+        assert_eq!(parse_chunk(role), Ok(None));
+        let stop = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert_eq!(parse_chunk(stop), Ok(None));
+        assert!(parse_chunk(r#"{"choices":[{"delta":"#)
+            .unwrap_err()
+            .contains("malformed JSON"));
+        assert!(parse_chunk(r#"{"error":{"message":"overloaded"}}"#)
+            .unwrap_err()
+            .contains("overloaded"));
+    }
+}
