@@ -1,6 +1,6 @@
 //! ElevenLabs' streaming text-to-speech: one HTTP request per sentence, answered with raw
-//! 16-bit mono PCM at the rate asked for, turned into samples as it arrives. Retries, timeouts
-//! and key scrubbing are the shared HTTP layer's.
+//! 16-bit mono PCM at the rate asked for, turned into samples as it arrives. Retries, timeouts,
+//! key scrubbing and PCM decoding are the shared HTTP layer's.
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::TextToSpeech;
-use crate::engines::http::HttpApi;
+use crate::engines::http::{pcm16_samples, HttpApi};
 use crate::engines::providers::{ProviderKind, ProviderSpec};
 use crate::engines::{EngineError, EngineInitError};
 
@@ -135,100 +135,8 @@ impl TextToSpeech for ElevenLabsTts {
                 }
             };
             let response = api.send(build, &cancel).await?;
-            Ok(samples(api.body(response, cancel)))
+            Ok(pcm16_samples(api.body(response, cancel)))
         };
         futures::stream::once(response).try_flatten().boxed()
-    }
-}
-
-/// Little-endian 16-bit PCM chunks as samples; a sample split between two chunks is carried
-/// over, and chunks too short for a whole sample yield nothing. The body is dropped (its
-/// connection closed) as soon as it fails or is cancelled.
-fn samples(
-    chunks: BoxStream<'static, Result<bytes::Bytes, EngineError>>,
-) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
-    futures::stream::unfold((Some(chunks), None), |(chunks, mut carry)| async move {
-        let mut chunks = chunks?;
-        loop {
-            match chunks.next().await? {
-                Err(e) => return Some((Err(e), (None, carry))),
-                Ok(bytes) => {
-                    let samples = decode(&mut carry, &bytes);
-                    if !samples.is_empty() {
-                        return Some((Ok(samples), (Some(chunks), carry)));
-                    }
-                }
-            }
-        }
-    })
-    .boxed()
-}
-
-/// Samples of `bytes`, after the odd byte `carry` left by the previous chunk; leaves this
-/// chunk's odd byte in `carry`.
-fn decode(carry: &mut Option<u8>, bytes: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / 2 + 1);
-    let mut rest = bytes;
-    if let Some(low) = carry.take() {
-        match rest.split_first() {
-            Some((&high, tail)) => {
-                out.push(sample(low, high));
-                rest = tail;
-            }
-            None => {
-                *carry = Some(low);
-                return out;
-            }
-        }
-    }
-    let mut pairs = rest.chunks_exact(2);
-    out.extend(pairs.by_ref().map(|p| sample(p[0], p[1])));
-    if let [odd] = pairs.remainder() {
-        *carry = Some(*odd);
-    }
-    out
-}
-
-fn sample(low: u8, high: u8) -> f32 {
-    f32::from(i16::from_le_bytes([low, high])) / 32768.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pcm(samples: &[i16]) -> Vec<u8> {
-        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
-    }
-
-    #[test]
-    fn odd_bytes_are_carried_to_the_next_chunk() {
-        let bytes = pcm(&[0, 16384, -32768, 32767, -2]);
-        let whole = decode(&mut None, &bytes);
-        assert_eq!(whole, [0.0, 0.5, -1.0, 32767.0 / 32768.0, -2.0 / 32768.0]);
-        for cuts in [[1, 2], [3, 6], [1, 9], [5, 5], [0, 7]] {
-            let (mut carry, mut got) = (None, Vec::new());
-            got.extend(decode(&mut carry, &bytes[..cuts[0]]));
-            got.extend(decode(&mut carry, &bytes[cuts[0]..cuts[1]]));
-            got.extend(decode(&mut carry, &bytes[cuts[1]..]));
-            assert_eq!(got, whole, "cut at {cuts:?}");
-            assert_eq!(carry, None);
-        }
-    }
-
-    #[tokio::test]
-    async fn chunks_become_samples() {
-        let bytes = pcm(&[100, -100, 200]);
-        let chunks: Vec<Result<bytes::Bytes, EngineError>> = vec![
-            Ok(bytes::Bytes::copy_from_slice(&bytes[..1])),
-            Ok(bytes::Bytes::copy_from_slice(&bytes[1..4])),
-            Ok(bytes::Bytes::copy_from_slice(&bytes[4..])),
-        ];
-        let out: Vec<Vec<f32>> = samples(futures::stream::iter(chunks).boxed())
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(out.len(), 2, "the one-byte chunk yields nothing");
-        assert_eq!(out.concat().len(), 3);
     }
 }
