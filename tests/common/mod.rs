@@ -2,6 +2,8 @@
 //! drives it over real WebSocket and HTTP connections.
 #![allow(dead_code)]
 
+pub mod providers;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
