@@ -14,6 +14,7 @@ use super::turn::TurnInput;
 use crate::audio::decode::base64_decode;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::ENGINE_RATE;
+use crate::engines::stt::LiveTranscription;
 use crate::protocol::{AudioFormat, DetectionMode, ErrorCode, ServerMessage, TurnDetection};
 
 /// Shortest utterance worth a partial transcript.
@@ -23,6 +24,13 @@ const PARTIAL_MIN_SAMPLES: usize = ENGINE_RATE as usize;
 pub struct Partial {
     pub item_id: u64,
     pub text: Option<String>,
+}
+
+/// The utterance in progress, transcribed as it is spoken by an engine that streams.
+struct Live {
+    stream: Box<dyn LiveTranscription>,
+    /// Samples of the utterance sent so far.
+    sent: usize,
 }
 
 pub struct Caller {
@@ -37,6 +45,7 @@ pub struct Caller {
     last_partial: Option<Instant>,
     /// A detector failure was reported already.
     detector_failed: bool,
+    live: Option<Live>,
 }
 
 impl Caller {
@@ -49,6 +58,7 @@ impl Caller {
             partial: None,
             last_partial: None,
             detector_failed: false,
+            live: None,
         }
     }
 
@@ -62,6 +72,8 @@ impl Caller {
         scorer: Option<Option<Box<dyn SpeechScorer>>>,
     ) {
         self.settings = settings;
+        // The utterance in progress, if any, is transcribed whole at its end.
+        self.live = None;
         if let Some(l) = self.listener.as_mut() {
             l.update(settings, scorer);
         }
@@ -152,6 +164,7 @@ impl Session {
         for h in heard {
             self.on_heard(h).await;
         }
+        self.feed_live();
         self.check_barge_in().await;
         self.maybe_partial();
         self.enforce_turn_limit().await;
@@ -178,6 +191,7 @@ impl Session {
                 let item_id = call.live.record.new_item_id();
                 call.caller.user_item = Some(item_id);
                 call.caller.last_partial = Some(Instant::now());
+                self.start_live(item_id);
                 self.send(ServerMessage::SpeechStarted {
                     item_id,
                     audio_start_ms: at_ms,
@@ -190,7 +204,9 @@ impl Session {
                     return;
                 };
                 call.caller.cancel_partial();
-                if speculate && !self.agent_speaking() {
+                // A streaming engine has the words already: no second transcription ahead.
+                let live = call.caller.live.is_some();
+                if speculate && !live && !self.agent_speaking() {
                     self.start_pending(TurnInput::Audio(audio.into()), anchor);
                 }
             }
@@ -210,6 +226,10 @@ impl Session {
                     return;
                 };
                 call.caller.cancel_partial();
+                let live = call.caller.live.take().map(|mut l| {
+                    l.stream.push(audio.get(l.sent..).unwrap_or(&[]));
+                    l.stream.finish()
+                });
                 let item_id = match call.caller.user_item.take() {
                     Some(i) => i,
                     None => call.live.record.new_item_id(),
@@ -225,7 +245,13 @@ impl Session {
                     return self.cancel_pending();
                 }
                 if !self.adopt_pending(item_id).await {
-                    let input = TurnInput::Audio(audio.into());
+                    let input = match live {
+                        Some(transcript) => TurnInput::Live {
+                            audio: audio.into(),
+                            transcript,
+                        },
+                        None => TurnInput::Audio(audio.into()),
+                    };
                     self.start_reply(input, anchor, Some(item_id), None).await;
                     if let Some(r) = self.call.as_mut().and_then(|c| c.reply.as_mut()) {
                         r.end_of_speech_ms = Some(crate::call::turn::ms_since(anchor));
@@ -233,6 +259,50 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Starts transcribing utterance `item_id` as it is spoken, when the engine can; its
+    /// interim text becomes partial transcripts.
+    fn start_live(&mut self, item_id: u64) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
+        let Some(mut stream) = call.engines.stt.listen(tx, call.cancel.child_token()) else {
+            return;
+        };
+        let partials = self.partial_tx.clone();
+        tokio::spawn(async move {
+            while let Some(text) = rx.recv().await {
+                let p = Partial {
+                    item_id,
+                    text: Some(text),
+                };
+                if partials.send(p).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let sent = call.caller.listener.as_ref().map_or(0, |l| {
+            let audio = l.utterance_from(0);
+            stream.push(audio);
+            audio.len()
+        });
+        call.caller.live = Some(Live { stream, sent });
+    }
+
+    /// Sends the utterance's new audio to its live transcription.
+    fn feed_live(&mut self) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let c = &mut call.caller;
+        let (Some(live), Some(l)) = (c.live.as_mut(), c.listener.as_ref()) else {
+            return;
+        };
+        let fresh = l.utterance_from(live.sent);
+        live.stream.push(fresh);
+        live.sent += fresh.len();
     }
 
     /// Speech over the agent for `min_interrupt_ms` stops its reply.
@@ -264,6 +334,7 @@ impl Session {
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(interval));
         let Some(l) = c.listener.as_ref() else { return };
         if interval == 0
+            || c.live.is_some()
             || c.partial.is_some()
             || !due
             || !l.in_speech()
@@ -352,6 +423,7 @@ impl Session {
                 .await;
         }
         call.caller.cancel_partial();
+        call.caller.live = None;
         let item_id = match call.caller.user_item.take() {
             Some(i) => i,
             None => call.live.record.new_item_id(),

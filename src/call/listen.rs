@@ -242,6 +242,11 @@ impl Listener {
         (heard, err)
     }
 
+    /// The utterance in progress from its `n`th sample on (empty past its end).
+    pub fn utterance_from(&self, n: usize) -> &[f32] {
+        self.buffer.get(n..).unwrap_or(&[])
+    }
+
     /// True when the utterance in progress has reached the turn audio limit.
     pub fn over_limit(&self) -> bool {
         self.buffer.len() > self.max_samples

@@ -6,12 +6,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::agents::Agent;
 use crate::engines::llm::{ChatMessage, ChatRequest, Role};
+use crate::engines::stt::Transcription;
 use crate::engines::tts::text::SentenceSplitter;
 use crate::engines::{EngineError, Engines};
 use crate::protocol::TurnTimings;
@@ -20,6 +23,12 @@ use crate::protocol::TurnTimings;
 pub enum TurnInput {
     /// 16 kHz mono samples of one utterance.
     Audio(Arc<[f32]>),
+    /// An utterance a streaming engine transcribed as it was spoken: its final text, and the
+    /// audio to transcribe again if that fails.
+    Live {
+        audio: Arc<[f32]>,
+        transcript: BoxFuture<'static, Result<Transcription, EngineError>>,
+    },
     /// A typed message.
     Text(String),
     /// Words the agent says without asking the model (the greeting).
@@ -99,9 +108,9 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             .await
         }
         TurnInput::Text(t) => t,
-        TurnInput::Audio(audio) => {
+        input @ (TurnInput::Audio(_) | TurnInput::Live { .. }) => {
             let started = Instant::now();
-            let result = req.engines.stt.transcribe(audio, cancel.clone()).await;
+            let result = transcribe(&req.engines, input, &cancel).await;
             timings.stt_ms = Some(ms_since(started));
             match result {
                 Ok(t) if t.text.trim().is_empty() => {
@@ -155,6 +164,28 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             sink.send(TurnEvent::Failed { error }).await;
         }
     }
+}
+
+/// The caller's words: the live transcription's final text, or the whole utterance
+/// transcribed now (also when the live one failed, so nothing is lost).
+async fn transcribe(
+    engines: &Engines,
+    input: TurnInput,
+    cancel: &CancellationToken,
+) -> Result<Transcription, EngineError> {
+    let audio = match input {
+        TurnInput::Live { audio, transcript } => match transcript.await {
+            Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(error) => {
+                warn!(%error, "live transcription failed; transcribing the utterance again");
+                audio
+            }
+            ok => return ok,
+        },
+        TurnInput::Audio(audio) => audio,
+        TurnInput::Text(_) | TurnInput::Say(_) => return Ok(Transcription::default()),
+    };
+    engines.stt.transcribe(audio, cancel.clone()).await
 }
 
 /// Speaks fixed text as a reply.
