@@ -232,35 +232,31 @@ impl HttpApi {
     ) -> BoxStream<'static, Result<bytes::Bytes, EngineError>> {
         let api = self.clone();
         let stall = self.policy.stream_timeout;
-        let chunks = resp.bytes_stream();
-        futures::stream::unfold(
-            (chunks, api, cancel, false),
-            move |(mut chunks, api, cancel, done)| async move {
-                if done {
-                    return None;
-                }
+        // The state is `None` once the stream ended: the response (and its connection) is
+        // dropped at that moment, not when the consumer lets go of the stream.
+        futures::stream::unfold(Some(resp.bytes_stream()), move |chunks| {
+            let api = api.clone();
+            let cancel = cancel.clone();
+            async move {
+                let mut chunks = chunks?;
                 let next = tokio::select! {
-                    _ = cancel.cancelled() => return Some((Err(EngineError::Cancelled), (chunks, api, cancel, true))),
+                    _ = cancel.cancelled() => return Some((Err(EngineError::Cancelled), None)),
                     n = tokio::time::timeout(stall, chunks.next()) => n,
                 };
-                let item = match next {
+                let error = match next {
                     Ok(None) => return None,
-                    Ok(Some(Ok(b))) => return Some((Ok(b), (chunks, api, cancel, false))),
-                    Ok(Some(Err(e))) => api.fail(
-                        format!("the response broke off: {}", describe(&e)),
-                        true,
-                    ),
+                    Ok(Some(Ok(b))) => return Some((Ok(b), Some(chunks))),
+                    Ok(Some(Err(e))) => {
+                        api.fail(format!("the response broke off: {}", describe(&e)), true)
+                    }
                     Err(_) => api.fail(
-                        format!(
-                            "the response stalled: nothing for {} ms",
-                            stall.as_millis()
-                        ),
+                        format!("the response stalled: nothing for {} ms", stall.as_millis()),
                         true,
                     ),
                 };
-                Some((Err(item), (chunks, api, cancel, true)))
-            },
-        )
+                Some((Err(error), None))
+            }
+        })
         .boxed()
     }
 }
