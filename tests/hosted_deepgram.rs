@@ -6,15 +6,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::hosted::{spec, KEY};
 use common::providers::{FakeProvider, Fault, Route};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use voxwire::engines::providers::Providers;
+use voxwire::engines::http::ApiKey;
+use voxwire::engines::providers::ProviderSpec;
 use voxwire::engines::stt::deepgram::DeepgramStt;
 use voxwire::engines::stt::SpeechToText;
 use voxwire::engines::EngineError;
 
-const KEY: &str = "dg-secret-key-0123456789";
 const TRANSCRIPT: &str = "the quick brown fox jumps";
 const ROUTE: Route = Route::DeepgramListen;
 
@@ -26,35 +27,20 @@ async fn fake() -> FakeProvider {
     fake
 }
 
-/// The engine for `fake`, with short timeouts; `settings` replaces or adds entry fields.
-fn engine_with_key(fake: &FakeProvider, key: &str, settings: &[(&str, &str)]) -> DeepgramStt {
-    let base = format!("\"{}/v1\"", fake.ws_base());
-    let mut fields = vec![
-        ("kind", "\"deepgram\""),
-        ("base_url", base.as_str()),
-        ("api_key_env", "\"TEST_DEEPGRAM_KEY\""),
-        ("stt_model", "\"nova-3\""),
-        ("language", "\"en\""),
-        ("timeout_ms", "1000"),
-        ("stream_timeout_ms", "1000"),
-        ("retries", "2"),
-        ("backoff_ms", "20"),
-        ("max_retry_wait_ms", "2000"),
-    ];
-    for (name, value) in settings {
-        fields.retain(|(n, _)| n != name);
-        fields.push((name, value));
-    }
-    let entry: String = fields.iter().map(|(n, v)| format!("{n} = {v}\n")).collect();
-    let mut providers = Providers::parse(&format!("[dg]\n{entry}")).unwrap();
-    providers
-        .resolve_key("dg", |_| Some(key.to_string()))
-        .unwrap();
-    DeepgramStt::new("dg", providers.get("dg").unwrap()).unwrap()
+/// The engine for the shared `deepgram` entry (short timeouts) with `key`, after `change`.
+fn engine_with_key(
+    fake: &FakeProvider,
+    key: &str,
+    change: impl FnOnce(&mut ProviderSpec),
+) -> DeepgramStt {
+    let mut spec = spec(fake, "deepgram");
+    spec.api_key = Some(ApiKey::new(key));
+    change(&mut spec);
+    DeepgramStt::new("deepgram", &spec).unwrap()
 }
 
-fn engine(fake: &FakeProvider, settings: &[(&str, &str)]) -> DeepgramStt {
-    engine_with_key(fake, KEY, settings)
+fn engine(fake: &FakeProvider, change: impl FnOnce(&mut ProviderSpec)) -> DeepgramStt {
+    engine_with_key(fake, KEY, change)
 }
 
 /// `secs` of a 200 Hz tone at 16 kHz.
@@ -83,15 +69,15 @@ fn failure(result: Result<String, EngineError>) -> (String, bool) {
 #[tokio::test]
 async fn a_whole_utterance_is_transcribed_with_the_model_and_key_asked_for() {
     let fake = fake().await;
-    let stt = engine(&fake, &[]);
-    assert_eq!(stt.name(), "dg (nova-3)");
+    let stt = engine(&fake, |_| {});
+    assert_eq!(stt.name(), "deepgram (nova-test)");
     assert_eq!(transcribe(&stt, 1.2).await.unwrap(), TRANSCRIPT);
 
     let request = fake.last(ROUTE).unwrap();
     let query = &request.path_and_query;
     for part in [
         "/v1/listen?",
-        "model=nova-3",
+        "model=nova-test",
         "language=en",
         "encoding=linear16",
         "sample_rate=16000",
@@ -116,7 +102,7 @@ async fn a_whole_utterance_is_transcribed_with_the_model_and_key_asked_for() {
 #[tokio::test]
 async fn empty_audio_is_empty_text_without_a_connection() {
     let fake = fake().await;
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     assert_eq!(transcribe(&stt, 0.0).await.unwrap(), "");
     assert_eq!(fake.count(ROUTE), 0);
 }
@@ -124,7 +110,7 @@ async fn empty_audio_is_empty_text_without_a_connection() {
 #[tokio::test]
 async fn live_interims_arrive_before_the_final_text() {
     let fake = fake().await;
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     let (tx, mut interims) = mpsc::channel(16);
     let mut live = stt.listen(tx, CancellationToken::new()).unwrap();
     let audio = tone(1.5);
@@ -156,7 +142,7 @@ async fn live_interims_arrive_before_the_final_text() {
 async fn a_rejected_key_fails_without_showing_it_or_retrying() {
     let fake = fake().await;
     let wrong = "dg-wrong-key-9876543210";
-    let stt = engine_with_key(&fake, wrong, &[]);
+    let stt = engine_with_key(&fake, wrong, |_| {});
     let (message, retryable) = failure(transcribe(&stt, 0.5).await);
     assert!(message.contains("401"), "{message}");
     assert!(message.contains("rejected the API key"), "{message}");
@@ -177,7 +163,7 @@ async fn a_rate_limit_is_waited_out_and_retried() {
             retry_after_secs: 1,
         },
     );
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     assert_eq!(transcribe(&stt, 1.2).await.unwrap(), TRANSCRIPT);
     assert_eq!(fake.count(ROUTE), 2);
 }
@@ -187,14 +173,14 @@ async fn server_errors_are_retried_up_to_the_limit() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Status(500));
     fake.push_fault(ROUTE, Fault::Status(500));
-    let stt = engine(&fake, &[("retries", "2")]);
+    let stt = engine(&fake, |s| s.retries = 2);
     assert_eq!(transcribe(&stt, 1.2).await.unwrap(), TRANSCRIPT);
     assert_eq!(fake.count(ROUTE), 3);
 
     let fake = self::fake().await;
     fake.push_fault(ROUTE, Fault::Status(503));
     fake.push_fault(ROUTE, Fault::Status(503));
-    let stt = engine(&fake, &[("retries", "1")]);
+    let stt = engine(&fake, |s| s.retries = 1);
     let (message, retryable) = failure(transcribe(&stt, 1.2).await);
     assert!(message.contains("503"), "{message}");
     assert!(
@@ -214,7 +200,7 @@ async fn a_retry_after_longer_than_allowed_fails_at_once() {
             retry_after_secs: 30,
         },
     );
-    let stt = engine(&fake, &[("max_retry_wait_ms", "1000")]);
+    let stt = engine(&fake, |s| s.max_retry_wait_ms = 1000);
     let (message, retryable) = failure(transcribe(&stt, 0.5).await);
     assert!(message.contains("429"), "{message}");
     assert!(message.contains("30000 ms"), "{message}");
@@ -226,10 +212,10 @@ async fn a_retry_after_longer_than_allowed_fails_at_once() {
 async fn a_silent_provider_fails_after_the_timeout() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Hang);
-    let stt = engine(
-        &fake,
-        &[("timeout_ms", "300"), ("stream_timeout_ms", "5000")],
-    );
+    let stt = engine(&fake, |s| {
+        s.timeout_ms = 300;
+        s.stream_timeout_ms = 5000;
+    });
     let (message, retryable) = failure(transcribe(&stt, 0.3).await);
     assert!(message.contains("no reply within 300 ms"), "{message}");
     assert!(retryable);
@@ -239,10 +225,10 @@ async fn a_silent_provider_fails_after_the_timeout() {
 async fn a_stalled_stream_fails_after_the_stream_timeout() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::SlowStream(Duration::from_millis(800)));
-    let stt = engine(
-        &fake,
-        &[("timeout_ms", "3000"), ("stream_timeout_ms", "300")],
-    );
+    let stt = engine(&fake, |s| {
+        s.timeout_ms = 3000;
+        s.stream_timeout_ms = 300;
+    });
     let (message, retryable) = failure(transcribe(&stt, 1.2).await);
     assert!(message.contains("stalled: nothing for 300 ms"), "{message}");
     assert!(retryable);
@@ -253,7 +239,7 @@ async fn a_truncated_stream_is_an_error_not_a_short_transcript() {
     for after in [0, 1, 2] {
         let fake = fake().await;
         fake.push_fault(ROUTE, Fault::Truncate { after });
-        let stt = engine(&fake, &[]);
+        let stt = engine(&fake, |_| {});
         let (message, retryable) = failure(transcribe(&stt, 1.2).await);
         assert!(
             message.contains("broke off") || message.contains("closed the stream"),
@@ -267,7 +253,7 @@ async fn a_truncated_stream_is_an_error_not_a_short_transcript() {
 async fn a_reply_that_is_not_json_is_an_error() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::MalformedJson);
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     let (message, _) = failure(transcribe(&stt, 1.2).await);
     assert!(message.contains("not JSON"), "{message}");
 }
@@ -293,7 +279,7 @@ async fn live_and_heard(
 #[tokio::test]
 async fn cancelling_closes_the_socket() {
     let fake = fake().await;
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     let cancel = CancellationToken::new();
     let live = live_and_heard(&fake, &stt, cancel.clone()).await;
     cancel.cancel();
@@ -304,7 +290,7 @@ async fn cancelling_closes_the_socket() {
 #[tokio::test]
 async fn dropping_a_live_transcription_closes_the_socket() {
     let fake = fake().await;
-    let stt = engine(&fake, &[]);
+    let stt = engine(&fake, |_| {});
     let live = live_and_heard(&fake, &stt, CancellationToken::new()).await;
     drop(live);
     assert!(fake.wait_aborted(ROUTE, Duration::from_secs(2)).await);
@@ -314,7 +300,7 @@ async fn dropping_a_live_transcription_closes_the_socket() {
 async fn dropping_a_transcription_midway_closes_the_socket() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Hang);
-    let stt = engine(&fake, &[("timeout_ms", "5000")]);
+    let stt = engine(&fake, |s| s.timeout_ms = 5000);
     let audio: Arc<[f32]> = tone(0.5).into();
     let pending = stt.transcribe(audio, CancellationToken::new());
     let heard = tokio::time::timeout(Duration::from_millis(300), pending).await;

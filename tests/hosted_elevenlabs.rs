@@ -5,15 +5,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::hosted::{spec, KEY};
 use common::providers::{FakeProvider, Fault, Route};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use voxwire::engines::providers::Providers;
+use voxwire::engines::http::ApiKey;
+use voxwire::engines::providers::ProviderSpec;
 use voxwire::engines::tts::elevenlabs::ElevenLabsTts;
 use voxwire::engines::tts::TextToSpeech;
 use voxwire::engines::EngineError;
 
-const KEY: &str = "el-secret-key-0123456789";
 const ROUTE: Route = Route::ElevenLabs;
 const TEXT: &str = "Hello there, how are you?";
 
@@ -23,38 +24,20 @@ async fn fake() -> FakeProvider {
     fake
 }
 
-/// The engine for `fake`, with short timeouts; `settings` replaces or adds entry fields.
+/// The engine for the shared `elevenlabs` entry (short timeouts) with `key`, after `change`.
 fn engine_with_key(
     fake: &FakeProvider,
     key: &str,
-    settings: &[(&str, &str)],
+    change: impl FnOnce(&mut ProviderSpec),
 ) -> Result<ElevenLabsTts, String> {
-    let base = format!("\"{}/v1\"", fake.base());
-    let mut fields = vec![
-        ("kind", "\"elevenlabs\""),
-        ("base_url", base.as_str()),
-        ("api_key_env", "\"TEST_ELEVENLABS_KEY\""),
-        ("tts_model", "\"eleven_flash_v2_5\""),
-        ("tts_voice", "\"DefaultVoice1\""),
-        ("timeout_ms", "1000"),
-        ("stream_timeout_ms", "1000"),
-        ("retries", "2"),
-        ("backoff_ms", "20"),
-        ("max_retry_wait_ms", "2000"),
-    ];
-    for (name, value) in settings {
-        fields.retain(|(n, _)| n != name);
-        fields.push((name, value));
-    }
-    let entry: String = fields.iter().map(|(n, v)| format!("{n} = {v}\n")).collect();
-    let toml = format!("[el]\n{entry}[el.voices]\nrachel = \"Rachel21\"\n");
-    let mut providers = Providers::parse(&toml)?;
-    providers.resolve_key("el", |_| Some(key.to_string()))?;
-    ElevenLabsTts::new("el", providers.get("el").unwrap()).map_err(|e| e.to_string())
+    let mut spec = spec(fake, "elevenlabs");
+    spec.api_key = Some(ApiKey::new(key));
+    change(&mut spec);
+    ElevenLabsTts::new("elevenlabs", &spec).map_err(|e| e.to_string())
 }
 
-fn engine(fake: &FakeProvider, settings: &[(&str, &str)]) -> ElevenLabsTts {
-    engine_with_key(fake, KEY, settings).unwrap()
+fn engine(fake: &FakeProvider, change: impl FnOnce(&mut ProviderSpec)) -> ElevenLabsTts {
+    engine_with_key(fake, KEY, change).unwrap()
 }
 
 /// Every chunk of one sentence, or the error that ended it (with the samples before it).
@@ -91,9 +74,9 @@ fn message(e: Option<EngineError>) -> (String, bool) {
 async fn speech_is_as_long_as_the_text_at_the_rate_asked() {
     let fake = fake().await;
     for rate in [16_000u32, 22_050, 44_100] {
-        let tts = engine(&fake, &[("tts_sample_rate", &rate.to_string())]);
+        let tts = engine(&fake, |s| s.tts_sample_rate = Some(rate));
         assert_eq!(tts.sample_rate(), rate);
-        assert_eq!(tts.name(), format!("el (eleven_flash_v2_5, {rate} Hz)"));
+        assert_eq!(tts.name(), format!("elevenlabs (eleven-test, {rate} Hz)"));
         let (samples, error) = speak(&tts, TEXT, Some("rachel")).await;
         assert_eq!(error, None);
         let expected = TEXT.chars().count() as f64 * 0.060 * rate as f64;
@@ -103,11 +86,11 @@ async fn speech_is_as_long_as_the_text_at_the_rate_asked() {
         let request = fake.last(ROUTE).unwrap();
         assert_eq!(
             request.path_and_query,
-            format!("/v1/text-to-speech/Rachel21/stream?output_format=pcm_{rate}")
+            format!("/v1/text-to-speech/rachel-id/stream?output_format=pcm_{rate}")
         );
         let body = request.json.unwrap();
         assert_eq!(body["text"], TEXT);
-        assert_eq!(body["model_id"], "eleven_flash_v2_5");
+        assert_eq!(body["model_id"], "eleven-test");
         assert_eq!(request.headers["xi-api-key"], KEY);
     }
 }
@@ -115,8 +98,8 @@ async fn speech_is_as_long_as_the_text_at_the_rate_asked() {
 #[tokio::test]
 async fn voices_map_to_ids_and_unknown_ones_use_the_default() {
     let fake = fake().await;
-    let tts = engine(&fake, &[]);
-    assert_eq!(tts.sample_rate(), 24_000);
+    let tts = engine(&fake, |s| s.tts_sample_rate = None);
+    assert_eq!(tts.sample_rate(), 24_000, "the default rate");
     assert!(tts.has_voice("rachel"));
     assert!(!tts.has_voice("joe"));
     for voice in [None, Some("joe")] {
@@ -125,7 +108,7 @@ async fn voices_map_to_ids_and_unknown_ones_use_the_default() {
         assert!(samples > 0);
         let path = fake.last(ROUTE).unwrap().path_and_query;
         assert!(
-            path.starts_with("/v1/text-to-speech/DefaultVoice1/stream"),
+            path.starts_with("/v1/text-to-speech/default-voice/stream"),
             "{path}"
         );
     }
@@ -134,7 +117,7 @@ async fn voices_map_to_ids_and_unknown_ones_use_the_default() {
 #[tokio::test]
 async fn empty_text_is_no_audio_and_no_request() {
     let fake = fake().await;
-    let tts = engine(&fake, &[]);
+    let tts = engine(&fake, |_| {});
     assert_eq!(speak(&tts, "  ", None).await, (0, None));
     assert_eq!(fake.count(ROUTE), 0);
 }
@@ -143,7 +126,7 @@ async fn empty_text_is_no_audio_and_no_request() {
 fn rates_the_api_does_not_offer_are_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(fake());
-    let e = engine_with_key(&fake, KEY, &[("tts_sample_rate", "48000")])
+    let e = engine_with_key(&fake, KEY, |s| s.tts_sample_rate = Some(48000))
         .err()
         .unwrap();
     assert!(e.contains("48000"), "{e}");
@@ -153,7 +136,7 @@ fn rates_the_api_does_not_offer_are_refused() {
 async fn a_rejected_key_fails_without_showing_it_or_retrying() {
     let fake = fake().await;
     let wrong = "el-wrong-key-9876543210";
-    let tts = engine_with_key(&fake, wrong, &[]).unwrap();
+    let tts = engine_with_key(&fake, wrong, |_| {}).unwrap();
     let (message, retryable) = message(speak(&tts, TEXT, None).await.1);
     assert!(message.contains("401"), "{message}");
     assert!(
@@ -173,7 +156,7 @@ async fn a_rate_limit_is_waited_out_and_retried() {
             retry_after_secs: 1,
         },
     );
-    let tts = engine(&fake, &[]);
+    let tts = engine(&fake, |_| {});
     let (samples, error) = speak(&tts, TEXT, None).await;
     assert_eq!(error, None);
     assert!(samples > 0);
@@ -185,7 +168,7 @@ async fn server_errors_are_retried_up_to_the_limit() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Status(500));
     fake.push_fault(ROUTE, Fault::Status(500));
-    let tts = engine(&fake, &[("retries", "2")]);
+    let tts = engine(&fake, |s| s.retries = 2);
     let (samples, error) = speak(&tts, TEXT, None).await;
     assert_eq!(error, None);
     assert!(samples > 0);
@@ -201,7 +184,7 @@ async fn a_retry_after_longer_than_allowed_fails_at_once() {
             retry_after_secs: 30,
         },
     );
-    let tts = engine(&fake, &[("max_retry_wait_ms", "1000")]);
+    let tts = engine(&fake, |s| s.max_retry_wait_ms = 1000);
     let (message, retryable) = message(speak(&tts, TEXT, None).await.1);
     assert!(
         message.contains("429") && message.contains("30000 ms"),
@@ -215,7 +198,10 @@ async fn a_retry_after_longer_than_allowed_fails_at_once() {
 async fn a_silent_provider_fails_after_the_timeout() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Hang);
-    let tts = engine(&fake, &[("timeout_ms", "300"), ("retries", "0")]);
+    let tts = engine(&fake, |s| {
+        s.timeout_ms = 300;
+        s.retries = 0;
+    });
     let (message, retryable) = message(speak(&tts, TEXT, None).await.1);
     assert!(message.contains("300 ms"), "{message}");
     assert!(retryable);
@@ -225,7 +211,7 @@ async fn a_silent_provider_fails_after_the_timeout() {
 async fn a_stalled_stream_fails_after_the_stream_timeout() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::SlowStream(Duration::from_millis(800)));
-    let tts = engine(&fake, &[("stream_timeout_ms", "300")]);
+    let tts = engine(&fake, |s| s.stream_timeout_ms = 300);
     let (samples, error) = speak(&tts, TEXT, None).await;
     let (message, retryable) = message(error);
     assert!(message.contains("stalled"), "{message}");
@@ -237,7 +223,7 @@ async fn a_stalled_stream_fails_after_the_stream_timeout() {
 async fn a_truncated_stream_is_an_error_not_short_audio() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::Truncate { after: 2 });
-    let tts = engine(&fake, &[]);
+    let tts = engine(&fake, |_| {});
     let (samples, error) = speak(&tts, TEXT, None).await;
     let (message, _) = message(error);
     assert!(message.contains("broke off"), "{message}");
@@ -248,7 +234,7 @@ async fn a_truncated_stream_is_an_error_not_short_audio() {
 async fn a_malformed_error_body_is_still_an_error() {
     let fake = fake().await;
     fake.push_fault(ROUTE, Fault::MalformedJson);
-    let tts = engine(&fake, &[("retries", "0")]);
+    let tts = engine(&fake, |s| s.retries = 0);
     let (message, retryable) = message(speak(&tts, TEXT, None).await.1);
     assert!(message.contains("500"), "{message}");
     assert!(retryable);
@@ -259,7 +245,7 @@ async fn cancelling_or_dropping_mid_stream_closes_the_request() {
     for drop_it in [false, true] {
         let fake = fake().await;
         fake.push_fault(ROUTE, Fault::SlowStream(Duration::from_millis(200)));
-        let tts = engine(&fake, &[]);
+        let tts = engine(&fake, |_| {});
         let cancel = CancellationToken::new();
         let mut stream = tts.synthesize(TEXT.to_string(), None, cancel.clone());
         assert!(stream.next().await.unwrap().is_ok());

@@ -286,17 +286,15 @@ where
 }
 
 /// Turns a stream of little-endian 16-bit PCM bytes into samples, carrying a sample split
-/// across two chunks over to the next. The byte stream (and the connection behind it) is
-/// dropped as soon as it fails or is cancelled, not when the samples stream is.
+/// across two chunks over to the next.
 pub fn pcm16_samples(
     bytes: BoxStream<'static, Result<bytes::Bytes, EngineError>>,
 ) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
-    futures::stream::unfold((Some(bytes), None::<u8>), |(bytes, mut carry)| async move {
-        let mut bytes = bytes?;
+    futures::stream::unfold((bytes, None::<u8>), |(mut bytes, mut carry)| async move {
         loop {
             let chunk = match bytes.next().await? {
                 Ok(c) => c,
-                Err(e) => return Some((Err(e), (None, None))),
+                Err(e) => return Some((Err(e), (bytes, None))),
             };
             let mut samples = Vec::with_capacity(chunk.len() / 2 + 1);
             let mut rest: &[u8] = &chunk;
@@ -315,7 +313,7 @@ pub fn pcm16_samples(
                 carry = Some(*odd);
             }
             if !samples.is_empty() {
-                return Some((Ok(samples), (Some(bytes), carry)));
+                return Some((Ok(samples), (bytes, carry)));
             }
         }
     })
