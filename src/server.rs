@@ -68,6 +68,10 @@ pub async fn run(
     }
     let names = state.engines.names();
     info!(stt = %names.stt, llm = %names.llm, tts = %names.tts, "engines in force");
+    for (agent, engines) in state.engines.agent_overrides() {
+        let n = engines.names();
+        info!(%agent, stt = %n.stt, llm = %n.llm, tts = %n.tts, "agent's own engines");
+    }
     info!("listening on http://{addr}");
     let app = crate::http::router(state.clone());
     let root = state.shutdown.clone();

@@ -285,23 +285,53 @@ where
     .boxed()
 }
 
-/// Turns a stream of little-endian 16-bit PCM bytes into samples, carrying a sample split
-/// across two chunks over to the next.
+/// Fewest samples handed on at once from a PCM stream (except its last piece): network chunks
+/// can be tiny, and each piece becomes a frame to the client.
+const MIN_PCM_PIECE: usize = 1024;
+
+/// Turns a stream of little-endian 16-bit PCM bytes into samples, in pieces of at least
+/// [`MIN_PCM_PIECE`], carrying a sample split across two chunks over to the next.
 pub fn pcm16_samples(
     bytes: BoxStream<'static, Result<bytes::Bytes, EngineError>>,
 ) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
-    futures::stream::unfold((bytes, None::<u8>), |(mut bytes, mut carry)| async move {
-        loop {
-            let chunk = match bytes.next().await? {
-                Ok(c) => c,
-                Err(e) => return Some((Err(e), (bytes, None))),
+    struct State {
+        bytes: Option<BoxStream<'static, Result<bytes::Bytes, EngineError>>>,
+        carry: Option<u8>,
+        /// An error to report after the samples read before it.
+        error: Option<EngineError>,
+    }
+    let start = State {
+        bytes: Some(bytes),
+        carry: None,
+        error: None,
+    };
+    futures::stream::unfold(start, |mut st| async move {
+        if let Some(e) = st.error.take() {
+            return Some((Err(e), st));
+        }
+        let bytes = st.bytes.as_mut()?;
+        let mut samples = Vec::new();
+        while samples.len() < MIN_PCM_PIECE {
+            let chunk = match bytes.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    st.bytes = None;
+                    if samples.is_empty() {
+                        return Some((Err(e), st));
+                    }
+                    st.error = Some(e);
+                    break;
+                }
+                None => {
+                    st.bytes = None;
+                    break;
+                }
             };
-            let mut samples = Vec::with_capacity(chunk.len() / 2 + 1);
             let mut rest: &[u8] = &chunk;
-            if let (Some(lo), Some(&hi)) = (carry, rest.first()) {
+            if let (Some(lo), Some(&hi)) = (st.carry, rest.first()) {
                 samples.push(f32::from(i16::from_le_bytes([lo, hi])) / 32768.0);
                 rest = &rest[1..];
-                carry = None;
+                st.carry = None;
             }
             let mut pairs = rest.chunks_exact(2);
             samples.extend(
@@ -310,12 +340,13 @@ pub fn pcm16_samples(
                     .map(|p| f32::from(i16::from_le_bytes([p[0], p[1]])) / 32768.0),
             );
             if let [odd] = pairs.remainder() {
-                carry = Some(*odd);
-            }
-            if !samples.is_empty() {
-                return Some((Ok(samples), (bytes, carry)));
+                st.carry = Some(*odd);
             }
         }
+        if samples.is_empty() {
+            return None;
+        }
+        Some((Ok(samples), st))
     })
     .boxed()
 }
@@ -462,6 +493,23 @@ mod tests {
             .await;
         let back: Vec<i16> = out.iter().map(|s| (s * 32768.0).round() as i16).collect();
         assert_eq!(back, v);
+    }
+
+    #[tokio::test]
+    async fn tiny_chunks_are_gathered_and_an_error_follows_the_audio_before_it() {
+        let tiny: Vec<Result<bytes::Bytes, EngineError>> = (0..3000)
+            .map(|_| Ok(bytes::Bytes::from_static(&[1, 0])))
+            .chain(std::iter::once(Err(EngineError::failed("x", "cut"))))
+            .collect();
+        let pieces: Vec<_> = pcm16_samples(futures::stream::iter(tiny).boxed())
+            .collect()
+            .await;
+        let lens: Vec<usize> = pieces
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(Vec::len))
+            .collect();
+        assert_eq!(lens, vec![1024, 1024, 952]);
+        assert!(pieces.last().unwrap().is_err());
     }
 
     #[test]
