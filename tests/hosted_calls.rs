@@ -237,3 +237,91 @@ voice = "rachel"
     );
     assert_eq!(fake.count(Route::ChatCompletions), 1);
 }
+
+/// 2.5 s of tone (speech to the energy detector), then 1 s of silence, in 500 ms chunks with a
+/// short pause between them so interim results can arrive while the caller "speaks".
+async fn speak(ws: &mut common::Ws) {
+    let mut pcm = common::tone_pcm16(2500, 16_000, 0.3);
+    pcm.extend(vec![0u8; 16_000 * 2]);
+    for (i, c) in pcm.chunks(16_000).enumerate() {
+        send(
+            ws,
+            json!({"type": "audio", "audio": common::b64(c), "seq": i}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_transcriber_gives_partials_while_the_caller_speaks() {
+    let fake = FakeProvider::start().await;
+    fake.require_key(KEY);
+    fake.set_transcript("please book a cleaning for friday morning");
+    let server = start_server(&fake, &["deepgram"], &["fake"], &["fake"], None).await;
+    let (mut ws, _) = server.call("alice", json!({})).await;
+    speak(&mut ws).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    let stopped = kinds.iter().position(|k| *k == "speech_stopped").unwrap();
+    let partials: Vec<&Value> = frames[..stopped]
+        .iter()
+        .filter(|f| f["type"] == "transcript" && f["is_final"] == false)
+        .collect();
+    assert!(
+        !partials.is_empty(),
+        "no interim results while speaking: {kinds:?}"
+    );
+    let first = partials[0]["text"].as_str().unwrap();
+    assert!(
+        "please book a cleaning for friday morning".starts_with(first),
+        "{first}"
+    );
+    let final_text = frames
+        .iter()
+        .find(|f| f["type"] == "transcript" && f["is_final"] == true)
+        .unwrap();
+    assert_eq!(
+        final_text["text"],
+        "please book a cleaning for friday morning"
+    );
+    assert_eq!(
+        final_response(&frames).as_deref(),
+        Some("You said: please book a cleaning for friday morning. That is turn 1.")
+    );
+    let req = fake.last(Route::DeepgramListen).unwrap();
+    assert!(
+        req.path_and_query.contains("encoding=linear16"),
+        "{}",
+        req.path_and_query
+    );
+    assert!(req.path_and_query.contains("sample_rate=16000"));
+    assert!(req.path_and_query.contains("interim_results=true"));
+    // The whole utterance went up the socket: 2.5 s of speech plus padding, 32 bytes a ms.
+    assert!(req.audio_bytes >= 2500 * 32, "{}", req.audio_bytes);
+    assert_eq!(fake.count(Route::DeepgramListen), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_live_stream_breaks_the_utterance_is_transcribed_again() {
+    let fake = FakeProvider::start().await;
+    fake.require_key(KEY);
+    fake.set_transcript("my tooth hurts");
+    let server = start_server(&fake, &["deepgram"], &["fake"], &["fake"], None).await;
+    let (mut ws, _) = server.call("alice", json!({})).await;
+    // The live socket drops after its first result.
+    fake.push_fault(Route::DeepgramListen, Fault::Truncate { after: 1 });
+    speak(&mut ws).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    assert!(frames.iter().all(|f| f["type"] != "error"), "{frames:?}");
+    let final_text = frames
+        .iter()
+        .find(|f| f["type"] == "transcript" && f["is_final"] == true)
+        .unwrap();
+    assert_eq!(final_text["text"], "my tooth hurts");
+    assert_eq!(
+        fake.count(Route::DeepgramListen),
+        2,
+        "live, then the whole utterance"
+    );
+}
