@@ -144,7 +144,10 @@ impl<'a> Builder<'a> {
                 let spec = self.provider(EngineKind::Stt, name)?;
                 match spec.kind {
                     ProviderKind::Openai => Arc::new(stt::openai::OpenAiStt::new(name, spec)?),
-                    _ => return Err(unknown(EngineKind::Stt, name)),
+                    ProviderKind::Deepgram => {
+                        Arc::new(stt::deepgram::DeepgramStt::new(name, spec)?)
+                    }
+                    ProviderKind::Elevenlabs => return Err(unknown(EngineKind::Stt, name)),
                 }
             }
         })
@@ -196,7 +199,10 @@ impl<'a> Builder<'a> {
                 let spec = self.provider(EngineKind::Tts, name)?;
                 match spec.kind {
                     ProviderKind::Openai => Arc::new(tts::openai::OpenAiTts::new(name, spec)?),
-                    _ => return Err(unknown(EngineKind::Tts, name)),
+                    ProviderKind::Elevenlabs => {
+                        Arc::new(tts::elevenlabs::ElevenLabsTts::new(name, spec)?)
+                    }
+                    ProviderKind::Deepgram => return Err(unknown(EngineKind::Tts, name)),
                 }
             }
         })
