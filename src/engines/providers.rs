@@ -148,9 +148,8 @@ impl ProviderSpec {
             _ => (false, &None),
         };
         if !ok {
-            return Err(
-                format!("a {:?} provider has no {}", self.kind, kind.describe()).to_lowercase(),
-            );
+            let k = format!("{:?}", self.kind).to_lowercase();
+            return Err(format!("providers of kind {k} have no {}", kind.describe()));
         }
         if model.is_none() {
             return Err(format!("it sets no {}_model", kind.field()));
