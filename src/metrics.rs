@@ -131,6 +131,20 @@ impl Collector for ProcessCollector {
             )?;
             counter.encode(metric)?;
         }
+        let failovers = crate::engines::chain::failovers();
+        if !failovers.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "engine_failovers",
+                "Times an engine of a fallback chain failed and the chain moved on (or had nothing left)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (engine, n) in failovers {
+                let labels = [("engine", engine)];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(n).encode(metric)?;
+            }
+        }
         if let Some(rss) = process::resident_bytes() {
             let gauge = ConstGauge::new(rss);
             let metric = encoder.encode_descriptor(

@@ -166,6 +166,16 @@ async fn a_fallback_answers_when_the_hosted_model_is_down() {
         .sum();
     assert!(audio > 0, "{frames:?}");
     assert_eq!(fake.count(Route::ChatCompletions), 3);
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("voxwire_engine_failovers_total{engine=\"openai (gpt-test)\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,16 @@ use tracing::warn;
 
 use super::EngineError;
 
+/// Failures of chain members since start, by engine name (see `voxwire_engine_failovers_total`).
+static FAILOVERS: Mutex<std::collections::BTreeMap<String, u64>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+/// Each chain member that has failed, with how many times, for the metrics.
+pub fn failovers() -> Vec<(String, u64)> {
+    let map = FAILOVERS.lock().unwrap_or_else(|e| e.into_inner());
+    map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
 /// How long a failed engine goes to the back of its chain.
 pub const COOLDOWN: Duration = Duration::from_secs(30);
 
@@ -48,6 +58,11 @@ impl Health {
         let mut benched = self.benched.lock().unwrap_or_else(|e| e.into_inner());
         benched[i] = Some(Instant::now() + self.cooldown);
         drop(benched);
+        *FAILOVERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(self.names[i].clone())
+            .or_default() += 1;
         match next {
             Some(n) => warn!(
                 failed = %self.names[i],
