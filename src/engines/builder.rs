@@ -41,170 +41,192 @@ impl<'a> Builder<'a> {
         &self.store
     }
 
-    fn provider(&self, kind: EngineKind, name: &str) -> Result<&'a ProviderSpec, EngineInitError> {
-        self.config
-            .providers
-            .get(name)
-            .ok_or_else(|| unknown(kind, name))
-    }
-
     pub fn stt_chain(
         &mut self,
         chain: &[String],
     ) -> Result<Arc<dyn stt::SpeechToText>, EngineInitError> {
-        if let Some(e) = self.stt.get(chain) {
-            return Ok(e.clone());
-        }
-        let built: Arc<dyn stt::SpeechToText> = match chain {
-            [one] => self.stt_one(one)?,
-            many => {
-                let members = many
-                    .iter()
-                    .map(|n| self.stt_chain(std::slice::from_ref(n)))
-                    .collect::<Result<_, _>>()?;
+        let (config, store) = (self.config, &self.store);
+        build(
+            &mut self.stt,
+            chain,
+            |name| stt_one(config, store, name),
+            |members| {
                 Arc::new(stt::fallback::FallbackStt::new(
                     members,
-                    self.config.fallback_cooldown,
+                    config.fallback_cooldown,
                 ))
-            }
-        };
-        self.stt.insert(chain.to_vec(), built.clone());
-        Ok(built)
+            },
+        )
     }
 
     pub fn llm_chain(
         &mut self,
         chain: &[String],
     ) -> Result<Arc<dyn llm::LanguageModel>, EngineInitError> {
-        if let Some(e) = self.llm.get(chain) {
-            return Ok(e.clone());
-        }
-        let built: Arc<dyn llm::LanguageModel> = match chain {
-            [one] => self.llm_one(one)?,
-            many => {
-                let members = many
-                    .iter()
-                    .map(|n| self.llm_chain(std::slice::from_ref(n)))
-                    .collect::<Result<_, _>>()?;
+        let (config, store) = (self.config, &self.store);
+        build(
+            &mut self.llm,
+            chain,
+            |name| llm_one(config, store, name),
+            |members| {
                 Arc::new(llm::fallback::FallbackLlm::new(
                     members,
-                    self.config.fallback_cooldown,
+                    config.fallback_cooldown,
                 ))
-            }
-        };
-        self.llm.insert(chain.to_vec(), built.clone());
-        Ok(built)
+            },
+        )
     }
 
     pub fn tts_chain(
         &mut self,
         chain: &[String],
     ) -> Result<Arc<dyn tts::TextToSpeech>, EngineInitError> {
-        if let Some(e) = self.tts.get(chain) {
-            return Ok(e.clone());
-        }
-        let built: Arc<dyn tts::TextToSpeech> = match chain {
-            [one] => self.tts_one(one)?,
-            many => {
-                let members = many
-                    .iter()
-                    .map(|n| self.tts_chain(std::slice::from_ref(n)))
-                    .collect::<Result<_, _>>()?;
+        let (config, store) = (self.config, &self.store);
+        build(
+            &mut self.tts,
+            chain,
+            |name| tts_one(config, store, name),
+            |members| {
                 Arc::new(tts::fallback::FallbackTts::new(
                     members,
-                    self.config.fallback_cooldown,
+                    config.fallback_cooldown,
                 ))
+            },
+        )
+    }
+}
+
+/// The engine for `chain` from `cache`, else made: each member once (by `one`), then the
+/// members wrapped in a fallback chain (by `wrap`) when there are several.
+fn build<T: ?Sized>(
+    cache: &mut HashMap<Vec<String>, Arc<T>>,
+    chain: &[String],
+    mut one: impl FnMut(&str) -> Result<Arc<T>, EngineInitError>,
+    wrap: impl FnOnce(Vec<Arc<T>>) -> Arc<T>,
+) -> Result<Arc<T>, EngineInitError> {
+    if let Some(e) = cache.get(chain) {
+        return Ok(e.clone());
+    }
+    let mut members = Vec::with_capacity(chain.len());
+    for name in chain {
+        let key = vec![name.clone()];
+        let member = match cache.get(&key) {
+            Some(e) => e.clone(),
+            None => {
+                let e = one(name)?;
+                cache.insert(key, e.clone());
+                e
             }
         };
-        self.tts.insert(chain.to_vec(), built.clone());
-        Ok(built)
+        members.push(member);
     }
+    let built = match <[Arc<T>; 1]>::try_from(members) {
+        Ok([single]) => single,
+        Err(members) => wrap(members),
+    };
+    cache.insert(chain.to_vec(), built.clone());
+    Ok(built)
+}
 
-    fn stt_one(&mut self, name: &str) -> Result<Arc<dyn stt::SpeechToText>, EngineInitError> {
-        let config = self.config;
-        Ok(match name {
-            "local" => {
-                let dir = match &config.stt_model {
-                    Some(d) => d.clone(),
-                    None => {
-                        self.store
-                            .ensure(&[manifest::WHISPER_TINY_EN], config.offline)
-                            .map_err(|e| model_err("speech-to-text", "whisper", e))?;
-                        self.store.model_dir(manifest::WHISPER_TINY_EN)
-                    }
-                };
-                Arc::new(stt::local::WhisperStt::load(
-                    &dir,
-                    config.stt_concurrency,
-                    config.engine_queue,
-                )?)
-            }
-            "fake" => Arc::new(stt::fake::FakeStt),
-            _ => {
-                let spec = self.provider(EngineKind::Stt, name)?;
-                match spec.kind {
-                    ProviderKind::Openai => Arc::new(stt::openai::OpenAiStt::new(name, spec)?),
-                    ProviderKind::Deepgram => {
-                        Arc::new(stt::deepgram::DeepgramStt::new(name, spec)?)
-                    }
-                    ProviderKind::Elevenlabs => return Err(unknown(EngineKind::Stt, name)),
-                }
-            }
-        })
-    }
+fn provider<'a>(
+    config: &'a Config,
+    kind: EngineKind,
+    name: &str,
+) -> Result<&'a ProviderSpec, EngineInitError> {
+    config
+        .providers
+        .get(name)
+        .ok_or_else(|| unknown(kind, name))
+}
 
-    fn llm_one(&mut self, name: &str) -> Result<Arc<dyn llm::LanguageModel>, EngineInitError> {
-        let config = self.config;
-        Ok(match name {
-            "local" => {
-                let model = match &config.llm_model {
-                    Some(p) => p.clone(),
-                    None => {
-                        self.store
-                            .ensure(&[manifest::SMOLLM2_135M], config.offline)
-                            .map_err(|e| model_err("language model", "smollm2", e))?;
-                        self.store.file(manifest::SMOLLM2_135M, "model.gguf")
-                    }
-                };
-                Arc::new(llm::local::SmolLmEngine::load(
-                    &llm::local::SmolLmSettings {
-                        model: &model,
-                        max_sessions: config.llm_sessions,
-                        concurrency: config.llm_concurrency,
-                        max_waiting: config.engine_queue,
-                    },
-                )?)
-            }
-            "fake" => Arc::new(llm::fake::FakeLlm::default()),
-            _ => {
-                let spec = self.provider(EngineKind::Llm, name)?;
-                match spec.kind {
-                    ProviderKind::Openai => Arc::new(llm::openai::OpenAiLlm::new(name, spec)?),
-                    _ => return Err(unknown(EngineKind::Llm, name)),
+fn stt_one(
+    config: &Config,
+    store: &ModelStore,
+    name: &str,
+) -> Result<Arc<dyn stt::SpeechToText>, EngineInitError> {
+    Ok(match name {
+        "local" => {
+            let dir = match &config.stt_model {
+                Some(d) => d.clone(),
+                None => {
+                    store
+                        .ensure(&[manifest::WHISPER_TINY_EN], config.offline)
+                        .map_err(|e| model_err("speech-to-text", "whisper", e))?;
+                    store.model_dir(manifest::WHISPER_TINY_EN)
                 }
+            };
+            Arc::new(stt::local::WhisperStt::load(
+                &dir,
+                config.stt_concurrency,
+                config.engine_queue,
+            )?)
+        }
+        "fake" => Arc::new(stt::fake::FakeStt),
+        _ => {
+            let spec = provider(config, EngineKind::Stt, name)?;
+            match spec.kind {
+                ProviderKind::Openai => Arc::new(stt::openai::OpenAiStt::new(name, spec)?),
+                ProviderKind::Deepgram => Arc::new(stt::deepgram::DeepgramStt::new(name, spec)?),
+                ProviderKind::Elevenlabs => return Err(unknown(EngineKind::Stt, name)),
             }
-        })
-    }
+        }
+    })
+}
 
-    fn tts_one(&mut self, name: &str) -> Result<Arc<dyn tts::TextToSpeech>, EngineInitError> {
-        let config = self.config;
-        Ok(match name {
-            "local" => Arc::new(tts::local::PiperTts::load(&piper_settings(
-                config,
-                &self.store,
-            )?)?),
-            "espeak" => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
-            "fake" => Arc::new(tts::fake::FakeTts::default()),
-            _ => {
-                let spec = self.provider(EngineKind::Tts, name)?;
-                match spec.kind {
-                    ProviderKind::Openai => Arc::new(tts::openai::OpenAiTts::new(name, spec)?),
-                    ProviderKind::Elevenlabs => {
-                        Arc::new(tts::elevenlabs::ElevenLabsTts::new(name, spec)?)
-                    }
-                    ProviderKind::Deepgram => return Err(unknown(EngineKind::Tts, name)),
+fn llm_one(
+    config: &Config,
+    store: &ModelStore,
+    name: &str,
+) -> Result<Arc<dyn llm::LanguageModel>, EngineInitError> {
+    Ok(match name {
+        "local" => {
+            let model = match &config.llm_model {
+                Some(p) => p.clone(),
+                None => {
+                    store
+                        .ensure(&[manifest::SMOLLM2_135M], config.offline)
+                        .map_err(|e| model_err("language model", "smollm2", e))?;
+                    store.file(manifest::SMOLLM2_135M, "model.gguf")
                 }
+            };
+            Arc::new(llm::local::SmolLmEngine::load(
+                &llm::local::SmolLmSettings {
+                    model: &model,
+                    max_sessions: config.llm_sessions,
+                    concurrency: config.llm_concurrency,
+                    max_waiting: config.engine_queue,
+                },
+            )?)
+        }
+        "fake" => Arc::new(llm::fake::FakeLlm::default()),
+        _ => {
+            let spec = provider(config, EngineKind::Llm, name)?;
+            match spec.kind {
+                ProviderKind::Openai => Arc::new(llm::openai::OpenAiLlm::new(name, spec)?),
+                _ => return Err(unknown(EngineKind::Llm, name)),
             }
-        })
-    }
+        }
+    })
+}
+
+fn tts_one(
+    config: &Config,
+    store: &ModelStore,
+    name: &str,
+) -> Result<Arc<dyn tts::TextToSpeech>, EngineInitError> {
+    Ok(match name {
+        "local" => Arc::new(tts::local::PiperTts::load(&piper_settings(config, store)?)?),
+        "espeak" => Arc::new(tts::espeak::EspeakTts::new(config.engine_queue)?),
+        "fake" => Arc::new(tts::fake::FakeTts::default()),
+        _ => {
+            let spec = provider(config, EngineKind::Tts, name)?;
+            match spec.kind {
+                ProviderKind::Openai => Arc::new(tts::openai::OpenAiTts::new(name, spec)?),
+                ProviderKind::Elevenlabs => {
+                    Arc::new(tts::elevenlabs::ElevenLabsTts::new(name, spec)?)
+                }
+                ProviderKind::Deepgram => return Err(unknown(EngineKind::Tts, name)),
+            }
+        }
+    })
 }

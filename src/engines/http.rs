@@ -202,6 +202,32 @@ impl HttpApi {
         }
     }
 
+    /// `request` with the key as a bearer token (`Authorization: Bearer`), when there is one.
+    pub fn bearer(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.key {
+            Some(k) => request.bearer_auth(k.expose()),
+            None => request,
+        }
+    }
+
+    /// Sends the request `build` makes (retried like [`HttpApi::send`]) and streams its
+    /// 16-bit PCM body as samples (see [`pcm16_samples`]).
+    pub fn pcm_stream(
+        &self,
+        build: impl Fn() -> RequestBuilder + Send + 'static,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<Vec<f32>, EngineError>> {
+        let api = self.clone();
+        futures::stream::once(async move {
+            match api.send(build, &cancel).await {
+                Ok(resp) => pcm16_samples(api.body(resp, cancel)),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
     /// Turns an error status into an engine error, and the wait the provider asked for.
     async fn status_error(&self, resp: Response) -> (EngineError, Option<Duration>) {
         let status = resp.status();

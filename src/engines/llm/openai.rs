@@ -137,16 +137,7 @@ async fn one_attempt(
     tx: &mpsc::Sender<Delta>,
 ) -> Attempt {
     let resp = match api
-        .send(
-            || {
-                let r = api.client().post(url).json(body);
-                match api.key() {
-                    Some(k) => r.bearer_auth(k.expose()),
-                    None => r,
-                }
-            },
-            cancel,
-        )
+        .send(|| api.bearer(api.client().post(url).json(body)), cancel)
         .await
     {
         Ok(r) => r,

@@ -86,13 +86,7 @@ impl SpeechToText for OpenAiStt {
             };
             let resp = api
                 .send(
-                    || {
-                        let r = api.client().post(&url).multipart(form());
-                        match api.key() {
-                            Some(k) => r.bearer_auth(k.expose()),
-                            None => r,
-                        }
-                    },
+                    || api.bearer(api.client().post(&url).multipart(form())),
                     &cancel,
                 )
                 .await?;

@@ -3,14 +3,14 @@
 //! key scrubbing and PCM decoding are the shared HTTP layer's.
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::TextToSpeech;
-use crate::engines::http::{pcm16_samples, HttpApi};
+use crate::engines::http::HttpApi;
 use crate::engines::providers::{ProviderKind, ProviderSpec};
 use crate::engines::{EngineError, EngineInitError};
 
@@ -126,17 +126,13 @@ impl TextToSpeech for ElevenLabsTts {
         url.set_query(Some(&format!("output_format=pcm_{}", self.rate)));
         let body = json!({ "text": text, "model_id": self.model });
         let (api, key) = (self.api.clone(), self.key.clone());
-        let response = async move {
-            let build = || {
-                let request = api.client().post(url.clone()).json(&body);
-                match &key {
-                    Some(k) => request.header("xi-api-key", k.clone()),
-                    None => request,
-                }
-            };
-            let response = api.send(build, &cancel).await?;
-            Ok(pcm16_samples(api.body(response, cancel)))
+        let build = move || {
+            let request = api.client().post(url.clone()).json(&body);
+            match &key {
+                Some(k) => request.header("xi-api-key", k.clone()),
+                None => request,
+            }
         };
-        futures::stream::once(response).try_flatten().boxed()
+        self.api.pcm_stream(build, cancel)
     }
 }

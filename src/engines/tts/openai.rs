@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::TextToSpeech;
-use crate::engines::http::{pcm16_samples, HttpApi};
+use crate::engines::http::HttpApi;
 use crate::engines::providers::ProviderSpec;
 use crate::engines::{EngineError, EngineInitError};
 
@@ -85,25 +85,9 @@ impl TextToSpeech for OpenAiTts {
         });
         let api = self.api.clone();
         let url = self.url.clone();
-        futures::stream::once(async move {
-            let sent = api
-                .send(
-                    || {
-                        let r = api.client().post(&url).json(&body);
-                        match api.key() {
-                            Some(k) => r.bearer_auth(k.expose()),
-                            None => r,
-                        }
-                    },
-                    &cancel,
-                )
-                .await;
-            match sent {
-                Ok(resp) => pcm16_samples(api.body(resp, cancel)),
-                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-            }
-        })
-        .flatten()
-        .boxed()
+        self.api.pcm_stream(
+            move || api.bearer(api.client().post(&url).json(&body)),
+            cancel,
+        )
     }
 }
