@@ -651,8 +651,10 @@ async fn status_rate_limit_delay_and_hang_faults_then_normal() {
     assert_eq!(fake.count(route), 5);
 }
 
+/// (That the headers come before the first gap is shown without a clock by the engine tests: a
+/// stalled stream fails in the body, "stalled", not in the request, "no response".)
 #[tokio::test]
-async fn slow_stream_sends_headers_at_once_then_gaps() {
+async fn slow_stream_puts_gaps_between_the_events() {
     let fake = FakeProvider::start().await;
     fake.set_reply("one two");
     fake.push_fault(
@@ -661,7 +663,6 @@ async fn slow_stream_sends_headers_at_once_then_gaps() {
     );
     let t = Instant::now();
     let resp = chat(&fake, &chat_request(true)).await;
-    assert!(t.elapsed() < Duration::from_millis(150), "headers at once");
     let (body, _, cut) = read_body(resp).await;
     // role, two words, finish, [DONE]: four gaps.
     assert!(t.elapsed() >= Duration::from_millis(200));
@@ -680,13 +681,11 @@ async fn slow_stream_sends_headers_at_once_then_gaps() {
     );
     let t = Instant::now();
     let resp = transcribe(&fake, transcription_form(&[("model", "whisper-1")], true)).await;
-    let headers_after = t.elapsed();
     assert_eq!(
         resp.json::<Value>().await.unwrap()["text"],
         DEFAULT_TRANSCRIPT
     );
     assert!(t.elapsed() >= Duration::from_millis(100));
-    assert!(headers_after < Duration::from_millis(100));
 }
 
 #[tokio::test]
