@@ -1,6 +1,8 @@
 //! Authentication: HS256 JWTs (`sub`, `exp` required; `org`, `agent` optional), taken from an
 //! `Authorization: Bearer` header, a `token` query parameter, or a `bearer.<token>` WebSocket
-//! subprotocol. Tokens are never logged.
+//! subprotocol. Tokens are never logged. A token must not be larger than [`MAX_TOKEN_BYTES`], is
+//! refused before its `nbf` and from its `exp` on, and may not live longer than the configured
+//! maximum (`VOXWIRE_MAX_TOKEN_TTL`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +23,17 @@ pub struct Claims {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
+
+/// Largest token accepted, in bytes. A voxwire token is about 200 bytes; the cap keeps a client
+/// from making the server parse and verify megabytes per request.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Longest token lifetime accepted unless configured (`VOXWIRE_MAX_TOKEN_TTL`): 7 days.
+pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Claims {
     /// Time left before the token expires (zero if already expired).
@@ -38,6 +50,12 @@ pub enum AuthError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(String),
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    #[error("token lifetime exceeds the server's maximum of {0} s")]
+    TooLong(u64),
 }
 
 fn now() -> Duration {
@@ -52,6 +70,7 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    max_ttl: Duration,
 }
 
 impl Authenticator {
@@ -59,12 +78,24 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            max_ttl: DEFAULT_MAX_TOKEN_TTL,
         }
+    }
+
+    /// Refuses tokens that live longer than `max_ttl` (from `iat`, and from now).
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
     }
 
     /// Issues a token for `sub` valid for `ttl`.
@@ -82,17 +113,22 @@ impl Authenticator {
             org: org.map(str::to_string),
             agent: agent.map(str::to_string),
             iat: Some(iat),
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
-    /// Verifies signature, algorithm and expiry.
+    /// Verifies size, signature, algorithm, `nbf`, expiry and lifetime.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm must be HS256".into()),
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::MissingRequiredClaim(c) => {
@@ -102,6 +138,15 @@ impl Authenticator {
             })?;
         if data.claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty `sub`".into()));
+        }
+        let max = self.max_ttl.as_secs();
+        let from_now = data.claims.exp.saturating_sub(now().as_secs());
+        let from_issue = data
+            .claims
+            .iat
+            .map_or(0, |iat| data.claims.exp.saturating_sub(iat));
+        if from_now > max || from_issue > max {
+            return Err(AuthError::TooLong(max));
         }
         Ok(data.claims)
     }
@@ -180,6 +225,7 @@ mod tests {
             org: None,
             agent: None,
             iat: None,
+            nbf: None,
         };
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -203,6 +249,7 @@ mod tests {
             org: None,
             agent: None,
             iat: None,
+            nbf: None,
         };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

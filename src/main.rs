@@ -121,7 +121,16 @@ fn main() -> ExitCode {
                 eprintln!("configuration error: JWT_SECRET: must be set to sign tokens");
                 return ExitCode::from(EXIT_CONFIG as u8);
             };
-            let auth = voxwire::auth::Authenticator::new(secret.as_bytes());
+            let max = config.net.max_token_ttl;
+            if ttl > max {
+                eprintln!(
+                    "configuration error: --ttl {} is longer than VOXWIRE_MAX_TOKEN_TTL ({}): the server would refuse the token",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(max)
+                );
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+            let auth = voxwire::auth::Authenticator::new(secret.as_bytes()).with_max_ttl(max);
             match auth.issue(&sub, org.as_deref(), agent.as_deref(), ttl) {
                 Ok(t) => {
                     println!("{t}");
@@ -200,6 +209,8 @@ fn models(action: ModelsAction, config: &Config) -> ExitCode {
 }
 
 fn loadgen(options: voxwire::loadgen::Options) -> ExitCode {
+    // Each simulated caller holds a socket.
+    let _ = voxwire::server::raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -233,6 +244,10 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        match voxwire::server::raise_fd_limit() {
+            Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
         let engines = match Engines::from_config(&config) {
             Ok(e) => e,
             Err(e) => {

@@ -327,6 +327,12 @@ pub enum EndReason {
     ServerShutdown,
     /// A fatal `error` closed the socket (e.g. a frame far above the size limit).
     FatalError,
+    /// Nothing came from the client, not even an answer to the server's pings, for
+    /// `VOXWIRE_WS_IDLE_TIMEOUT_SECS`; the socket is closed with 1001.
+    PingTimeout,
+    /// The server could not deliver to the client: a frame was not taken within
+    /// `VOXWIRE_WS_WRITE_TIMEOUT_SECS` (the client stopped reading), or the connection broke.
+    ConnectionLost,
 }
 
 /// Stable error codes carried by `error` frames and HTTP error bodies.
@@ -342,6 +348,7 @@ pub enum ErrorCode {
     CallAlreadyActive,
     CallNotFound,
     TooManyCalls,
+    TooManyConnections,
     UnknownAgent,
     UnsupportedFormat,
     InvalidBase64,
@@ -355,6 +362,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     PayloadTooLarge,
+    RequestTimeout,
     NotFound,
     Internal,
 }
@@ -372,6 +380,7 @@ impl ErrorCode {
             Self::CallAlreadyActive => "call_already_active",
             Self::CallNotFound => "call_not_found",
             Self::TooManyCalls => "too_many_calls",
+            Self::TooManyConnections => "too_many_connections",
             Self::UnknownAgent => "unknown_agent",
             Self::UnsupportedFormat => "unsupported_format",
             Self::InvalidBase64 => "invalid_base64",
@@ -385,6 +394,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
             Self::Internal => "internal",
         }

@@ -12,7 +12,7 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-use super::{check_rate, mulaw, AudioError};
+use super::{check_rate, duration_ms, mulaw, AudioError};
 
 /// Decodes standard base64 (padding optional, surrounding whitespace ignored).
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, AudioError> {
@@ -66,15 +66,44 @@ pub struct Decoded {
 }
 
 /// A WAV file with hound (PCM 8/16/24/32-bit integer or 32-bit float), mixed down to mono.
+/// Its length is bounded by the bytes given, so no duration limit applies.
 pub fn decode_wav(bytes: &[u8]) -> Result<Decoded, AudioError> {
+    decode_wav_within(bytes, u64::MAX)
+}
+
+/// The most frames (samples per channel) that `max_ms` of audio at `rate` may hold.
+fn frame_budget(rate: u32, max_ms: u64) -> u64 {
+    max_ms.saturating_mul(u64::from(rate)) / 1000
+}
+
+fn too_long(frames: u64, rate: u32, max_ms: u64) -> AudioError {
+    AudioError::TooLong {
+        audio_ms: duration_ms(usize::try_from(frames).unwrap_or(usize::MAX), rate),
+        max_ms,
+    }
+}
+
+/// Like [`decode_wav`], but stops with [`AudioError::TooLong`] as soon as the audio passes
+/// `max_ms`, before decoding the rest.
+pub fn decode_wav_within(bytes: &[u8], max_ms: u64) -> Result<Decoded, AudioError> {
     let mut reader = hound::WavReader::new(Cursor::new(bytes))
         .map_err(|e| AudioError::Decode(format!("WAV: {e}")))?;
     let spec = reader.spec();
     let rate = check_rate(spec.sample_rate)?;
     let channels = usize::from(spec.channels.max(1));
+    let budget = frame_budget(rate, max_ms);
+    // The header's length is only a claim (the bytes bound the truth): refuse early when even
+    // the claim is too long, and count what is really read.
+    if u64::from(reader.duration()) > budget {
+        return Err(too_long(u64::from(reader.duration()), rate, max_ms));
+    }
+    let most = usize::try_from(budget.saturating_add(1))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(channels);
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader
             .samples::<f32>()
+            .take(most)
             .collect::<Result<_, _>>()
             .map_err(|e| AudioError::Decode(format!("WAV: {e}")))?,
         hound::SampleFormat::Int => {
@@ -82,11 +111,16 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Decoded, AudioError> {
             let scale = (1u64 << (bits - 1)) as f32;
             reader
                 .samples::<i32>()
+                .take(most)
                 .map(|s| s.map(|v| v as f32 / scale))
                 .collect::<Result<_, _>>()
                 .map_err(|e| AudioError::Decode(format!("WAV: {e}")))?
         }
     };
+    let frames = (interleaved.len() / channels) as u64;
+    if frames > budget {
+        return Err(too_long(frames, rate, max_ms));
+    }
     Ok(Decoded {
         samples: downmix(&interleaved, channels),
         sample_rate: rate,
@@ -103,17 +137,25 @@ fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Any audio file: WAV through hound first, then everything symphonia can probe.
-pub fn decode_file(bytes: &[u8], mime: Option<&str>) -> Result<Decoded, AudioError> {
+/// Any audio file: WAV through hound first, then everything symphonia can probe. Decoding
+/// stops with [`AudioError::TooLong`] as soon as the audio passes `max_ms`, so a small file that
+/// expands to hours of audio (a decompression bomb) costs no more than `max_ms` of samples.
+pub fn decode_file(bytes: &[u8], mime: Option<&str>, max_ms: u64) -> Result<Decoded, AudioError> {
     if bytes.starts_with(b"RIFF") {
-        if let Ok(d) = decode_wav(bytes) {
-            return Ok(d);
+        match decode_wav_within(bytes, max_ms) {
+            Ok(d) => return Ok(d),
+            Err(e @ (AudioError::TooLong { .. } | AudioError::SampleRate(_))) => return Err(e),
+            Err(_) => {}
         }
     }
-    decode_with_symphonia(bytes, mime)
+    decode_with_symphonia(bytes, mime, max_ms)
 }
 
-fn decode_with_symphonia(bytes: &[u8], mime: Option<&str>) -> Result<Decoded, AudioError> {
+fn decode_with_symphonia(
+    bytes: &[u8],
+    mime: Option<&str>,
+    max_ms: u64,
+) -> Result<Decoded, AudioError> {
     let mut hint = Hint::new();
     if let Some(m) = mime {
         hint.mime_type(m);
@@ -134,11 +176,15 @@ fn decode_with_symphonia(bytes: &[u8], mime: Option<&str>) -> Result<Decoded, Au
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| AudioError::Decode("no audio track".into()))?;
     let track_id = track.id;
+    if let Some(rate) = track.codec_params.sample_rate {
+        check_rate(rate)?;
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| AudioError::Unsupported(format!("codec: {e}")))?;
     let mut rate = track.codec_params.sample_rate;
     let mut samples = Vec::new();
+    let mut buf: Option<SampleBuffer<f32>> = None;
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
@@ -157,10 +203,33 @@ fn decode_with_symphonia(bytes: &[u8], mime: Option<&str>) -> Result<Decoded, Au
             Err(e) => return Err(AudioError::Decode(e.to_string())),
         };
         let spec = *decoded.spec();
-        rate = Some(spec.rate);
-        let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-        buf.copy_interleaved_ref(decoded);
-        samples.extend(downmix(buf.samples(), spec.channels.count().max(1)));
+        // One rate per file: a stream that changes it midway would be resampled wrongly.
+        match rate {
+            Some(r) if r != spec.rate && !samples.is_empty() => {
+                return Err(AudioError::Decode(format!(
+                    "sample rate changes within the file ({r} -> {} Hz)",
+                    spec.rate
+                )))
+            }
+            _ => rate = Some(check_rate(spec.rate)?),
+        }
+        let frames = decoded.frames() as u64;
+        let budget = frame_budget(spec.rate, max_ms);
+        let total = samples.len() as u64 + frames;
+        if total > budget {
+            return Err(too_long(total, spec.rate, max_ms));
+        }
+        let capacity = decoded.capacity() as u64;
+        let fits = buf
+            .as_ref()
+            .is_some_and(|b| b.capacity() as u64 >= capacity * spec.channels.count() as u64);
+        if !fits {
+            buf = Some(SampleBuffer::<f32>::new(capacity, spec));
+        }
+        if let Some(b) = buf.as_mut() {
+            b.copy_interleaved_ref(decoded);
+            samples.extend(downmix(b.samples(), spec.channels.count().max(1)));
+        }
     }
     let rate = check_rate(rate.ok_or_else(|| AudioError::Decode("unknown sample rate".into()))?)?;
     if samples.is_empty() {
@@ -193,12 +262,12 @@ mod tests {
     fn wav_round_trip_and_garbage() {
         let samples: Vec<f32> = (0..1600).map(|i| ((i % 50) as f32 / 50.0) - 0.5).collect();
         let wav = encode::wav_bytes(&samples, 16_000);
-        let d = decode_file(&wav, Some("audio/wav")).unwrap();
+        let d = decode_file(&wav, Some("audio/wav"), 60_000).unwrap();
         assert_eq!(d.sample_rate, 16_000);
         assert_eq!(d.samples.len(), 1600);
-        assert!(decode_file(b"this is not audio at all", None).is_err());
-        assert!(decode_file(b"RIFF\x10\x00\x00\x00WAVEfmt ", None).is_err());
-        assert!(decode_file(&[], None).is_err());
+        assert!(decode_file(b"this is not audio at all", None, 60_000).is_err());
+        assert!(decode_file(b"RIFF\x10\x00\x00\x00WAVEfmt ", None, 60_000).is_err());
+        assert!(decode_file(&[], None, 60_000).is_err());
     }
 
     #[test]

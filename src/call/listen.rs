@@ -17,13 +17,12 @@ pub fn samples_for_ms(ms: u64) -> usize {
     (ms * u64::from(ENGINE_RATE) / 1000) as usize
 }
 
-/// Turns client chunks of the call's input format into 16 kHz samples.
+/// Turns client chunks of the call's input format into 16 kHz samples. One resampler per call,
+/// made when the call starts: a chunk never builds one.
 struct InputDecoder {
     format: AudioFormat,
     carry: Option<u8>,
     resampler: StreamResampler,
-    /// For WAV chunks, whose rate comes with each chunk.
-    wav: Option<(u32, StreamResampler)>,
 }
 
 impl InputDecoder {
@@ -32,7 +31,6 @@ impl InputDecoder {
             format,
             carry: None,
             resampler: StreamResampler::new(format.sample_rate, ENGINE_RATE)?,
-            wav: None,
         })
     }
 
@@ -42,17 +40,13 @@ impl InputDecoder {
             Encoding::Mulaw => Ok(self.resampler.push(&mulaw_to_f32(bytes))),
             Encoding::Wav => {
                 let d = decode_wav(bytes)?;
-                if self.wav.as_ref().map(|(r, _)| *r) != Some(d.sample_rate) {
-                    self.wav = Some((
-                        d.sample_rate,
-                        StreamResampler::new(d.sample_rate, ENGINE_RATE)?,
-                    ));
+                if d.sample_rate != self.format.sample_rate {
+                    return Err(AudioError::Decode(format!(
+                        "WAV chunk at {} Hz in a call whose audio_format.sample_rate is {} Hz",
+                        d.sample_rate, self.format.sample_rate
+                    )));
                 }
-                Ok(self
-                    .wav
-                    .as_mut()
-                    .map(|(_, r)| r.push(&d.samples))
-                    .unwrap_or_default())
+                Ok(self.resampler.push(&d.samples))
             }
         }
     }

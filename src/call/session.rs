@@ -36,6 +36,8 @@ pub enum Inbound {
     Invalid(ErrorCode, String),
     /// The socket cannot go on: send the error, then close with this code.
     Fatal(ErrorCode, String, u16),
+    /// Nothing arrived from the client for the idle timeout, not even a pong.
+    Idle,
 }
 
 /// To the writer task.
@@ -95,7 +97,9 @@ pub async fn run(
 ) {
     let (turn_tx, mut turn_rx) = mpsc::channel(64);
     let (partial_tx, mut partial_rx) = mpsc::channel(4);
-    let expiry = tokio::time::Instant::now() + claims.remaining();
+    // Checked: a token's `exp` is the client's number, and `Instant + Duration` panics on
+    // overflow. A moment too far to represent is never.
+    let expiry = tokio::time::Instant::now().checked_add(claims.remaining());
     let span = info_span!("session", session_id = %session_id, sub = %claims.sub);
     let mut s = Session {
         state,
@@ -122,13 +126,20 @@ pub async fn run(
                     s.close(1001, "server shutting down").await;
                     break;
                 }
-                _ = tokio::time::sleep_until(expiry) => {
+                _ = sleep_until_opt(expiry), if expiry.is_some() => {
                     s.send_error(ErrorCode::Unauthorized, "token expired", true).await;
                     s.close(1008, "token expired").await;
                     break;
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     s.end_call(EndReason::MaxDuration).await;
+                }
+                _ = s.out.closed() => {
+                    // The writer gave up: the client stopped taking frames, or the connection
+                    // broke. Nothing more can be delivered.
+                    s.open = false;
+                    s.end_call(EndReason::ConnectionLost).await;
+                    break;
                 }
                 msg = inbound.recv() => match msg {
                     Some(m) => s.on_inbound(m).await,
@@ -138,11 +149,20 @@ pub async fn run(
                 Some(partial) = partial_rx.recv() => s.on_partial(partial).await,
             }
         }
+        if s.call.is_some() && s.out.is_closed() {
+            // The writer gave up while the actor was sending.
+            s.end_call(EndReason::ConnectionLost).await;
+        }
         s.drop_call();
         debug!("session closed");
     }
     .instrument(span)
     .await
+}
+
+/// A deadline that never comes (about thirty years away).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
@@ -185,6 +205,10 @@ impl Session {
                 self.send_error(code, message, true).await;
                 self.end_call(EndReason::FatalError).await;
                 return self.close(close, code.as_str()).await;
+            }
+            Inbound::Idle => {
+                self.end_call(EndReason::PingTimeout).await;
+                return self.close(1001, "ping timeout").await;
             }
         };
         match msg {
@@ -369,7 +393,9 @@ impl Session {
             engines,
             output_format,
             caller: Caller::new(listener, input_format),
-            deadline: tokio::time::Instant::now() + max_call,
+            deadline: tokio::time::Instant::now()
+                .checked_add(max_call)
+                .unwrap_or_else(far_future),
             pending: None,
             reply: None,
             cut: None,

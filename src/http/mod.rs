@@ -8,6 +8,7 @@ pub mod ws;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::services::ServeDir;
@@ -18,7 +19,17 @@ pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/api/voice/turn", post(ptt::turn))
+        .route(
+            "/api/voice/turn",
+            // Multipart bodies are read through axum's limit (2 MB unless set): the same limit
+            // as a raw body, plus the multipart framing.
+            post(ptt::turn).layer(DefaultBodyLimit::max(
+                state
+                    .config
+                    .max_upload_bytes
+                    .saturating_add(ptt::MULTIPART_OVERHEAD),
+            )),
+        )
         .route("/api/calls/{call_id}", get(api::call_history))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

@@ -17,7 +17,7 @@ use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use crate::audio::decode::{base64_encode, decode_file};
 use crate::audio::encode::wav_bytes;
-use crate::audio::{duration_ms, resample::resample, ENGINE_RATE};
+use crate::audio::{resample::resample, AudioError, ENGINE_RATE};
 use crate::call::store::StoreError;
 use crate::call::turn::{run_turn, TurnEvent, TurnInput, TurnRequest, TurnSink};
 use crate::call::Owner;
@@ -36,6 +36,10 @@ pub struct TurnQuery {
 fn bad(status: StatusCode, code: ErrorCode, msg: impl Into<String>) -> AppError {
     AppError::new(status, code, msg)
 }
+
+/// Room for a multipart body's boundaries, part headers and small fields beside the audio: the
+/// `audio` field itself gets the same limit as a raw body.
+pub const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
 async fn read_audio(
     state: &AppState,
@@ -99,6 +103,9 @@ async fn read_audio(
                     )
                 }
             })?;
+            if bytes.len() > limit {
+                return Err(too_large());
+            }
             return Ok((bytes.to_vec(), mime));
         }
     }
@@ -109,25 +116,23 @@ async fn read_audio(
     Ok((bytes.to_vec(), content_type))
 }
 
-/// Decodes an uploaded file and resamples it to the engines' rate, within the turn-audio limit.
+/// Decodes an uploaded file and resamples it to the engines' rate. Decoding stops as soon as the
+/// audio passes the turn-audio limit, so a small file that expands to hours costs no more.
 fn decode_upload(bytes: &[u8], mime: Option<&str>, max_ms: u64) -> Result<Vec<f32>, AppError> {
-    let undecodable = |e: crate::audio::AudioError| {
-        bad(
+    let refused = |e: AudioError| match e {
+        AudioError::TooLong { .. } => bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TurnAudioLimit,
+            e.to_string(),
+        ),
+        _ => bad(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::InvalidAudio,
             e.to_string(),
-        )
+        ),
     };
-    let decoded = decode_file(bytes, mime).map_err(undecodable)?;
-    let audio_ms = duration_ms(decoded.samples.len(), decoded.sample_rate);
-    if audio_ms > max_ms {
-        return Err(bad(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TurnAudioLimit,
-            format!("{audio_ms} ms of audio exceeds the {max_ms} ms limit"),
-        ));
-    }
-    resample(&decoded.samples, decoded.sample_rate, ENGINE_RATE).map_err(undecodable)
+    let decoded = decode_file(bytes, mime, max_ms).map_err(refused)?;
+    resample(&decoded.samples, decoded.sample_rate, ENGINE_RATE).map_err(refused)
 }
 
 pub async fn turn(
@@ -156,7 +161,19 @@ async fn handle(
     request: Request,
 ) -> Result<Json<Value>, AppError> {
     let received = Instant::now();
-    let (bytes, mime) = read_audio(state, request).await?;
+    let body_timeout = state.config.net.body_timeout;
+    let (bytes, mime) = tokio::time::timeout(body_timeout, read_audio(state, request))
+        .await
+        .map_err(|_| {
+            bad(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    body_timeout.as_secs()
+                ),
+            )
+        })??;
     if bytes.is_empty() {
         return Err(bad(
             StatusCode::BAD_REQUEST,

@@ -1,6 +1,8 @@
 //! `GET /ws`: authenticates before upgrading (401 or 403 without an upgrade), then splits the
 //! socket into a reader task and a writer task with the call actor between them. When one ends,
-//! all end.
+//! all end. The writer pings the client every `VOXWIRE_WS_PING_SECS` and gives up on a frame the
+//! client does not take within `VOXWIRE_WS_WRITE_TIMEOUT_SECS`; the reader closes a socket from
+//! which nothing arrives for `VOXWIRE_WS_IDLE_TIMEOUT_SECS`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,13 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use crate::auth::Claims;
 use crate::call::session::{self, Inbound, Outbound};
+use crate::config::NetSettings;
 use crate::protocol::{parse_client_message, ErrorCode, ServerMessage, PROTOCOL};
 use crate::server::AppState;
 
@@ -70,7 +73,11 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| connection(socket, state, claims))
+        .on_upgrade(move |socket| {
+            // Tracked, so that shutdown waits for the call's goodbye.
+            let sessions = state.sessions.clone();
+            sessions.track_future(connection(socket, state, claims))
+        })
 }
 
 async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
@@ -87,11 +94,13 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         engines: state.engines.names(),
     };
     let _ = out_tx.send(Outbound::Message(hello)).await;
-    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let net = state.config.net;
+    let writer = tokio::spawn(write_loop(sink, out_rx, net, session_id.clone()));
     let reader = tokio::spawn(read_loop(
         stream,
         in_tx,
         state.config.limits.max_message_bytes,
+        net.ws_idle_timeout,
     ));
     let cancel = state.shutdown.child_token();
     session::run(state, claims, session_id.clone(), in_rx, out_tx, cancel).await;
@@ -113,13 +122,49 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
     info!(session_id = %session_id, "disconnected");
 }
 
+/// What a socket read error means for the client, by the WebSocket library's error type.
+fn read_error(e: axum::Error, max_bytes: usize) -> Option<(ErrorCode, String, u16)> {
+    use tungstenite::error::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some((
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message exceeds the hard limit of {} bytes",
+                max_bytes.saturating_mul(HARD_LIMIT_FACTOR)
+            ),
+            1009,
+        )),
+        // RFC 6455 8.1: a text frame that is not UTF-8 fails the connection with 1007.
+        Some(WsError::Utf8(_)) => Some((
+            ErrorCode::InvalidMessage,
+            "text frame is not valid UTF-8".into(),
+            1007,
+        )),
+        _ => {
+            debug!(error = %inner, "socket read ended");
+            None
+        }
+    }
+}
+
 /// Returns the stream when it ended on a frame refused mid-read, whose rest is still unread.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     tx: mpsc::Sender<Inbound>,
     max_bytes: usize,
+    idle_timeout: Duration,
 ) -> Option<SplitStream<WebSocket>> {
-    while let Some(msg) = stream.next().await {
+    loop {
+        let msg = match tokio::time::timeout(idle_timeout, stream.next()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(_) => {
+                // Not even a pong: the client is gone or stuck.
+                let _ = tx.send(Inbound::Idle).await;
+                break;
+            }
+        };
         let inbound = match msg {
             Ok(Message::Text(text)) if text.len() > max_bytes => Inbound::Invalid(
                 ErrorCode::MessageTooLarge,
@@ -139,19 +184,12 @@ async fn read_loop(
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
             Err(e) => {
-                debug!(error = %e, "socket read ended");
-                let text = e.to_string().to_ascii_lowercase();
-                if text.contains("too long") || text.contains("limit") {
-                    let message = format!(
-                        "message exceeds the hard limit of {} bytes",
-                        max_bytes * HARD_LIMIT_FACTOR
-                    );
-                    let _ = tx
-                        .send(Inbound::Fatal(ErrorCode::MessageTooLarge, message, 1009))
-                        .await;
-                    return Some(stream);
-                }
-                break;
+                let Some((code, message, close)) = read_error(e, max_bytes) else {
+                    break;
+                };
+                let _ = tx.send(Inbound::Fatal(code, message, close)).await;
+                // Only a refused oversized frame leaves bytes unread behind it.
+                return (close == 1009).then_some(stream);
             }
         };
         if tx.send(inbound).await.is_err() {
@@ -161,30 +199,67 @@ async fn read_loop(
     None
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
-    while let Some(out) = rx.recv().await {
-        match out {
-            Outbound::Message(msg) => {
-                let text = match serde_json::to_string(&msg) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serialize a server message");
-                        continue;
-                    }
-                };
-                if sink.send(Message::Text(text.into())).await.is_err() {
+/// Sends one frame, unless the client does not take it within the write timeout.
+async fn send_frame(
+    sink: &mut SplitSink<WebSocket, Message>,
+    msg: Message,
+    net: &NetSettings,
+    session_id: &str,
+) -> bool {
+    match tokio::time::timeout(net.ws_write_timeout, sink.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            warn!(
+                session_id,
+                timeout_s = net.ws_write_timeout.as_secs(),
+                "client is not reading: closing its socket"
+            );
+            false
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    net: NetSettings,
+    session_id: String,
+) {
+    let first = tokio::time::Instant::now() + net.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(first, net.ws_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            _ = ping.tick() => {
+                if !send_frame(&mut sink, Message::Ping(Default::default()), &net, &session_id).await {
                     return;
                 }
+                continue;
             }
+        };
+        let Some(out) = out else { break };
+        let msg = match out {
+            Outbound::Message(msg) => match serde_json::to_string(&msg) {
+                Ok(t) => Message::Text(t.into()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialize a server message");
+                    continue;
+                }
+            },
             Outbound::Close(code, reason) => {
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
                 };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = send_frame(&mut sink, Message::Close(Some(frame)), &net, &session_id).await;
                 return;
             }
+        };
+        if !send_frame(&mut sink, msg, &net, &session_id).await {
+            return;
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(net.ws_write_timeout, sink.close()).await;
 }

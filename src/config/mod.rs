@@ -1,12 +1,16 @@
 //! Server configuration: one typed struct, read once from the environment (and `.env`), validated
 //! at start-up. A bad value is a [`ConfigError`] naming the variable; the CLI exits with code 64.
 
+mod net;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engines::providers::{EngineKind, Providers};
 use crate::protocol::Limits;
+
+pub use net::NetSettings;
 
 /// Exit code for a configuration error (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -51,6 +55,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub web_dir: PathBuf,
     pub limits: Limits,
+    /// Timeouts and caps on connections and tokens.
+    pub net: NetSettings,
     /// Largest push-to-talk upload, in bytes.
     pub max_upload_bytes: usize,
     /// Turn detection defaults and the server's own turn-taking rules.
@@ -387,6 +393,7 @@ impl Config {
             allowed_origins,
             web_dir,
             limits,
+            net: NetSettings::from_env(env)?,
             max_upload_bytes: parse_num(
                 env,
                 "VOXWIRE_MAX_UPLOAD_BYTES",

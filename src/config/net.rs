@@ -1,0 +1,113 @@
+//! Network limits and timeouts: how long a client may take to send its request headers, how
+//! many connections one address may hold, the WebSocket heartbeat and write deadline, and how
+//! long a token may live.
+
+use std::time::Duration;
+
+use super::{invalid, parse_num, ConfigError, Env};
+
+#[derive(Debug, Clone, Copy)]
+pub struct NetSettings {
+    /// A connection must send a whole request head within this (`VOXWIRE_HEADER_TIMEOUT_SECS`).
+    pub header_read_timeout: Duration,
+    /// Open connections (WebSockets included) per client address; 0 for no cap.
+    pub max_connections_per_ip: usize,
+    /// How often the server pings each WebSocket (`VOXWIRE_WS_PING_SECS`).
+    pub ws_ping_interval: Duration,
+    /// A WebSocket from which nothing (no frame, no pong) arrives for this long is closed
+    /// (`VOXWIRE_WS_IDLE_TIMEOUT_SECS`).
+    pub ws_idle_timeout: Duration,
+    /// A frame the client does not take within this closes its socket and ends its call
+    /// (`VOXWIRE_WS_WRITE_TIMEOUT_SECS`).
+    pub ws_write_timeout: Duration,
+    /// A push-to-talk body must arrive within this (`VOXWIRE_BODY_TIMEOUT_SECS`).
+    pub body_timeout: Duration,
+    /// Tokens that live longer than this are refused (`VOXWIRE_MAX_TOKEN_TTL`).
+    pub max_token_ttl: Duration,
+}
+
+impl NetSettings {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let secs = |var, default, min, max| {
+            parse_num::<u64>(env, var, default, min, max).map(Duration::from_secs)
+        };
+        let ws_ping_interval = secs("VOXWIRE_WS_PING_SECS", 20, 1, 3_600)?;
+        let ws_idle_timeout = secs("VOXWIRE_WS_IDLE_TIMEOUT_SECS", 60, 2, 86_400)?;
+        if ws_idle_timeout <= ws_ping_interval {
+            return Err(invalid(
+                "VOXWIRE_WS_IDLE_TIMEOUT_SECS",
+                &ws_idle_timeout.as_secs().to_string(),
+                format!(
+                    "must be longer than VOXWIRE_WS_PING_SECS ({} s), or live clients are closed",
+                    ws_ping_interval.as_secs()
+                ),
+            ));
+        }
+        Ok(Self {
+            header_read_timeout: secs("VOXWIRE_HEADER_TIMEOUT_SECS", 10, 1, 600)?,
+            max_connections_per_ip: parse_num(
+                env,
+                "VOXWIRE_MAX_CONNECTIONS_PER_IP",
+                256,
+                0,
+                10_000_000,
+            )?,
+            ws_ping_interval,
+            ws_idle_timeout,
+            ws_write_timeout: secs("VOXWIRE_WS_WRITE_TIMEOUT_SECS", 10, 1, 600)?,
+            body_timeout: secs("VOXWIRE_BODY_TIMEOUT_SECS", 30, 1, 3_600)?,
+            max_token_ttl: parse_ttl(env)?,
+        })
+    }
+}
+
+fn parse_ttl(env: &dyn Env) -> Result<Duration, ConfigError> {
+    const VAR: &str = "VOXWIRE_MAX_TOKEN_TTL";
+    let Some(raw) = env.get(VAR) else {
+        return Ok(crate::auth::DEFAULT_MAX_TOKEN_TTL);
+    };
+    let ttl = humantime::parse_duration(raw.trim())
+        .map_err(|_| invalid(VAR, &raw, "expected a duration such as 1h, 7d or 30d"))?;
+    let max = Duration::from_secs(10 * 365 * 24 * 3600);
+    if ttl < Duration::from_secs(60) || ttl > max {
+        return Err(invalid(VAR, &raw, "must be between 1m and 3650d"));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let n = NetSettings::from_env(&env(&[])).unwrap();
+        assert_eq!(n.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(n.max_connections_per_ip, 256);
+        assert_eq!(n.max_token_ttl, Duration::from_secs(7 * 24 * 3600));
+        let n = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "30d")])).unwrap();
+        assert_eq!(n.max_token_ttl, Duration::from_secs(30 * 24 * 3600));
+        let e = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "forever")])).unwrap_err();
+        assert!(e.to_string().starts_with("VOXWIRE_MAX_TOKEN_TTL:"), "{e}");
+        let e = NetSettings::from_env(&env(&[
+            ("VOXWIRE_WS_PING_SECS", "30"),
+            ("VOXWIRE_WS_IDLE_TIMEOUT_SECS", "30"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("VOXWIRE_WS_PING_SECS"), "{e}");
+        let e = NetSettings::from_env(&env(&[("VOXWIRE_HEADER_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("VOXWIRE_HEADER_TIMEOUT_SECS:"),
+            "{e}"
+        );
+    }
+}

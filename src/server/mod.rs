@@ -1,0 +1,194 @@
+//! The server: shared state, the accept loop (header-read timeout, connections per address) and
+//! graceful shutdown (stop accepting, tell live calls, close their sockets, wait for every
+//! connection and call to finish within a grace period).
+
+mod conns;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use conns::Counted;
+pub use conns::PerIp;
+
+use crate::agents::Agents;
+use crate::auth::Authenticator;
+use crate::call::CallStore;
+use crate::config::Config;
+use crate::engines::Engines;
+use crate::metrics::Metrics;
+use crate::protocol::ErrorCode;
+
+pub struct AppState {
+    pub config: Config,
+    pub auth: Authenticator,
+    /// No `JWT_SECRET` was configured: a random secret signs demo tokens.
+    pub demo_mode: bool,
+    pub engines: Engines,
+    pub agents: Agents,
+    pub calls: Arc<CallStore>,
+    pub metrics: Metrics,
+    /// Root of the cancellation tree: server -> call -> turn.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket session; shutdown waits for them (with the grace period) so each live
+    /// call gets its `call_ended` and close frame before the process exits.
+    pub sessions: TaskTracker,
+    /// Open connections per client address.
+    pub per_ip: Arc<PerIp>,
+}
+
+impl AppState {
+    pub fn new(config: Config, engines: Engines) -> Arc<Self> {
+        let (secret, demo_mode) = match &config.jwt_secret {
+            Some(s) => (s.as_bytes().to_vec(), false),
+            None => (rand::random::<[u8; 32]>().to_vec(), true),
+        };
+        let calls = CallStore::new(
+            config.max_stored_calls,
+            config.history_limit,
+            config.limits.max_calls_per_user,
+        );
+        Arc::new(Self {
+            auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
+            sessions: TaskTracker::new(),
+            per_ip: PerIp::new(config.net.max_connections_per_ip),
+            demo_mode,
+            engines,
+            agents: config.agents.clone(),
+            calls,
+            metrics: Metrics::default(),
+            shutdown: CancellationToken::new(),
+            config,
+        })
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains live calls.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if state.demo_mode {
+        if addr.ip().is_loopback() {
+            info!("no JWT_SECRET set: local demo mode with a random secret; tokens at GET /api/demo/token");
+        } else {
+            warn!("no JWT_SECRET set and not bound to loopback: demo tokens are disabled, so nobody can authenticate");
+        }
+    }
+    let names = state.engines.names();
+    info!(stt = %names.stt, llm = %names.llm, tts = %names.tts, "engines in force");
+    for (agent, engines) in state.engines.agent_overrides() {
+        let n = engines.names();
+        info!(%agent, stt = %n.stt, llm = %n.llm, tts = %n.tts, "agent's own engines");
+    }
+    info!("listening on http://{addr}");
+    let app = crate::http::router(state.clone());
+    let root = state.shutdown.clone();
+    let connections = TaskTracker::new();
+    let header_timeout = state.config.net.header_read_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = root.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = state.per_ip.acquire(peer.ip()) else {
+            debug!(%peer, "connection refused: too many from this address");
+            state.metrics.error(ErrorCode::TooManyConnections);
+            refuse(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            Counted::new(stream, permit),
+            app.clone(),
+            header_timeout,
+            root.clone(),
+        ));
+    }
+    info!("shutting down: closing live calls");
+    drop(listener);
+    root.cancel();
+    connections.close();
+    state.sessions.close();
+    let grace = state.config.shutdown_grace;
+    let drained = async {
+        connections.wait().await;
+        state.sessions.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        warn!(
+            connections = connections.len(),
+            sessions = state.sessions.len(),
+            "grace period over; dropping remaining connections"
+        );
+    }
+    Ok(())
+}
+
+/// The answer to a connection over its address's cap, written without waiting (the socket is
+/// new, its send buffer empty) before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+content-length: 92\r\nconnection: close\r\n\r\n\
+{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many connections from this address\"}}";
+
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(REFUSED);
+}
+
+/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection. Request headers must arrive
+/// within `header_timeout`; on shutdown, idle keep-alive connections close and requests in
+/// progress finish.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Raises the process's soft limit on open files to its hard limit, so thousands of calls do not
+/// run out of descriptors at the usual soft limit of 1024. Returns the new limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
