@@ -235,3 +235,24 @@ async fn a_body_that_trickles_in_is_cut_off() {
         (408, Some("request_timeout"))
     );
 }
+
+#[tokio::test]
+async fn a_large_chunk_is_heard_whole() {
+    // 3 s at 48 kHz in one frame (384 KB of base64): decoded on a blocking thread.
+    let server = start().await;
+    let (mut ws, _) = server
+        .call(
+            "alice",
+            json!({"audio_format": {"encoding": "pcm16", "sample_rate": 48000},
+                   "turn_detection": {"mode": "manual"}}),
+        )
+        .await;
+    let pcm = tone_pcm16(3_000, 48_000, 0.3);
+    send(&mut ws, json!({"type": "audio", "audio": b64(&pcm)})).await;
+    send(&mut ws, json!({"type": "commit"})).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let t = frames.iter().find(|f| f["type"] == "transcript").unwrap();
+    // The resampler holds back its last block until more audio comes (as in other tests).
+    let text = t["text"].as_str().unwrap();
+    assert!(text == "audio of 2.9 seconds" || text == "audio of 3.0 seconds", "{text}");
+}
