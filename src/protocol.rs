@@ -330,6 +330,8 @@ pub enum EndReason {
     /// Nothing came from the client, not even an answer to the server's pings, for
     /// `VOXWIRE_WS_IDLE_TIMEOUT_SECS`; the socket is closed with 1001.
     PingTimeout,
+    /// The token expired during the call (the socket is closed with 1008).
+    TokenExpired,
     /// The server could not deliver to the client: a frame was not taken within
     /// `VOXWIRE_WS_WRITE_TIMEOUT_SECS` (the client stopped reading), or the connection broke.
     ConnectionLost,
@@ -343,7 +345,6 @@ pub enum ErrorCode {
     UnknownType,
     InvalidMessage,
     MessageTooLarge,
-    BinaryNotSupported,
     NoActiveCall,
     CallAlreadyActive,
     CallNotFound,
@@ -375,7 +376,6 @@ impl ErrorCode {
             Self::UnknownType => "unknown_type",
             Self::InvalidMessage => "invalid_message",
             Self::MessageTooLarge => "message_too_large",
-            Self::BinaryNotSupported => "binary_not_supported",
             Self::NoActiveCall => "no_active_call",
             Self::CallAlreadyActive => "call_already_active",
             Self::CallNotFound => "call_not_found",

@@ -254,5 +254,8 @@ async fn a_large_chunk_is_heard_whole() {
     let t = frames.iter().find(|f| f["type"] == "transcript").unwrap();
     // The resampler holds back its last block until more audio comes (as in other tests).
     let text = t["text"].as_str().unwrap();
-    assert!(text == "audio of 2.9 seconds" || text == "audio of 3.0 seconds", "{text}");
+    assert!(
+        text == "audio of 2.9 seconds" || text == "audio of 3.0 seconds",
+        "{text}"
+    );
 }

@@ -4,9 +4,7 @@
 mod common;
 
 use common::*;
-use futures::SinkExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 async fn expect_error(ws: &mut Ws, code: &str) {
     let frames = recv_until(ws, "error").await;
@@ -50,10 +48,6 @@ async fn malformed_frames_get_stable_codes_and_the_call_goes_on() {
     )
     .await;
     expect_error(&mut ws, "invalid_base64").await;
-    ws.send(Message::Binary(vec![1u8, 2, 3].into()))
-        .await
-        .unwrap();
-    expect_error(&mut ws, "binary_not_supported").await;
     send(&mut ws, json!({"type": "text", "text": "   "})).await;
     expect_error(&mut ws, "empty_turn").await;
     send(&mut ws, json!({"type": "text", "text": "x".repeat(5000)})).await;

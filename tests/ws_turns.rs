@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
+use futures::SinkExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 fn types(frames: &[serde_json::Value]) -> Vec<String> {
     frames
@@ -297,4 +299,39 @@ async fn an_agent_with_a_greeting_speaks_first_and_remembers_it() {
         .unwrap();
     assert_eq!(agents["agents"], json!(["greeter", "receptionist"]));
     assert_eq!(agents["default"], "receptionist");
+}
+
+#[tokio::test]
+async fn binary_frames_carry_raw_audio() {
+    let server = start().await;
+    let (mut ws, _) = server.connect("alice").await;
+    // Before a call, like any audio.
+    ws.send(Message::Binary(vec![0u8; 320].into())).await.unwrap();
+    let e = recv_until(&mut ws, "error").await.pop().unwrap();
+    assert_eq!(e["code"], "no_active_call");
+    send(
+        &mut ws,
+        json!({"type": "start_call", "turn_detection": {"mode": "manual"},
+               "audio_format": {"encoding": "mulaw", "sample_rate": 8000}}),
+    )
+    .await;
+    recv_until(&mut ws, "call_started").await;
+    // 800 ms of 8 kHz mu-law in 100 ms binary frames, then one in JSON: the same stream.
+    let pcm: Vec<u8> = tone(900, 8_000, 0.3)
+        .iter()
+        .map(|s| voxwire::audio::mulaw::encode_sample((s * 32767.0) as i16))
+        .collect();
+    for chunk in pcm[..6_400].chunks(800) {
+        ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+    }
+    send(&mut ws, json!({"type": "audio", "audio": b64(&pcm[6_400..])})).await;
+    send(&mut ws, json!({"type": "commit"})).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let t = frames.iter().find(|f| f["type"] == "transcript").unwrap();
+    let text = t["text"].as_str().unwrap();
+    assert!(
+        text == "audio of 0.8 seconds" || text == "audio of 0.9 seconds",
+        "{text}"
+    );
+    assert_eq!(frames.last().unwrap()["reason"], "completed");
 }

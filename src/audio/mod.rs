@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod input;
 pub mod mulaw;
 pub mod resample;
 pub mod vad;

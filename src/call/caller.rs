@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::actor::Call;
+use super::event::CallEvent;
 use super::listen::{energy_scorer, Heard, Listener};
-use super::session::Session;
 use super::turn::TurnInput;
-use crate::audio::decode::base64_decode;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::ENGINE_RATE;
 use crate::engines::stt::LiveTranscription;
-use crate::protocol::{AudioFormat, DetectionMode, ErrorCode, ServerMessage, TurnDetection};
+use crate::protocol::{DetectionMode, ErrorCode, TurnDetection};
 
-/// Chunks up to this size (base64 text) are decoded on the actor's own thread: about 0.7 s of
-/// 16 kHz PCM16, well under a millisecond of work. Larger ones go to a blocking thread.
-const INLINE_CHUNK_BYTES: usize = 32 * 1024;
+/// Chunks up to this many samples (1 s) are scored on the actor's own thread, well under a
+/// millisecond of work. Larger ones go to a blocking thread.
+const INLINE_SAMPLES: usize = ENGINE_RATE as usize;
 
 /// Shortest utterance worth a partial transcript.
 const PARTIAL_MIN_SAMPLES: usize = ENGINE_RATE as usize;
@@ -41,7 +41,6 @@ pub struct Caller {
     /// `None` only while it is away on a blocking thread.
     listener: Option<Listener>,
     settings: TurnDetection,
-    format: AudioFormat,
     /// Conversation item of the utterance in progress.
     pub user_item: Option<u64>,
     /// The partial transcript being made: its item and its cancellation.
@@ -53,11 +52,10 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(listener: Listener, format: AudioFormat) -> Self {
+    pub fn new(listener: Listener) -> Self {
         Self {
             settings: *listener.settings(),
             listener: Some(listener),
-            format,
             user_item: None,
             partial: None,
             last_partial: None,
@@ -94,81 +92,52 @@ impl Caller {
     }
 }
 
-impl Session {
-    pub(super) async fn on_audio(&mut self, b64: &str) {
-        let bytes = match base64_decode(b64) {
-            Ok(b) => b,
-            Err(e) => {
-                return self
-                    .send_error(ErrorCode::InvalidBase64, e.to_string(), false)
-                    .await
-            }
-        };
-        let neural = self.state.engines.vad.is_some();
-        let Some(call) = self.call.as_mut() else {
+impl Call {
+    /// Caller audio at the engine rate: buffered, scored for speech, and acted on.
+    pub(super) async fn on_audio(&mut self, samples: Vec<f32>) {
+        let neural = self.svc.engines.vad.is_some();
+        let Some(mut listener) = self.caller.listener.take() else {
             return;
         };
-        let Some(listener) = call.caller.listener.take() else {
-            return;
-        };
-        // Decoding, resampling and the detector cost in proportion to the chunk (up to
-        // `max_message_bytes`), and the neural detector a millisecond or two per 32 ms frame:
-        // large chunks and Silero run on a blocking thread, never on the async threads.
-        let work = move |mut listener: Listener| match listener.decode(&bytes) {
-            Ok(samples) => {
+        // The neural detector takes a millisecond or two per chunk, and any detector costs in
+        // proportion to the chunk: Silero and large chunks run on a blocking thread.
+        let offload = (neural && self.caller.settings.mode == DetectionMode::Silero)
+            || samples.len() > INLINE_SAMPLES;
+        let pushed = if offload {
+            tokio::task::spawn_blocking(move || {
                 let r = listener.push(&samples);
-                (listener, Ok(r))
-            }
-            Err(e) => (listener, Err(e)),
-        };
-        let offload = (neural && call.caller.settings.mode == DetectionMode::Silero)
-            || b64.len() > INLINE_CHUNK_BYTES;
-        let done = if offload {
-            tokio::task::spawn_blocking(move || work(listener))
-                .await
-                .ok()
+                (listener, r)
+            })
+            .await
+            .ok()
         } else {
-            Some(work(listener))
-        };
-        let pushed = match done {
-            Some((listener, Err(e))) => {
-                call.caller.listener = Some(listener);
-                return self
-                    .send_error(ErrorCode::InvalidAudio, e.to_string(), false)
-                    .await;
-            }
-            Some((listener, Ok(r))) => Some((listener, r)),
-            None => None,
+            let r = listener.push(&samples);
+            Some((listener, r))
         };
         let (heard, failure) = match pushed {
             Some((listener, r)) => {
-                call.caller.listener = Some(listener);
+                self.caller.listener = Some(listener);
                 r
             }
             None => {
                 // The detector panicked: carry on with the energy detector.
                 warn!("speech detector failed; falling back to the energy detector");
-                let settings = call.caller.settings;
-                let pause = self.state.config.turn.speculate_ms;
-                let max = self.state.config.limits.max_turn_audio_ms;
-                call.caller.listener = Listener::new(
-                    call.caller.format,
+                let settings = self.caller.settings;
+                self.caller.listener = Some(Listener::new(
                     settings,
                     Some(energy_scorer(&settings)),
-                    pause,
-                    max,
-                )
-                .ok();
+                    self.svc.turn.speculate_ms,
+                    self.svc.limits.max_turn_audio_ms,
+                ));
                 (Vec::new(), Some("the speech detector stopped".to_string()))
             }
         };
         if let Some(reason) = failure {
-            if !std::mem::replace(&mut call.caller.detector_failed, true) {
+            if !std::mem::replace(&mut self.caller.detector_failed, true) {
                 warn!(%reason, "speech detection failed on a chunk");
                 self.send_error(
                     ErrorCode::EngineError,
                     format!("speech detection failed: {reason}"),
-                    false,
                 )
                 .await;
             }
@@ -184,27 +153,20 @@ impl Session {
 
     /// Instant at which the caller said the sample at `at_ms` (they stream in real time).
     fn spoken_at(&self, at_ms: u64) -> Instant {
-        let lag = self
-            .call
-            .as_ref()
-            .and_then(|c| c.caller.listener.as_ref())
-            .map_or(0, |l| l.lag_ms(at_ms));
+        let lag = self.caller.listener.as_ref().map_or(0, |l| l.lag_ms(at_ms));
         let now = Instant::now();
         now.checked_sub(Duration::from_millis(lag)).unwrap_or(now)
     }
 
     async fn on_heard(&mut self, heard: Heard) {
-        let speculate = self.state.config.turn.speculate_ms > 0;
+        let speculate = self.svc.turn.speculate_ms > 0;
         match heard {
             Heard::Started { at_ms } => {
-                let Some(call) = self.call.as_mut() else {
-                    return;
-                };
-                let item_id = call.live.record.new_item_id();
-                call.caller.user_item = Some(item_id);
-                call.caller.last_partial = Some(Instant::now());
+                let item_id = self.record.new_item_id();
+                self.caller.user_item = Some(item_id);
+                self.caller.last_partial = Some(Instant::now());
                 self.start_live(item_id);
-                self.send(ServerMessage::SpeechStarted {
+                self.emit(CallEvent::SpeechStarted {
                     item_id,
                     audio_start_ms: at_ms,
                 })
@@ -212,12 +174,9 @@ impl Session {
             }
             Heard::Paused { at_ms, audio } => {
                 let anchor = self.spoken_at(at_ms);
-                let Some(call) = self.call.as_mut() else {
-                    return;
-                };
-                call.caller.cancel_partial();
+                self.caller.cancel_partial();
                 // A streaming engine has the words already: no second transcription ahead.
-                let live = call.caller.live.is_some();
+                let live = self.caller.live.is_some();
                 if speculate && !live && !self.agent_speaking() {
                     self.start_pending(TurnInput::Audio(audio.into()), anchor);
                 }
@@ -229,24 +188,18 @@ impl Session {
                 audio,
             } => {
                 let anchor = self.spoken_at(at_ms);
-                let min_interrupt = self
-                    .call
-                    .as_ref()
-                    .map_or(0, |c| c.caller.settings.min_interrupt_ms);
+                let min_interrupt = self.caller.settings.min_interrupt_ms;
                 let speaking = self.agent_speaking();
-                let Some(call) = self.call.as_mut() else {
-                    return;
-                };
-                call.caller.cancel_partial();
-                let live = call.caller.live.take().map(|mut l| {
+                self.caller.cancel_partial();
+                let live = self.caller.live.take().map(|mut l| {
                     l.stream.push(audio.get(l.sent..).unwrap_or(&[]));
                     l.stream.finish()
                 });
-                let item_id = match call.caller.user_item.take() {
+                let item_id = match self.caller.user_item.take() {
                     Some(i) => i,
-                    None => call.live.record.new_item_id(),
+                    None => self.record.new_item_id(),
                 };
-                self.send(ServerMessage::SpeechStopped {
+                self.emit(CallEvent::SpeechStopped {
                     item_id,
                     audio_end_ms: at_ms,
                 })
@@ -265,7 +218,7 @@ impl Session {
                         None => TurnInput::Audio(audio.into()),
                     };
                     self.start_reply(input, anchor, Some(item_id), None).await;
-                    if let Some(r) = self.call.as_mut().and_then(|c| c.reply.as_mut()) {
+                    if let Some(r) = self.reply_mut() {
                         r.end_of_speech_ms = Some(crate::call::turn::ms_since(anchor));
                     }
                 }
@@ -276,11 +229,8 @@ impl Session {
     /// Starts transcribing utterance `item_id` as it is spoken, when the engine can; its
     /// interim text becomes partial transcripts.
     fn start_live(&mut self, item_id: u64) {
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
-        let Some(mut stream) = call.engines.stt.listen(tx, call.cancel.child_token()) else {
+        let Some(mut stream) = self.engines.stt.listen(tx, self.cancel.child_token()) else {
             return;
         };
         let partials = self.partial_tx.clone();
@@ -295,20 +245,17 @@ impl Session {
                 }
             }
         });
-        let sent = call.caller.listener.as_ref().map_or(0, |l| {
+        let sent = self.caller.listener.as_ref().map_or(0, |l| {
             let audio = l.utterance_from(0);
             stream.push(audio);
             audio.len()
         });
-        call.caller.live = Some(Live { stream, sent });
+        self.caller.live = Some(Live { stream, sent });
     }
 
     /// Sends the utterance's new audio to its live transcription.
     fn feed_live(&mut self) {
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        let c = &mut call.caller;
+        let c = &mut self.caller;
         let (Some(live), Some(l)) = (c.live.as_mut(), c.listener.as_ref()) else {
             return;
         };
@@ -319,14 +266,11 @@ impl Session {
 
     /// Speech over the agent for `min_interrupt_ms` stops its reply.
     async fn check_barge_in(&mut self) {
-        let Some(call) = self.call.as_ref() else {
-            return;
-        };
-        let Some(l) = call.caller.listener.as_ref() else {
+        let Some(l) = self.caller.listener.as_ref() else {
             return;
         };
         if l.in_speech()
-            && l.speech_ms() >= call.caller.settings.min_interrupt_ms
+            && l.speech_ms() >= self.caller.settings.min_interrupt_ms
             && self.agent_speaking()
         {
             self.interrupt_reply(true).await;
@@ -335,11 +279,8 @@ impl Session {
 
     /// Starts a partial transcript of the utterance in progress when one is due.
     fn maybe_partial(&mut self) {
-        let interval = self.state.config.turn.partial_interval_ms;
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        let c = &mut call.caller;
+        let interval = self.svc.turn.partial_interval_ms;
+        let c = &mut self.caller;
         let Some(item_id) = c.user_item else { return };
         let due = c
             .last_partial
@@ -355,9 +296,9 @@ impl Session {
             return;
         }
         let audio: Arc<[f32]> = l.snapshot().into();
-        let stt = call.engines.stt.clone();
+        let stt = self.engines.stt.clone();
         let tx = self.partial_tx.clone();
-        let cancel = call.cancel.child_token();
+        let cancel = self.cancel.child_token();
         c.partial = Some((item_id, cancel.clone()));
         c.last_partial = Some(Instant::now());
         tokio::spawn(async move {
@@ -367,23 +308,16 @@ impl Session {
     }
 
     pub(super) async fn on_partial(&mut self, p: Partial) {
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        if call
-            .caller
-            .partial
-            .as_ref()
-            .is_some_and(|(i, _)| *i == p.item_id)
-        {
-            call.caller.partial = None;
+        let c = &mut self.caller;
+        if c.partial.as_ref().is_some_and(|(i, _)| *i == p.item_id) {
+            c.partial = None;
         }
         let text = p.text.unwrap_or_default().trim().to_string();
-        if text.is_empty() || call.caller.user_item != Some(p.item_id) || !call.caller.in_speech() {
+        if text.is_empty() || c.user_item != Some(p.item_id) || !c.in_speech() {
             return;
         }
-        let turn_id = call.live.record.peek_turn_id();
-        self.send(ServerMessage::Transcript {
+        let turn_id = self.record.peek_turn_id();
+        self.emit(CallEvent::Transcript {
             turn_id,
             item_id: p.item_id,
             text,
@@ -394,21 +328,17 @@ impl Session {
 
     /// Bounds the turn: at the turn audio limit the turn is ended there.
     async fn enforce_turn_limit(&mut self) {
-        let Some(call) = self.call.as_ref() else {
-            return;
-        };
-        let manual = call.caller.settings.mode == DetectionMode::Manual;
-        let over = call
+        let manual = self.caller.settings.mode == DetectionMode::Manual;
+        let over = self
             .caller
             .listener
             .as_ref()
             .is_some_and(|l| l.over_limit());
-        if over && (manual || call.caller.in_speech()) {
-            let limit_ms = self.state.config.limits.max_turn_audio_ms;
+        if over && (manual || self.caller.in_speech()) {
+            let limit_ms = self.svc.limits.max_turn_audio_ms;
             self.send_error(
                 ErrorCode::TurnAudioLimit,
                 format!("turn audio reached the {limit_ms} ms limit; the turn was ended there"),
-                false,
             )
             .await;
             self.commit().await;
@@ -416,10 +346,7 @@ impl Session {
     }
 
     pub(super) async fn commit(&mut self) {
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        let audio = call
+        let audio = self
             .caller
             .listener
             .as_mut()
@@ -430,15 +357,14 @@ impl Session {
                 .send_error(
                     ErrorCode::EmptyTurn,
                     "commit with no audio since the last turn",
-                    false,
                 )
                 .await;
         }
-        call.caller.cancel_partial();
-        call.caller.live = None;
-        let item_id = match call.caller.user_item.take() {
+        self.caller.cancel_partial();
+        self.caller.live = None;
+        let item_id = match self.caller.user_item.take() {
             Some(i) => i,
-            None => call.live.record.new_item_id(),
+            None => self.record.new_item_id(),
         };
         self.cancel_pending();
         self.start_reply(

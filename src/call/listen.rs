@@ -1,12 +1,9 @@
-//! The caller's side of a call: decodes audio chunks to 16 kHz, runs the turn detector over
-//! them, and keeps the audio of the utterance in progress (with a little padding before speech
+//! The caller's side of a call: runs the turn detector over 16 kHz audio, and keeps the audio of the utterance in progress (with a little padding before speech
 //! starts and after it stops), bounded in size.
 
-use crate::audio::decode::{decode_wav, mulaw_to_f32, pcm16_to_f32};
-use crate::audio::resample::StreamResampler;
 use crate::audio::vad::{DetectorParams, EnergyScorer, SpeechScorer, TurnDetector, VadEvent};
-use crate::audio::{AudioError, ENGINE_RATE};
-use crate::protocol::{AudioFormat, DetectionMode, Encoding, TurnDetection};
+use crate::audio::ENGINE_RATE;
+use crate::protocol::{DetectionMode, TurnDetection};
 
 /// Audio kept after detected end of speech, when it has arrived.
 const SUFFIX_MS: u64 = 250;
@@ -15,41 +12,6 @@ const IDLE_MARGIN_MS: u64 = 500;
 
 pub fn samples_for_ms(ms: u64) -> usize {
     (ms * u64::from(ENGINE_RATE) / 1000) as usize
-}
-
-/// Turns client chunks of the call's input format into 16 kHz samples. One resampler per call,
-/// made when the call starts: a chunk never builds one.
-struct InputDecoder {
-    format: AudioFormat,
-    carry: Option<u8>,
-    resampler: StreamResampler,
-}
-
-impl InputDecoder {
-    fn new(format: AudioFormat) -> Result<Self, AudioError> {
-        Ok(Self {
-            format,
-            carry: None,
-            resampler: StreamResampler::new(format.sample_rate, ENGINE_RATE)?,
-        })
-    }
-
-    fn decode(&mut self, bytes: &[u8]) -> Result<Vec<f32>, AudioError> {
-        match self.format.encoding {
-            Encoding::Pcm16 => Ok(self.resampler.push(&pcm16_to_f32(bytes, &mut self.carry))),
-            Encoding::Mulaw => Ok(self.resampler.push(&mulaw_to_f32(bytes))),
-            Encoding::Wav => {
-                let d = decode_wav(bytes)?;
-                if d.sample_rate != self.format.sample_rate {
-                    return Err(AudioError::Decode(format!(
-                        "WAV chunk at {} Hz in a call whose audio_format.sample_rate is {} Hz",
-                        d.sample_rate, self.format.sample_rate
-                    )));
-                }
-                Ok(self.resampler.push(&d.samples))
-            }
-        }
-    }
 }
 
 /// What a chunk of audio caused.
@@ -77,7 +39,6 @@ pub type ScorerFactory =
     dyn Fn(DetectionMode, &TurnDetection) -> Option<Box<dyn SpeechScorer>> + Send + Sync;
 
 pub struct Listener {
-    input: InputDecoder,
     detector: Option<TurnDetector>,
     settings: TurnDetection,
     pause_ms: u64,
@@ -111,14 +72,12 @@ pub fn energy_scorer(s: &TurnDetection) -> Box<dyn SpeechScorer> {
 impl Listener {
     /// `pause_ms`: silence after which a speculative turn may start (0: never).
     pub fn new(
-        format: AudioFormat,
         settings: TurnDetection,
         scorer: Option<Box<dyn SpeechScorer>>,
         pause_ms: u64,
         max_turn_ms: u64,
-    ) -> Result<Self, AudioError> {
-        Ok(Self {
-            input: InputDecoder::new(format)?,
+    ) -> Self {
+        Self {
             detector: scorer.map(|s| TurnDetector::new(s, params(&settings, pause_ms))),
             settings,
             pause_ms,
@@ -127,7 +86,7 @@ impl Listener {
             received: 0,
             speech_start_ms: 0,
             max_samples: samples_for_ms(max_turn_ms),
-        })
+        }
     }
 
     pub fn settings(&self) -> &TurnDetection {
@@ -182,11 +141,6 @@ impl Listener {
     /// caller streaming in real time).
     pub fn lag_ms(&self, at_ms: u64) -> u64 {
         (self.received * 1000 / u64::from(ENGINE_RATE)).saturating_sub(at_ms)
-    }
-
-    /// Decodes a chunk.
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<Vec<f32>, AudioError> {
-        self.input.decode(bytes)
     }
 
     /// Feeds decoded samples: buffers them and reports what the detector saw. A detector
@@ -301,12 +255,8 @@ mod tests {
     }
 
     fn listener() -> Listener {
-        let fmt = AudioFormat {
-            encoding: Encoding::Pcm16,
-            sample_rate: 16000,
-        };
         let s = settings();
-        Listener::new(fmt, s, Some(energy_scorer(&s)), 200, 10_000).unwrap()
+        Listener::new(s, Some(energy_scorer(&s)), 200, 10_000)
     }
 
     fn tone(ms: usize, amp: f32) -> Vec<f32> {

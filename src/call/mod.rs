@@ -1,13 +1,23 @@
-//! Calls: the registry of calls and their histories, the per-connection actor that runs a call,
-//! and the turn pipeline (speech-to-text, language model, text-to-speech) with cancellation.
+//! Calls, independent of how the caller reaches them: the registry of calls and their
+//! histories, starting a call, the call actor (what the caller says, what the agent says and
+//! what was heard), typed inputs and events, handles to reach a live call, and the turn pipeline
+//! (speech-to-text, language model, text-to-speech) with cancellation.
 
+pub mod actor;
 pub mod caller;
+pub mod event;
+pub mod handle;
 pub mod history;
 pub mod listen;
 pub mod playback;
 pub mod reply;
-pub mod session;
+pub mod services;
+pub mod start;
 pub mod store;
 pub mod turn;
 
+pub use event::{CallEvent, CallInput};
+pub use handle::{CallHandle, Received, Subscription};
+pub use services::CallServices;
+pub use start::{start, StartError, StartRequest, Started};
 pub use store::{CallStore, Owner};

@@ -1,4 +1,5 @@
-//! The registry of calls: who owns each, its history, and how many calls each user has open.
+//! The registry of calls: who owns each, its history, how many calls each user has open, and
+//! the handle of every live call (send it input, subscribe to its events).
 //! Bounded: past `max_calls`, the least recently started calls that are not live are forgotten.
 
 use std::collections::{HashMap, VecDeque};
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
+use super::handle::CallHandle;
 use super::history::History;
 
 /// Who a call belongs to: the token's `sub` and `org`.
@@ -82,6 +84,8 @@ struct Inner {
     calls: HashMap<String, Arc<CallRecord>>,
     order: VecDeque<String>,
     live_per_user: HashMap<Owner, usize>,
+    /// Live calls only.
+    handles: HashMap<String, CallHandle>,
 }
 
 pub struct CallStore {
@@ -121,6 +125,7 @@ impl CallStore {
                 calls: HashMap::new(),
                 order: VecDeque::new(),
                 live_per_user: HashMap::new(),
+                handles: HashMap::new(),
             }),
             max_calls: max_calls.max(1),
             history_limit,
@@ -208,6 +213,26 @@ impl CallStore {
             .filter(|r| &r.owner == owner)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(id.chars().take(64).collect()))
+    }
+
+    /// Makes a live call reachable by its id.
+    pub fn attach(&self, id: &str, handle: CallHandle) {
+        self.lock().handles.insert(id.to_string(), handle);
+    }
+
+    /// The call is ending: no longer reachable.
+    pub fn detach(&self, id: &str) {
+        self.lock().handles.remove(id);
+    }
+
+    /// The handle of a live call.
+    pub fn handle(&self, id: &str) -> Option<CallHandle> {
+        self.lock().handles.get(id).cloned()
+    }
+
+    /// Ids of the live calls.
+    pub fn live_ids(&self) -> Vec<String> {
+        self.lock().handles.keys().cloned().collect()
     }
 
     pub fn live_calls(&self) -> usize {

@@ -3,8 +3,6 @@
 
 pub mod api;
 pub mod error;
-pub mod ptt;
-pub mod ws;
 
 use std::sync::Arc;
 
@@ -14,6 +12,7 @@ use axum::Router;
 use tower_http::services::ServeDir;
 
 use crate::server::AppState;
+use crate::transport::{ptt, ws};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);

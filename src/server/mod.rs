@@ -22,7 +22,7 @@ pub use conns::PerIp;
 
 use crate::agents::Agents;
 use crate::auth::Authenticator;
-use crate::call::CallStore;
+use crate::call::{CallServices, CallStore};
 use crate::config::Config;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
@@ -36,7 +36,7 @@ pub struct AppState {
     pub engines: Engines,
     pub agents: Agents,
     pub calls: Arc<CallStore>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Root of the cancellation tree: server -> call -> turn.
     pub shutdown: CancellationToken,
     /// Every WebSocket session; shutdown waits for them (with the grace period) so each live
@@ -44,6 +44,8 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Open connections per client address.
     pub per_ip: Arc<PerIp>,
+    /// What the call core needs, shared by every transport.
+    pub call_services: Arc<CallServices>,
 }
 
 impl AppState {
@@ -57,6 +59,18 @@ impl AppState {
             config.history_limit,
             config.limits.max_calls_per_user,
         );
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let call_services = Arc::new(CallServices {
+            engines: engines.clone(),
+            agents: config.agents.clone(),
+            turn: config.turn,
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+            calls: calls.clone(),
+            shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
+        });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
             sessions: TaskTracker::new(),
@@ -65,8 +79,9 @@ impl AppState {
             engines,
             agents: config.agents.clone(),
             calls,
-            metrics: Metrics::default(),
-            shutdown: CancellationToken::new(),
+            metrics,
+            shutdown,
+            call_services,
             config,
         })
     }
@@ -131,15 +146,19 @@ pub async fn run(
     root.cancel();
     connections.close();
     state.sessions.close();
+    let calls = &state.call_services.tasks;
+    calls.close();
     let grace = state.config.shutdown_grace;
     let drained = async {
         connections.wait().await;
         state.sessions.wait().await;
+        calls.wait().await;
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(
             connections = connections.len(),
             sessions = state.sessions.len(),
+            calls = calls.len(),
             "grace period over; dropping remaining connections"
         );
     }

@@ -1,6 +1,8 @@
-//! `POST /api/voice/turn`: push-to-talk for clients that cannot hold a socket. The body is an
-//! audio file (raw with its `Content-Type`, or the multipart field `audio`); the reply is JSON
-//! with the transcript, the response text, the spoken reply as base64 WAV and per-stage timings.
+//! `POST /api/voice/turn`: push-to-talk for clients that cannot hold a socket, an adapter that
+//! runs one turn of a call through the call core (the same rules, ids, history and metrics as a
+//! socket's turns). The body is an audio file (raw with its `Content-Type`, or the multipart
+//! field `audio`); the reply is JSON with the transcript, the response text, the spoken reply as
+//! base64 WAV and per-stage timings.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,19 +13,16 @@ use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-use super::api::{authenticate, TokenQuery};
-use super::error::AppError;
 use crate::audio::decode::{base64_encode, decode_file};
 use crate::audio::encode::wav_bytes;
 use crate::audio::{resample::resample, AudioError, ENGINE_RATE};
-use crate::call::store::StoreError;
-use crate::call::turn::{run_turn, TurnEvent, TurnInput, TurnRequest, TurnSink};
-use crate::call::Owner;
-use crate::engines::llm::Role;
-use crate::engines::EngineError;
-use crate::protocol::ErrorCode;
+use crate::call::{self, CallEvent, CallInput, Owner, StartRequest};
+use crate::http::api::{authenticate, TokenQuery};
+use crate::http::error::AppError;
+use crate::protocol::{
+    DetectionMode, DoneReason, EndReason, ErrorCode, TurnDetectionUpdate, TurnTimings,
+};
 use crate::server::AppState;
 
 #[derive(Deserialize)]
@@ -154,6 +153,20 @@ pub async fn turn(
     result
 }
 
+/// The HTTP status for an error code of the call core.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::CallNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::CallAlreadyActive => StatusCode::CONFLICT,
+        ErrorCode::TooManyCalls => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::EngineBusy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::EngineError => StatusCode::BAD_GATEWAY,
+        ErrorCode::TurnAudioLimit => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 async fn handle(
     state: &Arc<AppState>,
     claims: crate::auth::Claims,
@@ -196,117 +209,121 @@ async fn handle(
             })?;
     let decode_ms = received.elapsed().as_secs_f64() * 1000.0;
 
-    let agent_name = q.agent.clone().or(claims.agent.clone());
-    let agent = state.agents.get(agent_name.as_deref()).ok_or_else(|| {
-        bad(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownAgent,
-            "unknown agent",
-        )
-    })?;
-    let owner = Owner {
-        sub: claims.sub,
-        org: claims.org,
+    // One turn of a call: started (or resumed), the audio committed, ended.
+    let request = StartRequest {
+        owner: Owner {
+            sub: claims.sub,
+            org: claims.org,
+        },
+        agent: q.agent,
+        token_agent: claims.agent,
+        resume: q.call_id,
+        variables: Default::default(),
+        detection: Some(TurnDetectionUpdate {
+            mode: Some(DetectionMode::Manual),
+            ..Default::default()
+        }),
+        greet: false,
     };
-    let live = state
-        .calls
-        .start(&owner, &agent.name, q.call_id.as_deref())
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => bad(
-                StatusCode::NOT_FOUND,
-                ErrorCode::CallNotFound,
-                e.to_string(),
-            ),
-            StoreError::Live(_) => bad(
-                StatusCode::CONFLICT,
-                ErrorCode::CallAlreadyActive,
-                e.to_string(),
-            ),
-            StoreError::TooMany(_) => bad(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TooManyCalls,
-                e.to_string(),
-            ),
-        })?;
-    let record = live.record.clone();
-    // A continued call keeps its own agent and the prompt its variables gave it.
-    let agent = if q.call_id.is_some() && q.agent.is_none() {
-        state.agents.get(Some(&record.agent)).unwrap_or(agent)
-    } else {
-        agent
-    };
-    let system = record
-        .system_prompt()
-        .filter(|_| q.call_id.is_some() && q.agent.is_none())
-        .unwrap_or_else(|| agent.render_prompt(&Default::default()));
-    // The turn takes its ids like a socket turn, so a resumed call's ids stay in order.
-    let turn_id = record.new_turn_id();
-    let (_user_item, _reply_item) = (record.new_item_id(), record.new_item_id());
-
-    let (tx, mut rx) = mpsc::channel(64);
-    let cancel = state.shutdown.child_token();
-    // Cancels the turn if the client goes away and this handler is dropped.
-    let _guard = cancel.clone().drop_guard();
-    let engines = state.engines.for_agent(&agent.name);
-    let rate = engines.tts.sample_rate();
-    let request = TurnRequest {
-        engines,
-        system,
-        agent: agent.clone(),
-        session_id: record.id.clone(),
-        history: record.history().messages(),
-        input: TurnInput::Audio(samples.into()),
-        anchor: Instant::now(),
-    };
-    tokio::spawn(run_turn(request, cancel, TurnSink { turn_id, tx }));
-
-    let mut transcript = String::new();
-    let mut audio = Vec::new();
-    while let Some((_, event)) = rx.recv().await {
-        match event {
-            TurnEvent::Transcript(t) => {
-                record.history().push(Role::User, t.clone());
-                transcript = t;
-            }
-            TurnEvent::NoSpeech => {
-                return Ok(Json(json!({
-                    "call_id": record.id, "transcript": "", "response": "", "audio": null,
-                    "no_speech": true, "timings": { "decode_ms": decode_ms },
-                })));
-            }
-            TurnEvent::Delta(_) => {}
-            TurnEvent::Audio { samples, .. } => audio.extend(samples),
-            TurnEvent::Done { reply, timings } => {
-                record.history().push(Role::Assistant, reply.clone());
-                record
-                    .turns
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                state.metrics.turn(&timings);
-                let mut timings = serde_json::to_value(&timings).unwrap_or(Value::Null);
-                if let Some(t) = timings.as_object_mut() {
-                    t.insert("decode_ms".into(), json!(decode_ms));
-                }
-                return Ok(Json(json!({
-                    "call_id": record.id,
-                    "transcript": transcript,
-                    "response": reply,
-                    "audio": base64_encode(&wav_bytes(&audio, rate)),
-                    "audio_format": { "encoding": "wav", "sample_rate": rate },
-                    "no_speech": false,
-                    "timings": timings,
-                })));
-            }
-            TurnEvent::Failed { error } => {
-                let (status, code) = match error {
-                    EngineError::Busy { .. } => {
-                        (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::EngineBusy)
-                    }
-                    _ => (StatusCode::BAD_GATEWAY, ErrorCode::EngineError),
-                };
-                tracing::warn!(%error, "push-to-talk turn failed");
-                return Err(bad(status, code, error.to_string()));
+    let started = call::start(&state.call_services, request)
+        .map_err(|e| bad(status_of(e.code), e.code, e.message))?;
+    let call_id = started.call_id.clone();
+    let handle = started.handle;
+    let mut events = started.events;
+    let mut turn = Turn::default();
+    let sent = handle.send(CallInput::Audio(samples)).await.is_ok()
+        && handle.send(CallInput::Commit).await.is_ok();
+    if sent {
+        while let Some(event) = events.recv().await {
+            if turn.take(event) {
+                break;
             }
         }
     }
-    Err(AppError::internal("turn ended without a result"))
+    // The call ends with its turn, so that the next turn may resume it at once.
+    let _ = handle.send(CallInput::End(EndReason::ClientEnded)).await;
+    while let Some(event) = events.recv().await {
+        if matches!(event, CallEvent::Ended { .. }) {
+            break;
+        }
+    }
+    turn.answer(call_id, decode_ms)
+}
+
+/// What one push-to-talk turn produced.
+#[derive(Default)]
+struct Turn {
+    transcript: String,
+    reply: Option<String>,
+    audio: Vec<f32>,
+    rate: u32,
+    done: Option<DoneReason>,
+    timings: Option<TurnTimings>,
+    error: Option<(ErrorCode, String)>,
+}
+
+impl Turn {
+    /// Takes one event; true once the turn is over.
+    fn take(&mut self, event: CallEvent) -> bool {
+        match event {
+            CallEvent::Transcript {
+                text,
+                is_final: true,
+                ..
+            } => self.transcript = text,
+            CallEvent::Audio {
+                samples,
+                sample_rate,
+                ..
+            } => {
+                self.rate = sample_rate;
+                self.audio.extend_from_slice(&samples);
+            }
+            CallEvent::ResponseText { text, .. } => self.reply = Some(text),
+            CallEvent::Error { code, message } => self.error = Some((code, message)),
+            CallEvent::ResponseDone { reason, .. } => {
+                self.done = Some(reason);
+                // A completed turn's metrics follow; the others end here.
+                return reason != DoneReason::Completed;
+            }
+            CallEvent::Metrics { timings, .. } => {
+                self.timings = Some(timings);
+                return true;
+            }
+            CallEvent::Ended { .. } => return true,
+            _ => {}
+        }
+        false
+    }
+
+    fn answer(self, call_id: String, decode_ms: f64) -> Result<Json<Value>, AppError> {
+        match (self.done, self.error) {
+            (Some(DoneReason::NoSpeech), _) => Ok(Json(json!({
+                "call_id": call_id, "transcript": "", "response": "", "audio": null,
+                "no_speech": true, "timings": { "decode_ms": decode_ms },
+            }))),
+            (Some(DoneReason::Completed), _) => {
+                let mut timings =
+                    serde_json::to_value(self.timings.unwrap_or_default()).unwrap_or(Value::Null);
+                if let Some(t) = timings.as_object_mut() {
+                    t.insert("decode_ms".into(), json!(decode_ms));
+                }
+                let rate = if self.rate == 0 { 16_000 } else { self.rate };
+                Ok(Json(json!({
+                    "call_id": call_id,
+                    "transcript": self.transcript,
+                    "response": self.reply.unwrap_or_default(),
+                    "audio": base64_encode(&wav_bytes(&self.audio, rate)),
+                    "audio_format": { "encoding": "wav", "sample_rate": rate },
+                    "no_speech": false,
+                    "timings": timings,
+                })))
+            }
+            (_, Some((code, message))) => {
+                tracing::warn!(%message, "push-to-talk turn failed");
+                Err(bad(status_of(code), code, message))
+            }
+            _ => Err(AppError::internal("turn ended without a result")),
+        }
+    }
 }

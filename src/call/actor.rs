@@ -1,0 +1,223 @@
+//! The call actor: one task per live call. It owns the call's state and takes typed inputs from
+//! whoever holds the call's handle (its transport, or any other part of the server); it emits
+//! typed events to its own transport and to subscribers. It never awaits an engine itself: turns
+//! run in their own tasks and are cancelled through their token. What the caller says is handled
+//! in `caller.rs`, the agent's replies and what was heard of them in `reply.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::caller::{Caller, Partial};
+use super::event::{CallEvent, CallInput};
+use super::reply::Speaker;
+use super::services::CallServices;
+use super::store::{CallRecord, LiveCall};
+use super::turn::{TurnEvent, TurnInput};
+use crate::agents::Agent;
+use crate::engines::Engines;
+use crate::protocol::{EndReason, ErrorCode, TurnDetectionUpdate};
+
+pub struct Call {
+    pub(super) svc: Arc<CallServices>,
+    pub(super) record: Arc<CallRecord>,
+    /// Holds the call live in the registry; dropped just before `Ended` is sent, so that a
+    /// client may resume the call the moment it hears it ended.
+    live: Option<LiveCall>,
+    /// Child of the server's token; parent of each turn's.
+    pub(super) cancel: CancellationToken,
+    pub(super) agent: Arc<Agent>,
+    /// The agent's engines (its own chains, else the server's).
+    pub(super) engines: Engines,
+    pub(super) system: String,
+    /// What the caller says.
+    pub(super) caller: Caller,
+    /// What the agent says, and what was heard of it.
+    pub(super) speaker: Speaker,
+    deadline: tokio::time::Instant,
+    pub(super) turn_tx: mpsc::Sender<(u64, TurnEvent)>,
+    turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
+    pub(super) partial_tx: mpsc::Sender<Partial>,
+    partial_rx: Option<mpsc::Receiver<Partial>>,
+    /// The call's own transport; false once it is gone.
+    owner: mpsc::Sender<CallEvent>,
+    owner_open: bool,
+    events: broadcast::Sender<CallEvent>,
+}
+
+/// A deadline that never comes (about thirty years away).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+impl Call {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        svc: Arc<CallServices>,
+        live: LiveCall,
+        agent: Arc<Agent>,
+        engines: Engines,
+        system: String,
+        caller: Caller,
+        max_call: Duration,
+        owner: mpsc::Sender<CallEvent>,
+        events: broadcast::Sender<CallEvent>,
+    ) -> Self {
+        let (turn_tx, turn_rx) = mpsc::channel(64);
+        let (partial_tx, partial_rx) = mpsc::channel(4);
+        let cancel = svc.shutdown.child_token();
+        Self {
+            record: live.record.clone(),
+            live: Some(live),
+            cancel,
+            agent,
+            engines,
+            system,
+            caller,
+            speaker: Speaker::default(),
+            deadline: tokio::time::Instant::now()
+                .checked_add(max_call)
+                .unwrap_or_else(far_future),
+            turn_tx,
+            turn_rx: Some(turn_rx),
+            partial_tx,
+            partial_rx: Some(partial_rx),
+            owner,
+            owner_open: true,
+            events,
+            svc,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Runs the call until it ends; `greeting` is spoken first.
+    pub(super) async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<CallInput>,
+        greeting: Option<TurnInput>,
+    ) {
+        let (Some(mut turn_rx), Some(mut partial_rx)) =
+            (self.turn_rx.take(), self.partial_rx.take())
+        else {
+            return;
+        };
+        let warm = crate::engines::llm::ChatRequest {
+            session_id: self.id().to_string(),
+            system: self.system.clone(),
+            messages: self.record.history().messages(),
+            max_tokens: self.agent.max_tokens,
+            temperature: self.agent.temperature,
+        };
+        tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
+        if let Some(greeting) = greeting {
+            self.start_reply(greeting, Instant::now(), None, Some(0))
+                .await;
+        }
+        let reason = loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break EndReason::ServerShutdown,
+                _ = tokio::time::sleep_until(self.deadline) => break EndReason::MaxDuration,
+                _ = self.owner.closed(), if self.owner_open => break EndReason::ConnectionLost,
+                input = inputs.recv() => match input {
+                    None => break EndReason::ConnectionLost,
+                    Some(CallInput::End(reason)) => break reason,
+                    Some(input) => self.on_input(input).await,
+                },
+                Some((run, event)) = turn_rx.recv() => self.on_turn_event(run, event).await,
+                Some(partial) = partial_rx.recv() => self.on_partial(partial).await,
+            }
+            if !self.owner_open {
+                break EndReason::ConnectionLost;
+            }
+        };
+        self.finish(reason).await;
+    }
+
+    async fn on_input(&mut self, input: CallInput) {
+        match input {
+            CallInput::Audio(samples) => self.on_audio(samples).await,
+            CallInput::Commit => self.commit().await,
+            CallInput::Text(text) => self.on_text(text).await,
+            CallInput::Playback { item_id, played_ms } => self.on_playback(item_id, played_ms),
+            CallInput::Interrupt => self.interrupt_reply(true).await,
+            CallInput::UpdateDetection(update) => self.update_detection(update).await,
+            CallInput::End(_) => {}
+        }
+    }
+
+    /// Emits an event to the call's transport (waiting for room) and to its subscribers (never
+    /// waiting).
+    pub(super) async fn emit(&mut self, event: CallEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event.clone());
+        }
+        if self.owner_open && self.owner.send(event).await.is_err() {
+            self.owner_open = false;
+        }
+    }
+
+    pub(super) async fn send_error(&mut self, code: ErrorCode, message: impl Into<String>) {
+        self.svc.metrics.error(code);
+        self.emit(CallEvent::Error {
+            code,
+            message: message.into(),
+        })
+        .await;
+    }
+
+    async fn update_detection(&mut self, update: TurnDetectionUpdate) {
+        let current = *self.caller.settings();
+        let next = match self.svc.checked_detection(&current, Some(&update)) {
+            Ok(d) => d,
+            Err(e) => return self.send_error(ErrorCode::InvalidSetting, e).await,
+        };
+        let scorer = (next.mode != current.mode).then(|| self.svc.scorer(&next));
+        self.caller.update(next, scorer);
+        self.emit(CallEvent::DetectionUpdated(next)).await;
+    }
+
+    async fn on_text(&mut self, text: String) {
+        let max = self.svc.limits.max_text_chars;
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return self.send_error(ErrorCode::EmptyTurn, "text is empty").await;
+        }
+        if text.chars().count() > max {
+            return self
+                .send_error(
+                    ErrorCode::TextTooLong,
+                    format!("text is longer than {max} characters"),
+                )
+                .await;
+        }
+        let item = self.record.new_item_id();
+        self.start_reply(TurnInput::Text(text), Instant::now(), Some(item), None)
+            .await;
+    }
+
+    async fn finish(mut self, reason: EndReason) {
+        self.interrupt_reply(false).await;
+        // Stops the running turn, any speculative one and the warm-up with them.
+        self.cancel.cancel();
+        self.engines.llm.release(self.id());
+        self.svc.metrics.live_calls.dec();
+        let turns = self.record.turns.load(std::sync::atomic::Ordering::SeqCst);
+        let call_id = self.record.id.clone();
+        info!(call_id = %call_id, ?reason, turns, "call ended");
+        self.svc.calls.detach(&call_id);
+        drop(self.live.take());
+        self.emit(CallEvent::Ended {
+            call_id,
+            reason,
+            turns,
+        })
+        .await;
+    }
+}

@@ -1,0 +1,93 @@
+//! What goes into a call and what comes out of it, in the call's own terms: audio as samples at
+//! the engine rate, text, and ids. No wire format lives here; each transport translates.
+
+use std::sync::Arc;
+
+use crate::protocol::TurnTimings;
+use crate::protocol::{DoneReason, EndReason, ErrorCode, TurnDetection, TurnDetectionUpdate};
+
+/// An input to a live call, from its transport or from anywhere that holds its handle.
+#[derive(Debug)]
+pub enum CallInput {
+    /// Caller audio: mono samples at the engine rate (16 kHz).
+    Audio(Vec<f32>),
+    /// The caller's turn is over (manual turn detection, push-to-talk).
+    Commit,
+    /// A typed message.
+    Text(String),
+    /// How much of reply `item_id` the caller has heard so far.
+    Playback { item_id: u64, played_ms: u64 },
+    /// Stop the agent's reply.
+    Interrupt,
+    /// Change the call's turn detection.
+    UpdateDetection(TurnDetectionUpdate),
+    /// End the call for this reason.
+    End(EndReason),
+}
+
+/// Something a call did, in order. Subscribers get clones, so audio is shared.
+#[derive(Debug, Clone)]
+pub enum CallEvent {
+    SpeechStarted {
+        item_id: u64,
+        audio_start_ms: u64,
+    },
+    SpeechStopped {
+        item_id: u64,
+        audio_end_ms: u64,
+    },
+    /// The caller's words: partial while they speak, then final.
+    Transcript {
+        turn_id: u64,
+        item_id: u64,
+        text: String,
+        is_final: bool,
+    },
+    /// The next piece of the agent's reply text.
+    ResponseDelta {
+        turn_id: u64,
+        item_id: u64,
+        delta: String,
+    },
+    /// Reply audio at `sample_rate` (the text-to-speech engine's).
+    Audio {
+        turn_id: u64,
+        item_id: u64,
+        samples: Arc<[f32]>,
+        sample_rate: u32,
+    },
+    /// The reply's whole text; its audio is complete.
+    ResponseText {
+        turn_id: u64,
+        item_id: u64,
+        text: String,
+    },
+    ResponseDone {
+        turn_id: u64,
+        item_id: u64,
+        reason: DoneReason,
+    },
+    /// The reply was cut: stop playing it. `heard` is what history keeps of it.
+    Interrupted {
+        turn_id: u64,
+        item_id: u64,
+        played_ms: u64,
+        heard: String,
+    },
+    Metrics {
+        turn_id: u64,
+        timings: TurnTimings,
+    },
+    DetectionUpdated(TurnDetection),
+    /// Something the caller should know went wrong; the call goes on.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The last event of a call.
+    Ended {
+        call_id: String,
+        reason: EndReason,
+        turns: u64,
+    },
+}

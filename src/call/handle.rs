@@ -1,0 +1,76 @@
+//! A live call's handle: send it input, subscribe to its events. Any part of the server that
+//! holds one can reach the call; the registry in `store.rs` hands them out by call id.
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::event::{CallEvent, CallInput};
+
+/// Events kept for each subscriber; past that, a slow subscriber loses the oldest.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+
+#[derive(Clone)]
+pub struct CallHandle {
+    pub call_id: String,
+    inputs: mpsc::Sender<CallInput>,
+    events: broadcast::Sender<CallEvent>,
+}
+
+/// The call has ended (or is ending): it takes no more input.
+#[derive(Debug, thiserror::Error)]
+#[error("the call has ended")]
+pub struct CallGone;
+
+impl CallHandle {
+    pub fn new(
+        call_id: String,
+        inputs: mpsc::Sender<CallInput>,
+        events: broadcast::Sender<CallEvent>,
+    ) -> Self {
+        Self {
+            call_id,
+            inputs,
+            events,
+        }
+    }
+
+    /// Sends input, waiting if the call is behind on its inputs.
+    pub async fn send(&self, input: CallInput) -> Result<(), CallGone> {
+        self.inputs.send(input).await.map_err(|_| CallGone)
+    }
+
+    /// Events from now on. A subscriber that falls more than [`SUBSCRIBER_BUFFER`] events
+    /// behind is told how many it missed; the call never waits for it.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.events.subscribe(),
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.inputs.is_closed()
+    }
+}
+
+pub struct Subscription {
+    rx: broadcast::Receiver<CallEvent>,
+}
+
+/// What a subscriber gets next.
+#[derive(Debug)]
+pub enum Received {
+    Event(CallEvent),
+    /// This many events were lost because the subscriber was slow.
+    Missed(u64),
+    /// The call has ended and every event was delivered.
+    Closed,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(e) => Received::Event(e),
+            Err(broadcast::error::RecvError::Lagged(n)) => Received::Missed(n),
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}

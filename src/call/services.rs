@@ -1,0 +1,27 @@
+//! What a call needs from the server, and nothing more: engines, agents, turn-taking settings
+//! and limits, metrics, the registry of calls, the shutdown token and the task tracker.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::store::CallStore;
+use crate::agents::Agents;
+use crate::config::TurnSettings;
+use crate::engines::Engines;
+use crate::metrics::Metrics;
+use crate::protocol::Limits;
+
+pub struct CallServices {
+    pub engines: Engines,
+    pub agents: Agents,
+    pub turn: TurnSettings,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub calls: Arc<CallStore>,
+    /// Parent of every call's token: cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    /// Every call actor; shutdown waits for them.
+    pub tasks: TaskTracker,
+}

@@ -1,0 +1,207 @@
+//! Starting a call: the agent, turn detection and ownership rules, the same for every
+//! transport. A started call runs as its own task; the caller of [`start`] gets its handle and
+//! the channel of its events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, info_span, Instrument};
+
+use super::actor::Call;
+use super::caller::Caller;
+use super::event::CallEvent;
+use super::handle::{CallHandle, SUBSCRIBER_BUFFER};
+use super::listen::{energy_scorer, Listener};
+use super::services::CallServices;
+use super::store::{Owner, StoreError};
+use super::turn::TurnInput;
+use crate::audio::vad::SpeechScorer;
+use crate::protocol::{DetectionMode, ErrorCode, TurnDetection, TurnDetectionUpdate};
+
+/// Events queued for the call's own transport; past that the call waits for it (its writer
+/// gives up on a client that stops reading, which ends the call).
+const OWNER_BUFFER: usize = 256;
+/// Inputs queued for a call.
+const INPUT_BUFFER: usize = 64;
+
+pub struct StartRequest {
+    pub owner: Owner,
+    /// The agent asked for; else the resumed call's own, else the token's, else the default.
+    pub agent: Option<String>,
+    pub token_agent: Option<String>,
+    /// Continue this call of the same owner.
+    pub resume: Option<String>,
+    pub variables: HashMap<String, String>,
+    pub detection: Option<TurnDetectionUpdate>,
+    /// Speak the agent's greeting when a new call starts.
+    pub greet: bool,
+}
+
+/// A started call.
+pub struct Started {
+    pub handle: CallHandle,
+    /// The call's events for its own transport, in order, ending with `Ended`.
+    pub events: mpsc::Receiver<CallEvent>,
+    pub call_id: String,
+    pub agent: String,
+    pub resumed: bool,
+    pub history_len: usize,
+    pub detection: TurnDetection,
+    /// The rate of the call's reply audio.
+    pub output_rate: u32,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StartError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> StartError {
+    StartError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl CallServices {
+    /// The call's turn detection after `update`, checked against what this server can do.
+    pub fn checked_detection(
+        &self,
+        current: &TurnDetection,
+        update: Option<&TurnDetectionUpdate>,
+    ) -> Result<TurnDetection, String> {
+        let Some(update) = update else {
+            return Ok(*current);
+        };
+        let next = current.apply(update)?;
+        if next.mode == DetectionMode::Silero && self.engines.vad.is_none() {
+            return Err(
+                "turn_detection.mode `silero` is not available on this server \
+                        (VOXWIRE_VAD=energy); use `energy` or `manual`"
+                    .into(),
+            );
+        }
+        Ok(next)
+    }
+
+    /// The speech scorer for a mode; `None` in manual mode.
+    pub fn scorer(&self, settings: &TurnDetection) -> Option<Box<dyn SpeechScorer>> {
+        match settings.mode {
+            DetectionMode::Manual => None,
+            DetectionMode::Silero => match &self.engines.vad {
+                Some(model) => Some(Box::new(model.stream())),
+                None => Some(energy_scorer(settings)),
+            },
+            DetectionMode::Energy => Some(energy_scorer(settings)),
+        }
+    }
+
+    /// The server's default turn detection.
+    pub fn default_detection(&self) -> TurnDetection {
+        let mut d = self.turn.detection;
+        if self.engines.vad.is_none() && d.mode == DetectionMode::Silero {
+            d.mode = DetectionMode::Energy;
+        }
+        d
+    }
+}
+
+/// Starts (or resumes) a call and spawns its actor.
+pub fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
+    let detection = svc
+        .checked_detection(&svc.default_detection(), req.detection.as_ref())
+        .map_err(|e| refuse(ErrorCode::InvalidSetting, e))?;
+    // A resumed call keeps its own agent unless another is asked for.
+    let resumed_agent = match (&req.agent, &req.resume) {
+        (None, Some(id)) => svc
+            .calls
+            .get_owned(id, &req.owner)
+            .ok()
+            .map(|r| r.agent.clone()),
+        _ => None,
+    };
+    let agent_name = req
+        .agent
+        .clone()
+        .or(resumed_agent)
+        .or_else(|| req.token_agent.clone());
+    let Some(agent) = svc.agents.get(agent_name.as_deref()) else {
+        let known = svc.agents.names().join(", ");
+        let name: String = agent_name.unwrap_or_default().chars().take(64).collect();
+        return Err(refuse(
+            ErrorCode::UnknownAgent,
+            format!("unknown agent `{name}` (known: {known})"),
+        ));
+    };
+    let listener = Listener::new(
+        detection,
+        svc.scorer(&detection),
+        svc.turn.speculate_ms,
+        svc.limits.max_turn_audio_ms,
+    );
+    let live = svc
+        .calls
+        .start(&req.owner, &agent.name, req.resume.as_deref())
+        .map_err(|e| {
+            let code = match e {
+                StoreError::TooMany(_) => ErrorCode::TooManyCalls,
+                StoreError::NotFound(_) => ErrorCode::CallNotFound,
+                StoreError::Live(_) => ErrorCode::CallAlreadyActive,
+            };
+            refuse(code, e.to_string())
+        })?;
+    let resumed = req.resume.is_some();
+    let call_id = live.record.id.clone();
+    let history_len = live.record.history().len();
+    info!(call_id = %call_id, agent = %agent.name, resumed, "call started");
+    svc.metrics.live_calls.inc();
+    let greeting = if resumed || !req.greet {
+        None
+    } else {
+        agent.render_greeting(&req.variables)
+    };
+    // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
+    let system = match live.record.system_prompt() {
+        Some(p) if resumed && req.variables.is_empty() => p,
+        _ => agent.render_prompt(&req.variables),
+    };
+    live.record.set_system_prompt(&system);
+    let engines = svc.engines.for_agent(&agent.name);
+    let output_rate = engines.tts.sample_rate();
+    let (input_tx, input_rx) = mpsc::channel(INPUT_BUFFER);
+    let (owner_tx, owner_rx) = mpsc::channel(OWNER_BUFFER);
+    let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+    let handle = CallHandle::new(call_id.clone(), input_tx, events.clone());
+    svc.calls.attach(&call_id, handle.clone());
+    let max_call = Duration::from_secs(svc.limits.max_call_secs);
+    let call = Call::new(
+        svc.clone(),
+        live,
+        agent.clone(),
+        engines,
+        system,
+        Caller::new(listener),
+        max_call,
+        owner_tx,
+        events,
+    );
+    let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);
+    svc.tasks.spawn(
+        call.run(input_rx, greeting.map(TurnInput::Say))
+            .instrument(span),
+    );
+    Ok(Started {
+        handle,
+        events: owner_rx,
+        call_id,
+        agent: agent.name.clone(),
+        resumed,
+        history_len,
+        detection,
+        output_rate,
+    })
+}

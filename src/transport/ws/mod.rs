@@ -1,0 +1,132 @@
+//! The voxwire WebSocket, one adapter between a client and the call core. `GET /ws`:
+//! authenticates before upgrading (401 or 403 without an upgrade), then splits the
+//! socket into a reader task and a writer task with the call actor between them. When one ends,
+//! all end. The writer pings the client every `VOXWIRE_WS_PING_SECS` and gives up on a frame the
+//! client does not take within `VOXWIRE_WS_WRITE_TIMEOUT_SECS`; the reader closes a socket from
+//! which nothing arrives for `VOXWIRE_WS_IDLE_TIMEOUT_SECS`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::auth::Claims;
+use crate::http::api::{authenticate, TokenQuery};
+use crate::http::error::AppError;
+use crate::protocol::{ErrorCode, ServerMessage, PROTOCOL};
+use crate::server::AppState;
+
+mod output;
+mod session;
+mod socket;
+
+use socket::{read_loop, write_loop, HARD_LIMIT_FACTOR};
+pub use socket::{Inbound, Outbound};
+
+/// How long a socket closed for a refused frame stays open for the client to read why.
+const FATAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Initial read buffer of a socket, and the most read from it at once. The default (128 KiB) is
+/// zero-filled on the first read, so every idle call held 128 KiB; a larger frame still grows the
+/// buffer to fit it, and a 500 ms PCM16 chunk (about 21 KB of JSON) takes two reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let claims = match authenticate(&state, &headers, &query) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let allowed = &state.config.allowed_origins;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
+            state.metrics.error(ErrorCode::Forbidden);
+            return AppError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            )
+            .into_response();
+        }
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let hard_limit = state
+        .config
+        .limits
+        .max_message_bytes
+        .saturating_mul(HARD_LIMIT_FACTOR);
+    ws.protocols([PROTOCOL])
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| {
+            // Tracked, so that shutdown waits for the call's goodbye.
+            let sessions = state.sessions.clone();
+            sessions.track_future(connection(socket, state, claims))
+        })
+}
+
+async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
+    let session_id = format!("sess_{:016x}", rand::random::<u64>());
+    state.metrics.connections.inc();
+    info!(session_id = %session_id, sub = %claims.sub, "connected");
+    let (sink, stream) = socket.split();
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, out_rx) = mpsc::channel(256);
+    let hello = ServerMessage::Connected {
+        session_id: session_id.clone(),
+        protocol: PROTOCOL,
+        limits: state.config.limits.clone(),
+        engines: state.engines.names(),
+    };
+    let _ = out_tx.send(Outbound::Message(hello)).await;
+    let net = state.config.net;
+    let writer = tokio::spawn(write_loop(sink, out_rx, net, session_id.clone()));
+    let reader = tokio::spawn(read_loop(
+        stream,
+        in_tx,
+        state.config.limits.max_message_bytes,
+        net.ws_idle_timeout,
+    ));
+    let cancel = state.shutdown.child_token();
+    session::run(
+        state.call_services.clone(),
+        claims,
+        session_id.clone(),
+        in_rx,
+        out_tx,
+        cancel,
+    )
+    .await;
+    let unread = if reader.is_finished() {
+        reader.await.ok().flatten()
+    } else {
+        reader.abort();
+        None
+    };
+    // The writer ends once the actor's sender is gone; give it a moment to flush.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if let Some(stream) = unread {
+        // Closing a socket that still holds unread bytes (the rest of a refused frame) resets
+        // the connection, and a reset makes the client drop what it has not read yet: the
+        // error and the 1009 close. Keep the socket open a moment so the client can read them.
+        tokio::time::sleep(FATAL_LINGER).await;
+        drop(stream);
+    }
+    info!(session_id = %session_id, "disconnected");
+}
