@@ -306,7 +306,9 @@ async fn binary_frames_carry_raw_audio() {
     let server = start().await;
     let (mut ws, _) = server.connect("alice").await;
     // Before a call, like any audio.
-    ws.send(Message::Binary(vec![0u8; 320].into())).await.unwrap();
+    ws.send(Message::Binary(vec![0u8; 320].into()))
+        .await
+        .unwrap();
     let e = recv_until(&mut ws, "error").await.pop().unwrap();
     assert_eq!(e["code"], "no_active_call");
     send(
@@ -322,9 +324,15 @@ async fn binary_frames_carry_raw_audio() {
         .map(|s| voxwire::audio::mulaw::encode_sample((s * 32767.0) as i16))
         .collect();
     for chunk in pcm[..6_400].chunks(800) {
-        ws.send(Message::Binary(chunk.to_vec().into())).await.unwrap();
+        ws.send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
     }
-    send(&mut ws, json!({"type": "audio", "audio": b64(&pcm[6_400..])})).await;
+    send(
+        &mut ws,
+        json!({"type": "audio", "audio": b64(&pcm[6_400..])}),
+    )
+    .await;
     send(&mut ws, json!({"type": "commit"})).await;
     let frames = recv_until(&mut ws, "response_done").await;
     let t = frames.iter().find(|f| f["type"] == "transcript").unwrap();

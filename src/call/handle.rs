@@ -12,7 +12,9 @@ pub const SUBSCRIBER_BUFFER: usize = 1024;
 pub struct CallHandle {
     pub call_id: String,
     inputs: mpsc::Sender<CallInput>,
-    events: broadcast::Sender<CallEvent>,
+    /// Weak, so that subscribers see the stream close when the call ends even while handles
+    /// are held.
+    events: broadcast::WeakSender<CallEvent>,
 }
 
 /// The call has ended (or is ending): it takes no more input.
@@ -29,7 +31,7 @@ impl CallHandle {
         Self {
             call_id,
             inputs,
-            events,
+            events: events.downgrade(),
         }
     }
 
@@ -41,9 +43,12 @@ impl CallHandle {
     /// Events from now on. A subscriber that falls more than [`SUBSCRIBER_BUFFER`] events
     /// behind is told how many it missed; the call never waits for it.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.events.subscribe(),
-        }
+        let rx = match self.events.upgrade() {
+            Some(tx) => tx.subscribe(),
+            // The call has ended: a stream that is closed from the start.
+            None => broadcast::channel(1).1,
+        };
+        Subscription { rx }
     }
 
     pub fn is_ended(&self) -> bool {
