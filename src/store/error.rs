@@ -44,6 +44,10 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A failure made up by the in-memory store's tests.
+    #[cfg(test)]
+    #[error("injected fault (retryable: {retryable})")]
+    Injected { retryable: bool },
 }
 
 impl StoreError {
@@ -66,6 +70,8 @@ impl StoreError {
             StoreError::BadUrl { .. }
             | StoreError::InvalidUrl { .. }
             | StoreError::CreateDir { .. } => false,
+            #[cfg(test)]
+            StoreError::Injected { retryable } => *retryable,
         }
     }
 }

@@ -10,6 +10,9 @@ use super::StoreError;
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     tables: Mutex<Tables>,
+    /// Makes every write fail while set (tests of the writer).
+    #[cfg(test)]
+    fault: Mutex<Option<bool>>,
 }
 
 #[derive(Default)]
@@ -27,7 +30,17 @@ impl MemoryStore {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// While `Some(retryable)`, writes fail with an injected error.
+    #[cfg(test)]
+    pub(crate) fn set_fault(&self, fault: Option<bool>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
     pub(crate) fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if let Some(retryable) = *self.fault.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(StoreError::Injected { retryable });
+        }
         // Applying a write cannot fail, so holding the lock makes the batch all or nothing.
         let mut t = self.tables();
         for w in batch {

@@ -1,7 +1,9 @@
 //! The durable store: calls, their conversation items, per-turn metrics and event log, kept in
 //! SQLite (the default, one file), Postgres (several nodes) or memory (unit tests).
 //!
-//! Every [`Write`] is idempotent, so a batch whose fate is unknown is simply written again.
+//! Calls write through [`StoreWriter`], which batches writes off the call's path and never makes
+//! a call wait; the API reads through [`Store`]. Every [`Write`] is idempotent, so a batch whose
+//! fate is unknown is simply written again.
 
 mod error;
 mod memory;
@@ -9,6 +11,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 pub use error::{redact_url, StoreError};
 pub use rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+pub use writer::StoreWriter;
 
 use memory::MemoryStore;
 use postgres::PgStore;
@@ -192,6 +196,13 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn memory_backend(&self) -> Option<&MemoryStore> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// `sqlite://` and the default database file: `$XDG_DATA_HOME/voxwire/voxwire.db`, else
