@@ -89,29 +89,32 @@ impl StoreWriter {
                 (q < s.capacity).then_some(q + 1)
             })
             .is_ok();
-        if admitted {
-            let mut accepted = s.accepted.lock().unwrap_or_else(|e| e.into_inner());
-            if self.tx.send(w).is_ok() {
-                *accepted += 1;
-                s.metrics.queue_add(1);
-                return;
+        if !admitted {
+            return self.dropped(&w, "the store queue is full");
+        }
+        let mut accepted = s.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        s.metrics.queue_add(1);
+        match self.tx.send(w) {
+            Ok(()) => *accepted += 1,
+            Err(mpsc::error::SendError(w)) => {
+                drop(accepted);
+                s.metrics.queue_add(-1);
+                s.queued.fetch_sub(1, Ordering::AcqRel);
+                self.dropped(&w, "the store writer has stopped");
             }
-            s.queued.fetch_sub(1, Ordering::AcqRel);
-            drop(accepted);
-            self.dropped("the store writer has stopped");
-        } else {
-            self.dropped("the store queue is full");
         }
     }
 
-    fn dropped(&self, why: &str) {
+    fn dropped(&self, w: &Write, why: &str) {
         let s = &self.shared;
         s.metrics.add_dropped(1);
         if let Some(more) = s.drop_log.check() {
             tracing::warn!(
+                call_id = w.call_id(),
+                write = w.kind(),
                 capacity = s.capacity,
                 dropped_since_last_warning = more + 1,
-                "{why}: a call's write was dropped (see voxwire_store_dropped_total)"
+                "{why}: a write was dropped (see voxwire_store_dropped_total)"
             );
         }
     }
