@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;

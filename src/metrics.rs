@@ -1,6 +1,7 @@
 //! Prometheus metrics served at `GET /metrics`: connections, live calls, turns, errors by code,
 //! per-stage latency histograms of each turn, and (on Linux) the process's CPU time and resident
-//! memory, read from `/proc/self` at scrape time.
+//! memory, read from `/proc/self` at scrape time; and the store writer's writes, drops, errors
+//! and queue.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -40,6 +41,72 @@ pub struct Metrics {
     pub turns: Counter,
     errors: Family<CodeLabel, Counter>,
     latency: Family<StageLabel, Histogram, LatencyBuckets>,
+    /// The store writer's counters (clones share the values).
+    pub store: StoreMetrics,
+}
+
+/// What the store writer does: `voxwire_store_writes_total` (writes applied),
+/// `voxwire_store_dropped_total` (writes given up: queue full, refused by the database, or
+/// left at shutdown), `voxwire_store_errors_total` (failed write attempts, including each retry
+/// while the database is away) and `voxwire_store_queue` (writes waiting, including a batch
+/// being retried). Clones share the values; a default one stands alone (tests).
+#[derive(Clone, Debug, Default)]
+pub struct StoreMetrics {
+    writes: Counter,
+    dropped: Counter,
+    errors: Counter,
+    queue: Gauge,
+}
+
+impl StoreMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "store_writes",
+            "Writes applied to the store",
+            self.writes.clone(),
+        );
+        registry.register(
+            "store_dropped",
+            "Writes given up: queue full, refused by the database, or left at shutdown",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed store write attempts, including each retry while the database is away",
+            self.errors.clone(),
+        );
+        registry.register(
+            "store_queue",
+            "Writes waiting to be stored",
+            self.queue.clone(),
+        );
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+    pub fn errors(&self) -> u64 {
+        self.errors.get()
+    }
+    pub fn queue(&self) -> i64 {
+        self.queue.get()
+    }
+
+    pub(crate) fn add_written(&self, n: usize) {
+        self.writes.inc_by(n as u64);
+    }
+    pub(crate) fn add_dropped(&self, n: usize) {
+        self.dropped.inc_by(n as u64);
+    }
+    pub(crate) fn add_error(&self) {
+        self.errors.inc();
+    }
+    pub(crate) fn queue_add(&self, n: i64) {
+        self.queue.inc_by(n);
+    }
 }
 
 impl Default for Metrics {
@@ -67,6 +134,8 @@ impl Default for Metrics {
             "Per-stage turn latency in milliseconds, from the end of the caller's turn",
             latency.clone(),
         );
+        let store = StoreMetrics::default();
+        store.register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
@@ -75,6 +144,7 @@ impl Default for Metrics {
             turns,
             errors,
             latency,
+            store,
         }
     }
 }
@@ -245,6 +315,25 @@ mod tests {
             assert!(cpu.is_some_and(|v| v >= 0.0), "{text}");
             assert!(rss.is_some_and(|v| v > 1e6), "{text}");
         }
+    }
+
+    #[test]
+    fn store_counters_are_exposed() {
+        let m = Metrics::default();
+        let store = m.store.clone();
+        store.add_written(3);
+        store.add_dropped(2);
+        store.add_error();
+        store.queue_add(5);
+        let text = m.render();
+        assert_eq!(
+            sample(&text, "voxwire_store_writes_total"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "voxwire_store_dropped_total"), Some(2.0));
+        assert_eq!(sample(&text, "voxwire_store_errors_total"), Some(1.0));
+        assert_eq!(sample(&text, "voxwire_store_queue"), Some(5.0));
     }
 
     fn sample(text: &str, name: &str) -> Option<f64> {

@@ -2,6 +2,7 @@
 //! at start-up. A bad value is a [`ConfigError`] naming the variable; the CLI exits with code 64.
 
 mod net;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::engines::providers::{EngineKind, Providers};
 use crate::protocol::Limits;
 
 pub use net::NetSettings;
+pub use store::StoreSettings;
 
 /// Exit code for a configuration error (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -101,6 +103,9 @@ pub struct Config {
     pub llm_concurrency: usize,
     /// The agents, from `VOXWIRE_AGENTS`, else `./agents.toml`, else the shipped ones.
     pub agents: crate::agents::Agents,
+    /// Where calls are kept and how many writes may wait (`VOXWIRE_DATABASE_URL`,
+    /// `VOXWIRE_STORE_QUEUE`).
+    pub store: StoreSettings,
 }
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
@@ -139,6 +144,7 @@ impl std::fmt::Debug for Config {
             .field("llm", &self.llm)
             .field("tts", &self.tts)
             .field("vad", &self.vad)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
@@ -473,6 +479,7 @@ impl Config {
             llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
             llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,
             agents,
+            store: StoreSettings::from_env(env)?,
         })
     }
 
@@ -485,6 +492,7 @@ impl Config {
             ("VOXWIRE_LLM", "fake"),
             ("VOXWIRE_TTS", "fake"),
             ("VOXWIRE_VAD", "energy"),
+            ("VOXWIRE_DATABASE_URL", "memory"),
             (
                 "VOXWIRE_AGENTS",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/agents.toml"),

@@ -1,0 +1,159 @@
+//! The in-memory store, for unit tests: the same semantics as the databases, kept in maps behind
+//! one mutex. Nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+use super::StoreError;
+
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    tables: Mutex<Tables>,
+    /// Makes every write fail while set (tests of the writer).
+    #[cfg(test)]
+    fault: Mutex<Option<bool>>,
+}
+
+#[derive(Default)]
+struct Tables {
+    calls: HashMap<String, CallRow>,
+    items: BTreeMap<(String, i64), ItemRow>,
+    turn_metrics: BTreeMap<(String, i64), TurnMetricsRow>,
+    events: BTreeMap<(String, i64), EventRow>,
+}
+
+impl MemoryStore {
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves whole rows (each write is one insert), so the
+        // maps are still consistent.
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// While `Some(retryable)`, writes fail with an injected error.
+    #[cfg(test)]
+    pub(crate) fn set_fault(&self, fault: Option<bool>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    pub(crate) fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if let Some(retryable) = *self.fault.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(StoreError::Injected { retryable });
+        }
+        // Applying a write cannot fail, so holding the lock makes the batch all or nothing.
+        let mut t = self.tables();
+        for w in batch {
+            apply(&mut t, w);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn call(&self, id: &str) -> Option<CallRow> {
+        self.tables().calls.get(id).cloned()
+    }
+
+    pub(crate) fn items(&self, call_id: &str) -> Vec<ItemRow> {
+        let t = self.tables();
+        of_call(&t.items, call_id).cloned().collect()
+    }
+
+    pub(crate) fn turn_metrics(&self, call_id: &str) -> Vec<TurnMetricsRow> {
+        let t = self.tables();
+        of_call(&t.turn_metrics, call_id).cloned().collect()
+    }
+
+    pub(crate) fn events(&self, call_id: &str, after_seq: i64, limit: u32) -> Vec<EventRow> {
+        let t = self.tables();
+        of_call(&t.events, call_id)
+            .filter(|e| e.seq > after_seq)
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn list_calls(&self, sub: &str, org: Option<&str>, q: &ListQuery) -> Vec<CallRow> {
+        let t = self.tables();
+        let mut calls: Vec<CallRow> = t
+            .calls
+            .values()
+            .filter(|c| c.sub == sub && c.org.as_deref() == org)
+            .filter(|c| q.before_ms.is_none_or(|b| c.started_at_ms < b))
+            .filter(|c| q.agent.as_ref().is_none_or(|a| &c.agent == a))
+            .cloned()
+            .collect();
+        calls.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        calls.truncate(q.clamped_limit() as usize);
+        calls
+    }
+}
+
+fn of_call<'a, T>(
+    map: &'a BTreeMap<(String, i64), T>,
+    call_id: &str,
+) -> impl Iterator<Item = &'a T> + 'a {
+    map.range((call_id.to_string(), i64::MIN)..=(call_id.to_string(), i64::MAX))
+        .map(|(_, v)| v)
+}
+
+fn apply(t: &mut Tables, w: &Write) {
+    match w {
+        Write::CallStarted(c) => match t.calls.get_mut(&c.id) {
+            Some(old) => {
+                old.agent = c.agent.clone();
+                old.variables = c.variables.clone();
+                old.system_prompt = c.system_prompt.clone();
+                old.ended_at_ms = None;
+                old.end_reason = None;
+            }
+            None => {
+                t.calls.insert(c.id.clone(), c.clone());
+            }
+        },
+        Write::Item(i) => {
+            let key = (i.call_id.clone(), i.item_id);
+            let mut new = i.clone();
+            if let Some(old) = t.items.get(&key) {
+                new.created_at_ms = old.created_at_ms;
+                if new.heard.is_none() {
+                    new.heard = old.heard.clone();
+                }
+            }
+            t.items.insert(key, new);
+        }
+        Write::ItemHeard {
+            call_id,
+            item_id,
+            heard,
+        } => {
+            if let Some(item) = t.items.get_mut(&(call_id.clone(), *item_id)) {
+                item.heard = Some(heard.clone());
+            }
+        }
+        Write::TurnMetrics(m) => {
+            t.turn_metrics
+                .insert((m.call_id.clone(), m.turn_id), m.clone());
+        }
+        Write::Event(e) => {
+            t.events
+                .entry((e.call_id.clone(), e.seq))
+                .or_insert_with(|| e.clone());
+        }
+        Write::CallEnded {
+            call_id,
+            ended_at_ms,
+            reason,
+            turns,
+            caller_audio_ms,
+            agent_audio_ms,
+        } => {
+            if let Some(c) = t.calls.get_mut(call_id) {
+                c.ended_at_ms = Some(*ended_at_ms);
+                c.end_reason = Some(reason.clone());
+                c.turns = *turns;
+                c.caller_audio_ms = *caller_audio_ms;
+                c.agent_audio_ms = *agent_audio_ms;
+            }
+        }
+    }
+}

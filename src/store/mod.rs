@@ -1,0 +1,312 @@
+//! The durable store: calls, their conversation items, per-turn metrics and event log, kept in
+//! SQLite (the default, one file), Postgres (several nodes) or memory (unit tests).
+//!
+//! Calls write through [`StoreWriter`], which batches writes off the call's path and never makes
+//! a call wait; the API reads through [`Store`]. Every [`Write`] is idempotent, so a batch whose
+//! fate is unknown is simply written again.
+
+mod error;
+mod memory;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{redact_url, StoreError};
+pub use rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+pub use writer::StoreWriter;
+
+use memory::MemoryStore;
+use postgres::PgStore;
+use sqlite::SqliteStore;
+
+/// How [`Store::connect_with`] sets up its connection pool.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long an operation waits for a connection; while a database server is down, how long
+    /// it keeps trying to connect before failing (with a retryable error).
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a write waits for another writer's lock before failing (retryable).
+    pub busy_timeout: Duration,
+    /// Connections kept open at most.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        }
+    }
+}
+
+/// A handle on the store; clones share one connection pool.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+    Memory(Arc<MemoryStore>),
+}
+
+/// Whether a URL's scheme names a supported store (`sqlite:`, `postgres://`,
+/// `postgresql://`, or `memory`), without opening it.
+pub fn scheme_supported(url: &str) -> bool {
+    let url = url.trim();
+    url == "memory"
+        || url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+}
+
+impl Store {
+    /// Opens the store a URL names and brings its tables up to date: `sqlite://PATH` (the file
+    /// and its folders are created; `sqlite:///abs/path` or `sqlite://relative/path`),
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`, or `memory`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let url = url.trim();
+        let backend = if url == "memory" {
+            Backend::Memory(Arc::default())
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite(SqliteStore::connect(url, opts).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(PgStore::connect(url, opts).await?)
+        } else {
+            return Err(StoreError::BadUrl {
+                url: redact_url(url),
+            });
+        };
+        Ok(Store { backend })
+    }
+
+    /// An empty in-memory store.
+    pub fn memory() -> Store {
+        Store {
+            backend: Backend::Memory(Arc::default()),
+        }
+    }
+
+    /// Which database this is, for logs: `sqlite (/path/voxwire.db)`, `postgres (host:5432/db)`
+    /// or `memory`. Never a password.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(s) => s.describe(),
+            Backend::Postgres(p) => p.describe(),
+            Backend::Memory(_) => "memory".to_string(),
+        }
+    }
+
+    /// Applies the writes in order, in one transaction: all or none. Idempotent.
+    pub async fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite(s) => s.write(batch).await,
+            Backend::Postgres(p) => p.write(batch).await,
+            Backend::Memory(m) => m.write(batch),
+        }
+    }
+
+    pub async fn call(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
+        let op = StoreError::query("reading a call");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::call(&s.pool, id).await.map_err(op),
+            Backend::Postgres(p) => sql::call(&p.pool, id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.call(id)),
+        }
+    }
+
+    /// The call's items, by `item_id`.
+    pub async fn items(&self, call_id: &str) -> Result<Vec<ItemRow>, StoreError> {
+        let op = StoreError::query("reading a call's items");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::items(&s.pool, call_id).await.map_err(op),
+            Backend::Postgres(p) => sql::items(&p.pool, call_id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.items(call_id)),
+        }
+    }
+
+    /// The call's turn metrics, by `turn_id`.
+    pub async fn turn_metrics(&self, call_id: &str) -> Result<Vec<TurnMetricsRow>, StoreError> {
+        let op = StoreError::query("reading a call's turn metrics");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::turn_metrics(&s.pool, call_id).await.map_err(op),
+            Backend::Postgres(p) => sql::turn_metrics(&p.pool, call_id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.turn_metrics(call_id)),
+        }
+    }
+
+    /// Up to `limit` of the call's events with `seq > after_seq`, by `seq`.
+    pub async fn events(
+        &self,
+        call_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let op = StoreError::query("reading a call's events");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::events(&s.pool, call_id, after_seq, limit)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => sql::events(&p.pool, call_id, after_seq, limit)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.events(call_id, after_seq, limit)),
+        }
+    }
+
+    /// The calls of one owner, newest first: same `sub` and same `org` (a `None` org matches
+    /// only calls without one).
+    pub async fn list_calls(
+        &self,
+        sub: &str,
+        org: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let op = StoreError::query("listing calls");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::list_calls(&s.pool, sub, org, q).await.map_err(op),
+            Backend::Postgres(p) => sql::list_calls(&p.pool, sub, org, q).await.map_err(op),
+            Backend::Memory(m) => Ok(m.list_calls(sub, org, q)),
+        }
+    }
+
+    /// Closes the connections (waiting for those in use).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pool.close().await,
+            Backend::Postgres(p) => p.pool.close().await,
+            Backend::Memory(_) => {}
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn memory_backend(&self) -> Option<&MemoryStore> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// `sqlite://` and the default database file: `$XDG_DATA_HOME/voxwire/voxwire.db`, else
+/// `$HOME/.local/share/voxwire/voxwire.db`, else `./voxwire.db`.
+pub fn default_url() -> String {
+    sqlite_url(&default_path(
+        std::env::var_os("XDG_DATA_HOME"),
+        std::env::var_os("HOME"),
+    ))
+}
+
+fn default_path(
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    // The XDG spec says a relative XDG_DATA_HOME is to be ignored.
+    let data = xdg_data_home
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .or_else(|| {
+            home.filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        });
+    match data {
+        Some(d) => d.join("voxwire").join("voxwire.db"),
+        None => PathBuf::from("voxwire.db"),
+    }
+}
+
+/// The `sqlite://` URL of a path; `%`, `?` and `#` are escaped, as the URL is read
+/// percent-decoded up to its first `?`.
+fn sqlite_url(path: &std::path::Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_follows_xdg() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            default_path(os("/data"), os("/home/u")),
+            PathBuf::from("/data/voxwire/voxwire.db")
+        );
+        assert_eq!(
+            default_path(os("relative"), os("/home/u")),
+            PathBuf::from("/home/u/.local/share/voxwire/voxwire.db")
+        );
+        assert_eq!(default_path(None, None), PathBuf::from("voxwire.db"));
+        assert_eq!(
+            sqlite_url(std::path::Path::new("/a b/50%?#.db")),
+            "sqlite:///a b/50%25%3F%23.db"
+        );
+        assert!(default_url().starts_with("sqlite://"));
+    }
+
+    #[tokio::test]
+    async fn odd_file_names_survive_the_url() {
+        let dir = std::env::temp_dir().join(format!("voxwire-store-{}", std::process::id()));
+        let file = dir.join("a dir?/50% #1.db");
+        let store = Store::connect(&sqlite_url(&file)).await.unwrap();
+        assert!(file.is_file(), "{} missing", file.display());
+        assert_eq!(store.describe(), format!("sqlite ({})", file.display()));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused_without_their_password() {
+        let e = Store::connect("mysql://root:hunter22@db/x")
+            .await
+            .err()
+            .unwrap();
+        assert!(!e.retryable());
+        assert!(!e.to_string().contains("hunter22"), "{e}");
+        assert!(e.to_string().contains("sqlite://"), "{e}");
+        let opts = StoreOptions {
+            acquire_timeout: Duration::from_millis(300),
+            ..StoreOptions::default()
+        };
+        // Nothing listens on port 1: refused, retryable, and the password is nowhere.
+        let e = Store::connect_with("postgres://app:hunter22@127.0.0.1:1/x", &opts)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.retryable(), "{e}");
+        let mut chain = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        assert!(!chain.contains("hunter22"), "{chain}");
+        assert!(chain.contains("127.0.0.1:1/x"), "{chain}");
+    }
+}

@@ -1,0 +1,152 @@
+//! What the store keeps: a row type per table, the writes that change them, and the query for
+//! listing calls. Plain data, the same for every backend.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One call. Its owner is `(sub, org)`: only the same subject of the same organisation (or of
+/// none, when `org` is `None`) may list or read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct CallRow {
+    pub id: String,
+    pub org: Option<String>,
+    pub sub: String,
+    pub agent: String,
+    #[sqlx(json)]
+    pub variables: BTreeMap<String, String>,
+    pub system_prompt: Option<String>,
+    /// Unix time in milliseconds.
+    pub started_at_ms: i64,
+    /// Set by [`Write::CallEnded`], cleared again when the call is resumed.
+    pub ended_at_ms: Option<i64>,
+    pub end_reason: Option<String>,
+    pub turns: i64,
+    pub caller_audio_ms: i64,
+    pub agent_audio_ms: i64,
+}
+
+/// One message of a call's conversation, numbered by `item_id` within the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ItemRow {
+    pub call_id: String,
+    pub item_id: i64,
+    pub turn_id: Option<i64>,
+    /// `"user"` or `"assistant"`.
+    pub role: String,
+    /// What was said (a transcript) or generated (a reply), in full.
+    pub text: String,
+    /// For an interrupted reply: the part the caller heard before it stopped.
+    pub heard: Option<String>,
+    /// `"voice"`, `"text"`, `"greeting"` or `"push_to_talk"`.
+    pub source: String,
+    pub created_at_ms: i64,
+}
+
+/// A turn's latency figures, as the JSON the call reports them in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TurnMetricsRow {
+    pub call_id: String,
+    pub turn_id: i64,
+    #[sqlx(json)]
+    pub metrics: serde_json::Value,
+    pub at_ms: i64,
+}
+
+/// One event of a call's log, numbered 1, 2, 3... per call by `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub call_id: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    #[sqlx(json)]
+    pub data: serde_json::Value,
+}
+
+/// A page of one owner's calls, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Calls per page, 1..=100 (values outside are clamped).
+    pub limit: u32,
+    /// Only calls that started strictly before this (unix ms): the `started_at_ms` of the last
+    /// call of the previous page.
+    pub before_ms: Option<i64>,
+    /// Only calls of this agent.
+    pub agent: Option<String>,
+}
+
+impl ListQuery {
+    pub const MAX_LIMIT: u32 = 100;
+
+    pub(crate) fn clamped_limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, Self::MAX_LIMIT))
+    }
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            limit: 20,
+            before_ms: None,
+            agent: None,
+        }
+    }
+}
+
+/// One change to the store. Every write is idempotent: applying a batch twice leaves the same
+/// rows as applying it once, so a batch whose outcome is unknown can simply be sent again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Inserts the call; for an id already stored (a resumed call) replaces its agent,
+    /// variables and system prompt and clears its end. Owner, start time and totals are kept.
+    CallStarted(CallRow),
+    /// Inserts or replaces the item `(call_id, item_id)`. A `heard` of `None` keeps the stored
+    /// one, and the first `created_at_ms` is kept.
+    Item(ItemRow),
+    /// Records what the caller heard of an interrupted reply.
+    ItemHeard {
+        call_id: String,
+        item_id: i64,
+        heard: String,
+    },
+    /// Inserts or replaces the metrics of `(call_id, turn_id)`.
+    TurnMetrics(TurnMetricsRow),
+    /// Inserts the event; one already stored with the same `(call_id, seq)` is kept as it is.
+    Event(EventRow),
+    /// Ends the call with its totals.
+    CallEnded {
+        call_id: String,
+        ended_at_ms: i64,
+        reason: String,
+        turns: i64,
+        caller_audio_ms: i64,
+        agent_audio_ms: i64,
+    },
+}
+
+impl Write {
+    /// The call this write belongs to.
+    pub fn call_id(&self) -> &str {
+        match self {
+            Write::CallStarted(c) => &c.id,
+            Write::Item(i) => &i.call_id,
+            Write::ItemHeard { call_id, .. }
+            | Write::CallEnded { call_id, .. }
+            | Write::TurnMetrics(TurnMetricsRow { call_id, .. })
+            | Write::Event(EventRow { call_id, .. }) => call_id,
+        }
+    }
+
+    /// The variant's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::CallStarted(_) => "call_started",
+            Write::Item(_) => "item",
+            Write::ItemHeard { .. } => "item_heard",
+            Write::TurnMetrics(_) => "turn_metrics",
+            Write::Event(_) => "event",
+            Write::CallEnded { .. } => "call_ended",
+        }
+    }
+}

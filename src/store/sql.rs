@@ -1,0 +1,234 @@
+//! The statements, shared by SQLite and Postgres: both take `$N` parameters, `ON CONFLICT ...
+//! DO UPDATE` and `excluded.`, and `sqlx::types::Json` binds as TEXT in one and JSONB in the
+//! other. Only connecting, migrating and starting a transaction differ (`sqlite.rs`,
+//! `postgres.rs`).
+
+use std::collections::BTreeMap;
+
+use sqlx::types::Json;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+
+use super::rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+
+const CALL_COLUMNS: &str = "id, org, sub, agent, variables, system_prompt, started_at_ms, \
+    ended_at_ms, end_reason, turns, caller_audio_ms, agent_audio_ms";
+
+/// A resumed call (same id) takes the new agent, variables and prompt and is live again; its
+/// owner, start and totals stay.
+const CALL_STARTED: &str = "INSERT INTO calls (id, org, sub, agent, variables, system_prompt, \
+    started_at_ms, ended_at_ms, end_reason, turns, caller_audio_ms, agent_audio_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+    ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, variables = excluded.variables, \
+    system_prompt = excluded.system_prompt, ended_at_ms = NULL, end_reason = NULL";
+
+const ITEM: &str = "INSERT INTO call_items (call_id, item_id, turn_id, role, text, heard, \
+    source, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+    ON CONFLICT (call_id, item_id) DO UPDATE SET turn_id = excluded.turn_id, \
+    role = excluded.role, text = excluded.text, \
+    heard = COALESCE(excluded.heard, call_items.heard), source = excluded.source";
+
+const ITEM_HEARD: &str = "UPDATE call_items SET heard = $3 WHERE call_id = $1 AND item_id = $2";
+
+const TURN_METRICS: &str = "INSERT INTO call_turn_metrics (call_id, turn_id, metrics, at_ms) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (call_id, turn_id) DO UPDATE SET \
+    metrics = excluded.metrics, at_ms = excluded.at_ms";
+
+const EVENT: &str = "INSERT INTO call_events (call_id, seq, at_ms, kind, data) \
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id, seq) DO NOTHING";
+
+const CALL_ENDED: &str = "UPDATE calls SET ended_at_ms = $2, end_reason = $3, turns = $4, \
+    caller_audio_ms = $5, agent_audio_ms = $6 WHERE id = $1";
+
+/// Applies one write on `conn` (inside the caller's transaction).
+pub(crate) async fn apply<DB>(conn: &mut DB::Connection, w: &Write) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<&'q BTreeMap<String, String>>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<&'q serde_json::Value>: Encode<'q, DB> + Type<DB>,
+{
+    let query = match w {
+        Write::CallStarted(c) => sqlx::query(CALL_STARTED)
+            .bind(c.id.as_str())
+            .bind(c.org.as_deref())
+            .bind(c.sub.as_str())
+            .bind(c.agent.as_str())
+            .bind(Json(&c.variables))
+            .bind(c.system_prompt.as_deref())
+            .bind(c.started_at_ms)
+            .bind(c.ended_at_ms)
+            .bind(c.end_reason.as_deref())
+            .bind(c.turns)
+            .bind(c.caller_audio_ms)
+            .bind(c.agent_audio_ms),
+        Write::Item(i) => sqlx::query(ITEM)
+            .bind(i.call_id.as_str())
+            .bind(i.item_id)
+            .bind(i.turn_id)
+            .bind(i.role.as_str())
+            .bind(i.text.as_str())
+            .bind(i.heard.as_deref())
+            .bind(i.source.as_str())
+            .bind(i.created_at_ms),
+        Write::ItemHeard {
+            call_id,
+            item_id,
+            heard,
+        } => sqlx::query(ITEM_HEARD)
+            .bind(call_id.as_str())
+            .bind(*item_id)
+            .bind(heard.as_str()),
+        Write::TurnMetrics(m) => sqlx::query(TURN_METRICS)
+            .bind(m.call_id.as_str())
+            .bind(m.turn_id)
+            .bind(Json(&m.metrics))
+            .bind(m.at_ms),
+        Write::Event(e) => sqlx::query(EVENT)
+            .bind(e.call_id.as_str())
+            .bind(e.seq)
+            .bind(e.at_ms)
+            .bind(e.kind.as_str())
+            .bind(Json(&e.data)),
+        Write::CallEnded {
+            call_id,
+            ended_at_ms,
+            reason,
+            turns,
+            caller_audio_ms,
+            agent_audio_ms,
+        } => sqlx::query(CALL_ENDED)
+            .bind(call_id.as_str())
+            .bind(*ended_at_ms)
+            .bind(reason.as_str())
+            .bind(*turns)
+            .bind(*caller_audio_ms)
+            .bind(*agent_audio_ms),
+    };
+    query.execute(conn).await?;
+    Ok(())
+}
+
+pub(crate) async fn call<DB>(db: &Pool<DB>, id: &str) -> Result<Option<CallRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+    sqlx::query_as(&sql).bind(id).fetch_optional(db).await
+}
+
+pub(crate) async fn items<DB>(db: &Pool<DB>, call_id: &str) -> Result<Vec<ItemRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> ItemRow: sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(
+        "SELECT call_id, item_id, turn_id, role, text, heard, source, created_at_ms \
+         FROM call_items WHERE call_id = $1 ORDER BY item_id",
+    )
+    .bind(call_id)
+    .fetch_all(db)
+    .await
+}
+
+pub(crate) async fn turn_metrics<DB>(
+    db: &Pool<DB>,
+    call_id: &str,
+) -> Result<Vec<TurnMetricsRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> TurnMetricsRow: sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(
+        "SELECT call_id, turn_id, metrics, at_ms FROM call_turn_metrics \
+         WHERE call_id = $1 ORDER BY turn_id",
+    )
+    .bind(call_id)
+    .fetch_all(db)
+    .await
+}
+
+pub(crate) async fn events<DB>(
+    db: &Pool<DB>,
+    call_id: &str,
+    after_seq: i64,
+    limit: u32,
+) -> Result<Vec<EventRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> EventRow: sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(
+        "SELECT call_id, seq, at_ms, kind, data FROM call_events \
+         WHERE call_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(call_id)
+    .bind(after_seq)
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await
+}
+
+/// One owner's calls, newest first. Each condition is written out only when it applies, so the
+/// `(sub, org, started_at_ms)` index serves the equality, the `before` range and the order.
+pub(crate) async fn list_calls<DB>(
+    db: &Pool<DB>,
+    sub: &str,
+    org: Option<&str>,
+    q: &ListQuery,
+) -> Result<Vec<CallRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE sub = $1");
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    match org {
+        Some(_) => sql += &format!(" AND org = ${}", next()),
+        None => sql += " AND org IS NULL",
+    }
+    if q.before_ms.is_some() {
+        sql += &format!(" AND started_at_ms < ${}", next());
+    }
+    if q.agent.is_some() {
+        sql += &format!(" AND agent = ${}", next());
+    }
+    sql += &format!(" ORDER BY started_at_ms DESC, id DESC LIMIT ${}", next());
+    let mut query = sqlx::query_as(&sql).bind(sub);
+    if let Some(org) = org {
+        query = query.bind(org);
+    }
+    if let Some(before) = q.before_ms {
+        query = query.bind(before);
+    }
+    if let Some(agent) = &q.agent {
+        query = query.bind(agent.as_str());
+    }
+    query.bind(q.clamped_limit()).fetch_all(db).await
+}

@@ -1,0 +1,91 @@
+//! SQLite, the default: one file (created with its folders), write-ahead logging so reads never
+//! wait for the writer, and a busy timeout so a writer waits for another's lock instead of
+//! failing at once.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::error::redact_url;
+use super::{sql, StoreError, StoreOptions, Write};
+
+static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::InvalidUrl {
+                url: redact_url(url),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL never corrupts the file; a power cut may lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(opts.busy_timeout);
+        let file = options.get_filename().to_path_buf();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| StoreError::CreateDir {
+                    path: file.clone(),
+                    source,
+                })?;
+        }
+        let path = std::path::absolute(&file).unwrap_or(file);
+        let me = Self {
+            pool: SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(options),
+            path,
+        };
+        me.pool
+            .acquire()
+            .await
+            .map_err(|source| StoreError::Connect {
+                place: me.describe(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&me.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                place: me.describe(),
+                source,
+            })?;
+        Ok(me)
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("sqlite ({})", self.path.display())
+    }
+
+    /// One transaction that takes the write lock at its start (`BEGIN IMMEDIATE`), so it waits
+    /// out another writer with the busy timeout rather than failing halfway.
+    pub(crate) async fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::query("starting a write"))?;
+        for w in batch {
+            sql::apply::<sqlx::Sqlite>(&mut tx, w)
+                .await
+                .map_err(StoreError::query("writing"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("committing a write"))
+    }
+}
