@@ -160,7 +160,10 @@ pub fn decode_file(bytes: &[u8], mime: Option<&str>, max_ms: u64) -> Result<Deco
             Err(_) => {}
         }
     }
-    decode_with_symphonia(bytes, mime, max_ms)
+    // symphonia reads files anyone may upload and panics on some malformed ones (a WAV header
+    // with a zero sample rate): that is an undecodable file, not a reason to unwind further.
+    std::panic::catch_unwind(|| decode_with_symphonia(bytes, mime, max_ms))
+        .unwrap_or_else(|_| Err(AudioError::Decode("the decoder failed on this file".into())))
 }
 
 fn decode_with_symphonia(
