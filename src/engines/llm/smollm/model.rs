@@ -89,6 +89,84 @@ fn linear(qt: QTensor, format: WeightFormat) -> candle_core::Result<QMatMul> {
     }
 }
 
+/// Widest attention head accepted. Real llama-family models use 64 to 256; the RoPE tables
+/// cost `max_context * head_dim` floats, so a header claiming one huge head must not size them.
+const MAX_HEAD_DIM: usize = 512;
+
+/// Runs third-party code that reads the model file (candle's GGUF and tensor readers): a panic
+/// there on a hostile file becomes an error naming `what`, and the process goes on.
+pub(super) fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> candle_core::Result<T>,
+) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("{what} failed on this file: {msg}"))
+        }
+    }
+}
+
+/// The tensors a GGUF declares, checked before any is read: every shape is what the
+/// hyper-parameters say, and every tensor fits in the file, so no header claim sizes an
+/// allocation the file's bytes do not back.
+struct TensorTable<'a> {
+    ct: &'a gguf_file::Content,
+    file_len: u64,
+}
+
+impl TensorTable<'_> {
+    /// The tensor's shape, if it is declared and its bytes fit in the file.
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>, String> {
+        let Some(info) = self.ct.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let dims = info.shape.dims().to_vec();
+        let bytes = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .map(|n| n / info.ggml_dtype.block_size())
+            .and_then(|blocks| blocks.checked_mul(info.ggml_dtype.type_size()));
+        match bytes {
+            Some(b) if b as u64 <= self.file_len => Ok(Some(dims)),
+            _ => Err(format!(
+                "tensor {name} of shape {dims:?} does not fit in the {}-byte file",
+                self.file_len
+            )),
+        }
+    }
+
+    /// The tensor's shape, which must be declared.
+    fn required(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.shape(name)?
+            .ok_or_else(|| format!("tensor {name}: not in the file"))
+    }
+
+    /// Reads the tensor after checking its shape is `want`.
+    fn read<R: std::io::Read + std::io::Seek>(
+        &self,
+        reader: &mut R,
+        name: &str,
+        want: &[usize],
+    ) -> Result<QTensor, String> {
+        let dims = self.required(name)?;
+        if dims != want {
+            return Err(format!(
+                "tensor {name} has shape {dims:?}, the hyper-parameters need {want:?}"
+            ));
+        }
+        guarded("the GGUF tensor reader", || {
+            self.ct.tensor(reader, name, &Device::Cpu)
+        })
+        .map_err(|e| format!("tensor {name}: {e}"))
+    }
+}
+
 impl Weights {
     /// Reads a llama-architecture GGUF. `max_context` bounds the RoPE tables (and so the
     /// sessions' context).
@@ -110,52 +188,102 @@ impl Weights {
         let n_head = md_u32(ct, "llama.attention.head_count")?;
         let n_kv_head = md_u32(ct, "llama.attention.head_count_kv")?;
         let hidden = md_u32(ct, "llama.embedding_length")?;
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || hidden % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || hidden == 0
+            || n_head % n_kv_head != 0
+            || hidden % n_head != 0
+        {
             return Err(format!(
                 "bad head counts: {n_head} heads, {n_kv_head} kv heads, {hidden} wide"
+            ));
+        }
+        let head_dim = hidden / n_head;
+        if head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
+            return Err(format!(
+                "attention heads {head_dim} wide (need an even width up to {MAX_HEAD_DIM})"
             ));
         }
         let cfg = ModelConfig {
             n_layer: md_u32(ct, "llama.block_count")?,
             n_head,
             n_kv_head,
-            head_dim: hidden / n_head,
+            head_dim,
             hidden,
             rms_eps: md_f32(ct, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
             rope_base: md_f32(ct, "llama.rope.freq_base").unwrap_or(10_000.0),
             train_context: md_u32(ct, "llama.context_length").unwrap_or(2048),
         };
+        let file_len = reader
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| format!("cannot read the file: {e}"))?;
+        let table = TensorTable { ct, file_len };
         let device = Device::Cpu;
-        let mut get = |name: &str| {
-            ct.tensor(reader, name, &device)
-                .map_err(|e| format!("tensor {name}: {e}"))
-        };
         let cerr = |e: candle_core::Error| e.to_string();
-        let embed_q = get("token_embd.weight")?;
+        // Shapes in candle's order (GGUF lists them reversed): `[out, in]` for a linear layer.
+        let embed_dims = table.required("token_embd.weight")?;
+        let vocab = match embed_dims.as_slice() {
+            &[vocab, h] if h == hidden && vocab > 0 => vocab,
+            _ => {
+                return Err(format!(
+                    "tensor token_embd.weight has shape {embed_dims:?}, need [vocab, {hidden}]"
+                ))
+            }
+        };
+        let embed_q = table.read(reader, "token_embd.weight", &[vocab, hidden])?;
         let embed = embed_q.dequantize(&device).map_err(cerr)?;
-        let output = match get("output.weight") {
-            Ok(qt) => linear(qt, format).map_err(cerr)?,
+        let output = match table.shape("output.weight")? {
+            Some(_) => linear(
+                table.read(reader, "output.weight", &[vocab, hidden])?,
+                format,
+            )
+            .map_err(cerr)?,
             // Tied embeddings: in f32 mode share the dequantized table (no extra copy).
-            Err(_) if format == WeightFormat::F32 => QMatMul::Tensor(embed.clone()),
-            Err(_) => linear(embed_q, format).map_err(cerr)?,
+            None if format == WeightFormat::F32 => QMatMul::Tensor(embed.clone()),
+            None => linear(embed_q, format).map_err(cerr)?,
         };
         let norm_vec = |qt: QTensor| qt.dequantize(&device).map_err(cerr);
-        let norm = norm_vec(get("output_norm.weight")?)?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
+        let norm = norm_vec(table.read(reader, "output_norm.weight", &[hidden])?)?;
+        let kv_width = n_kv_head * head_dim;
+        let ff = match table.shape("blk.0.ffn_gate.weight")?.as_deref() {
+            Some(&[ff, h]) if h == hidden && ff > 0 => ff,
+            _ if cfg.n_layer == 0 => 0,
+            other => {
+                return Err(format!(
+                    "tensor blk.0.ffn_gate.weight has shape {other:?}, need [ff, {hidden}]"
+                ))
+            }
+        };
+        // Layers are added as their tensors are read: the claimed count sizes nothing.
+        let mut layers = Vec::new();
         for i in 0..cfg.n_layer {
-            let mut lin = |n: &str| -> Result<QMatMul, String> {
-                linear(get(&format!("blk.{i}.{n}.weight"))?, format).map_err(cerr)
+            let mut lin = |n: &str, want: &[usize]| -> Result<QMatMul, String> {
+                linear(
+                    table.read(reader, &format!("blk.{i}.{n}.weight"), want)?,
+                    format,
+                )
+                .map_err(cerr)
+            };
+            let wq = lin("attn_q", &[hidden, hidden])?;
+            let wk = lin("attn_k", &[kv_width, hidden])?;
+            let wv = lin("attn_v", &[kv_width, hidden])?;
+            let wo = lin("attn_output", &[hidden, hidden])?;
+            let w_gate = lin("ffn_gate", &[ff, hidden])?;
+            let w_up = lin("ffn_up", &[ff, hidden])?;
+            let w_down = lin("ffn_down", &[hidden, ff])?;
+            let mut layer_norm = |n: &str| {
+                norm_vec(table.read(reader, &format!("blk.{i}.{n}.weight"), &[hidden])?)
             };
             layers.push(Layer {
-                wq: lin("attn_q")?,
-                wk: lin("attn_k")?,
-                wv: lin("attn_v")?,
-                wo: lin("attn_output")?,
-                w_gate: lin("ffn_gate")?,
-                w_up: lin("ffn_up")?,
-                w_down: lin("ffn_down")?,
-                attn_norm: norm_vec(get(&format!("blk.{i}.attn_norm.weight"))?)?,
-                ffn_norm: norm_vec(get(&format!("blk.{i}.ffn_norm.weight"))?)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                w_gate,
+                w_up,
+                w_down,
+                attn_norm: layer_norm("attn_norm")?,
+                ffn_norm: layer_norm("ffn_norm")?,
             });
         }
         let (cos, sin) =
