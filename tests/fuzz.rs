@@ -257,6 +257,14 @@ fn gguf_models() {
 
 // Regression inputs: each found by fuzzing (crashed or aborted before its fix).
 
+fn from_hex(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
 /// A float WAV chunk holding NaN, infinities and huge values: the call's resampler (rubato)
 /// panicked on the NaN ("Imaginary part of first value was non-zero").
 #[test]
@@ -290,12 +298,10 @@ fn regression_float_wav_file_with_nan() {
 /// ("TimeBase cannot have 0 numerator or denominator"); now an undecodable file.
 #[test]
 fn regression_wav_with_zero_rate_through_symphonia() {
-    let hex = "00524946463c4b000057415645666d742028000000feff0000000000000010020004f220001600\
-               2000010000000300000000001000800000aa00389b7164617461004b00000000000042c8eb3c2c64";
-    let input: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect();
+    let input = from_hex(
+        "00524946463c4b000057415645666d742028000000feff0000000000000010020004f220001600\
+         2000010000000300000000001000800000aa00389b7164617461004b00000000000042c8eb3c2c64",
+    );
     let got = must_not_panic("zero-rate WAV", &fuzzing::audio_file, &input);
     assert!(got.is_err(), "{got:?}");
 }
@@ -359,4 +365,37 @@ fn regression_gguf_shape_mismatch() {
     seeds::gguf_set_dims(&mut model, "blk.0.attn_v.weight", &[8, 4]);
     let err = gguf_refused("mismatched shapes", &model);
     assert!(err.contains("attn_k"), "{err}");
+}
+
+/// A convolution of shape `[0, 2^32 - 1, 3]` holds no bytes, yet its middle dimension was
+/// taken as the number of mel bins: the loader sized the mel filter bank (and the smoke test
+/// its input) from it, tens of GB. Every weight's shape is now checked against the dimensions
+/// and none may be zero.
+#[test]
+fn regression_ct2_empty_conv_claims_huge_mel_count() {
+    let model = seeds::ct2_whisper_with(6, false, |vars| {
+        seeds::ct2_set_f32(vars, "encoder/conv1/weight", &[0, u32::MAX, 3]);
+    });
+    let got = must_not_panic("empty conv", &fuzzing::ct2_model, &model);
+    assert!(matches!(got, Ok(None)), "{got:?}");
+}
+
+/// Weights whose shapes disagree with the dimensions: the model loaded, then every
+/// transcription failed with a shape error; now the load fails.
+#[test]
+fn regression_ct2_shape_mismatch() {
+    let model = seeds::ct2_whisper_with(6, false, |vars| {
+        seeds::ct2_set_f32(vars, "decoder/layer_0/attention/linear_1/weight", &[4, 4]);
+    });
+    assert!(matches!(
+        must_not_panic("mismatched shapes", &fuzzing::ct2_model, &model),
+        Ok(None)
+    ));
+    use voxwire::engines::stt::whisper::{check_weights, ct2::Ct2Model};
+    let parsed = Ct2Model::parse(std::path::Path::new("m.bin"), model).expect("parses");
+    let err = check_weights(&parsed, 4).expect_err("loads").to_string();
+    assert!(
+        err.contains("unsupported") && err.contains("attention/linear_1/weight"),
+        "{err}"
+    );
 }

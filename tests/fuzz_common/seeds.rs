@@ -52,7 +52,7 @@ const FF: usize = 8;
 
 struct Ct2Writer {
     version: u32,
-    vars: Vec<(String, Vec<u32>, u8, Vec<u8>)>,
+    vars: Vec<Ct2Var>,
     aliases: Vec<(String, String)>,
 }
 
@@ -153,6 +153,18 @@ impl Ct2Writer {
 /// CTranslate2 file of binary `version` (1 to 6); `quantized` stores the linear weights as int8
 /// with per-row scales. Version 3 and later store the decoder's output norm through an alias.
 pub fn ct2_whisper(version: u32, quantized: bool) -> Vec<u8> {
+    ct2_whisper_with(version, quantized, |_| {})
+}
+
+/// A CTranslate2 variable: name, shape, dtype id, raw bytes.
+pub type Ct2Var = (String, Vec<u32>, u8, Vec<u8>);
+
+/// [`ct2_whisper`] with its variables edited by `edit` before writing.
+pub fn ct2_whisper_with(
+    version: u32,
+    quantized: bool,
+    edit: impl FnOnce(&mut Vec<Ct2Var>),
+) -> Vec<u8> {
     let mut w = Ct2Writer {
         version,
         vars: Vec::new(),
@@ -190,6 +202,7 @@ pub fn ct2_whisper(version: u32, quantized: bool) -> Vec<u8> {
     } else {
         w.norm("decoder/layer_norm");
     }
+    edit(&mut w.vars);
     w.bytes()
 }
 
@@ -355,4 +368,14 @@ pub fn float_wav(rate: u32, samples: &[f32]) -> Vec<u8> {
     }
     w.finalize().expect("wav");
     out.into_inner()
+}
+
+/// Replaces a variable of a [`Ct2Var`] list by an f32 one of `shape` (zero-filled).
+pub fn ct2_set_f32(vars: &mut [Ct2Var], name: &str, shape: &[u32]) {
+    let v = vars
+        .iter_mut()
+        .find(|v| v.0 == name)
+        .unwrap_or_else(|| panic!("no variable {name}"));
+    let n: usize = shape.iter().map(|&d| d as usize).product();
+    *v = (name.to_string(), shape.to_vec(), 0, vec![0; n * 4]);
 }
