@@ -306,6 +306,15 @@ fn regression_wav_with_zero_rate_through_symphonia() {
     assert!(got.is_err(), "{got:?}");
 }
 
+/// An EBML (Matroska) header with all-ones sizes, found by cargo-fuzz: symphonia's MKV reader
+/// fails an assertion ("invalid position"); the decoder catches it and refuses the file.
+#[test]
+fn regression_mkv_header_with_huge_sizes() {
+    let input = from_hex("031a45dfa3ffff00ffffffffffffffffff");
+    let got = must_not_panic("MKV header", &fuzzing::audio_file, &input);
+    assert!(got.is_err(), "{got:?}");
+}
+
 fn gguf_refused(what: &str, input: &[u8]) -> String {
     let got = must_not_panic(what, &fuzzing::gguf, input);
     match got {
