@@ -14,6 +14,7 @@ mod kv_cache;
 mod model;
 mod sampling;
 mod session;
+mod tensors;
 mod tokenizer;
 
 use std::io::{Read, Seek};
@@ -107,7 +108,7 @@ impl SmolLm {
             path: path.to_path_buf(),
             reason,
         };
-        let content = model::guarded("the GGUF reader", || gguf_file::Content::read(reader))
+        let content = tensors::guarded("the GGUF reader", || gguf_file::Content::read(reader))
             .map_err(|e| invalid(format!("cannot parse GGUF: {e}")))?;
         let tokenizer = SmolTokenizer::from_gguf(&content).map_err(invalid)?;
         let train_context = content
