@@ -9,6 +9,7 @@ pub mod auth;
 pub mod call;
 pub mod config;
 pub mod engines;
+pub mod fuzzing;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;

@@ -104,6 +104,7 @@ pub fn decode_wav_within(bytes: &[u8], max_ms: u64) -> Result<Decoded, AudioErro
         hound::SampleFormat::Float => reader
             .samples::<f32>()
             .take(most)
+            .map(|s| s.map(in_range))
             .collect::<Result<_, _>>()
             .map_err(|e| AudioError::Decode(format!("WAV: {e}")))?,
         hound::SampleFormat::Int => {
@@ -127,6 +128,17 @@ pub fn decode_wav_within(bytes: &[u8], max_ms: u64) -> Result<Decoded, AudioErro
     })
 }
 
+/// A float sample as the engines take it: in [-1, 1], silence for NaN and infinities. Float
+/// files can hold any bit pattern, and one NaN would otherwise spread through the resampler's
+/// FFT and reach the detector and speech-to-text.
+fn in_range(s: f32) -> f32 {
+    if s.is_finite() {
+        s.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
 fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
     if channels <= 1 {
         return interleaved.to_vec();
@@ -148,7 +160,10 @@ pub fn decode_file(bytes: &[u8], mime: Option<&str>, max_ms: u64) -> Result<Deco
             Err(_) => {}
         }
     }
-    decode_with_symphonia(bytes, mime, max_ms)
+    // symphonia reads files anyone may upload and panics on some malformed ones (a WAV header
+    // with a zero sample rate): that is an undecodable file, not a reason to unwind further.
+    std::panic::catch_unwind(|| decode_with_symphonia(bytes, mime, max_ms))
+        .unwrap_or_else(|_| Err(AudioError::Decode("the decoder failed on this file".into())))
 }
 
 fn decode_with_symphonia(
@@ -228,7 +243,8 @@ fn decode_with_symphonia(
         }
         if let Some(b) = buf.as_mut() {
             b.copy_interleaved_ref(decoded);
-            samples.extend(downmix(b.samples(), spec.channels.count().max(1)));
+            let mono = downmix(b.samples(), spec.channels.count().max(1));
+            samples.extend(mono.into_iter().map(in_range));
         }
     }
     let rate = check_rate(rate.ok_or_else(|| AudioError::Decode("unknown sample rate".into()))?)?;

@@ -48,13 +48,22 @@ impl StreamResampler {
         })
     }
 
-    /// Feeds samples; returns what is ready.
+    /// Feeds samples; returns what is ready. Samples outside [-1, 1] are clipped and NaN or
+    /// infinite ones become silence: the FFT would spread one over the whole block (and rubato
+    /// panics on it).
     pub fn push(&mut self, input: &[f32]) -> Vec<f32> {
+        let clean = input.iter().map(|&s| {
+            if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            }
+        });
         let Some(inner) = self.inner.as_mut() else {
-            return input.to_vec();
+            return clean.collect();
         };
         self.total_in += input.len() as u64;
-        self.pending.extend_from_slice(input);
+        self.pending.extend(clean);
         let mut out = Vec::new();
         let mut start = 0;
         loop {
@@ -135,6 +144,17 @@ mod tests {
         // Zero crossings of a 440 Hz tone over one second: about 880.
         let crossings = y.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
         assert!((435..=445).contains(&crossings), "{crossings}");
+    }
+
+    #[test]
+    fn non_finite_and_loud_input_is_cleaned_not_a_panic() {
+        let mut x = sine(300.0, 48_000, 0.1);
+        x[7] = f32::NAN;
+        x[9] = f32::INFINITY;
+        x[11] = 3.0e38;
+        let y = resample(&x, 48_000, 16_000).unwrap();
+        assert_eq!(y.len(), 1600);
+        assert!(y.iter().all(|s| s.is_finite()));
     }
 
     #[test]

@@ -14,9 +14,11 @@ mod kv_cache;
 mod model;
 mod sampling;
 mod session;
+mod tensors;
 mod tokenizer;
 
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -86,17 +88,27 @@ impl SmolLm {
 
     /// Loads a GGUF file. Errors name the file and the reason.
     pub fn load_with(gguf_path: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
-        let t0 = Instant::now();
-        let path: PathBuf = gguf_path.to_path_buf();
-        let invalid = |reason: String| LlmError::InvalidModel {
-            path: path.clone(),
-            reason,
-        };
         let mut file = std::fs::File::open(gguf_path).map_err(|source| LlmError::Io {
-            path: path.clone(),
+            path: gguf_path.to_path_buf(),
             source,
         })?;
-        let content = gguf_file::Content::read(&mut file)
+        Self::from_reader(&mut file, gguf_path, options)
+    }
+
+    /// Loads a GGUF model from any seekable source; `path` only names it in errors. The file
+    /// may be anything a user points at: a panic in the third-party GGUF and tensor code on a
+    /// hostile file is reported as [`LlmError::InvalidModel`], not passed on.
+    pub fn from_reader<R: Read + Seek>(
+        reader: &mut R,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self, LlmError> {
+        let t0 = Instant::now();
+        let invalid = |reason: String| LlmError::InvalidModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let content = tensors::guarded("the GGUF reader", || gguf_file::Content::read(reader))
             .map_err(|e| invalid(format!("cannot parse GGUF: {e}")))?;
         let tokenizer = SmolTokenizer::from_gguf(&content).map_err(invalid)?;
         let train_context = content
@@ -105,7 +117,7 @@ impl SmolLm {
             .and_then(|v| v.to_u32().ok())
             .map_or(options.max_context, |v| v as usize);
         let max_context = options.max_context.clamp(16, train_context.max(16));
-        let weights = model::Weights::load(&content, &mut file, options.weight_format, max_context)
+        let weights = model::Weights::load(&content, reader, options.weight_format, max_context)
             .map_err(invalid)?;
         Ok(Self {
             weights,

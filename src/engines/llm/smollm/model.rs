@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use std::sync::Arc;
 
 pub use super::kv_cache::KvCache;
+use super::tensors::TensorTable;
 
 /// How the linear layers' weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,10 @@ fn linear(qt: QTensor, format: WeightFormat) -> candle_core::Result<QMatMul> {
     }
 }
 
+/// Widest attention head accepted. Real llama-family models use 64 to 256; the RoPE tables
+/// cost `max_context * head_dim` floats, so a header claiming one huge head must not size them.
+const MAX_HEAD_DIM: usize = 512;
+
 impl Weights {
     /// Reads a llama-architecture GGUF. `max_context` bounds the RoPE tables (and so the
     /// sessions' context).
@@ -110,52 +115,102 @@ impl Weights {
         let n_head = md_u32(ct, "llama.attention.head_count")?;
         let n_kv_head = md_u32(ct, "llama.attention.head_count_kv")?;
         let hidden = md_u32(ct, "llama.embedding_length")?;
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || hidden % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || hidden == 0
+            || n_head % n_kv_head != 0
+            || hidden % n_head != 0
+        {
             return Err(format!(
                 "bad head counts: {n_head} heads, {n_kv_head} kv heads, {hidden} wide"
+            ));
+        }
+        let head_dim = hidden / n_head;
+        if head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
+            return Err(format!(
+                "attention heads {head_dim} wide (need an even width up to {MAX_HEAD_DIM})"
             ));
         }
         let cfg = ModelConfig {
             n_layer: md_u32(ct, "llama.block_count")?,
             n_head,
             n_kv_head,
-            head_dim: hidden / n_head,
+            head_dim,
             hidden,
             rms_eps: md_f32(ct, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
             rope_base: md_f32(ct, "llama.rope.freq_base").unwrap_or(10_000.0),
             train_context: md_u32(ct, "llama.context_length").unwrap_or(2048),
         };
+        let file_len = reader
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| format!("cannot read the file: {e}"))?;
+        let table = TensorTable { ct, file_len };
         let device = Device::Cpu;
-        let mut get = |name: &str| {
-            ct.tensor(reader, name, &device)
-                .map_err(|e| format!("tensor {name}: {e}"))
-        };
         let cerr = |e: candle_core::Error| e.to_string();
-        let embed_q = get("token_embd.weight")?;
+        // Shapes in candle's order (GGUF lists them reversed): `[out, in]` for a linear layer.
+        let embed_dims = table.required("token_embd.weight")?;
+        let vocab = match embed_dims.as_slice() {
+            &[vocab, h] if h == hidden && vocab > 0 => vocab,
+            _ => {
+                return Err(format!(
+                    "tensor token_embd.weight has shape {embed_dims:?}, need [vocab, {hidden}]"
+                ))
+            }
+        };
+        let embed_q = table.read(reader, "token_embd.weight", &[vocab, hidden])?;
         let embed = embed_q.dequantize(&device).map_err(cerr)?;
-        let output = match get("output.weight") {
-            Ok(qt) => linear(qt, format).map_err(cerr)?,
+        let output = match table.shape("output.weight")? {
+            Some(_) => linear(
+                table.read(reader, "output.weight", &[vocab, hidden])?,
+                format,
+            )
+            .map_err(cerr)?,
             // Tied embeddings: in f32 mode share the dequantized table (no extra copy).
-            Err(_) if format == WeightFormat::F32 => QMatMul::Tensor(embed.clone()),
-            Err(_) => linear(embed_q, format).map_err(cerr)?,
+            None if format == WeightFormat::F32 => QMatMul::Tensor(embed.clone()),
+            None => linear(embed_q, format).map_err(cerr)?,
         };
         let norm_vec = |qt: QTensor| qt.dequantize(&device).map_err(cerr);
-        let norm = norm_vec(get("output_norm.weight")?)?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
+        let norm = norm_vec(table.read(reader, "output_norm.weight", &[hidden])?)?;
+        let kv_width = n_kv_head * head_dim;
+        let ff = match table.shape("blk.0.ffn_gate.weight")?.as_deref() {
+            Some(&[ff, h]) if h == hidden && ff > 0 => ff,
+            _ if cfg.n_layer == 0 => 0,
+            other => {
+                return Err(format!(
+                    "tensor blk.0.ffn_gate.weight has shape {other:?}, need [ff, {hidden}]"
+                ))
+            }
+        };
+        // Layers are added as their tensors are read: the claimed count sizes nothing.
+        let mut layers = Vec::new();
         for i in 0..cfg.n_layer {
-            let mut lin = |n: &str| -> Result<QMatMul, String> {
-                linear(get(&format!("blk.{i}.{n}.weight"))?, format).map_err(cerr)
+            let mut lin = |n: &str, want: &[usize]| -> Result<QMatMul, String> {
+                linear(
+                    table.read(reader, &format!("blk.{i}.{n}.weight"), want)?,
+                    format,
+                )
+                .map_err(cerr)
+            };
+            let wq = lin("attn_q", &[hidden, hidden])?;
+            let wk = lin("attn_k", &[kv_width, hidden])?;
+            let wv = lin("attn_v", &[kv_width, hidden])?;
+            let wo = lin("attn_output", &[hidden, hidden])?;
+            let w_gate = lin("ffn_gate", &[ff, hidden])?;
+            let w_up = lin("ffn_up", &[ff, hidden])?;
+            let w_down = lin("ffn_down", &[hidden, ff])?;
+            let mut layer_norm = |n: &str| {
+                norm_vec(table.read(reader, &format!("blk.{i}.{n}.weight"), &[hidden])?)
             };
             layers.push(Layer {
-                wq: lin("attn_q")?,
-                wk: lin("attn_k")?,
-                wv: lin("attn_v")?,
-                wo: lin("attn_output")?,
-                w_gate: lin("ffn_gate")?,
-                w_up: lin("ffn_up")?,
-                w_down: lin("ffn_down")?,
-                attn_norm: norm_vec(get(&format!("blk.{i}.attn_norm.weight"))?)?,
-                ffn_norm: norm_vec(get(&format!("blk.{i}.ffn_norm.weight"))?)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                w_gate,
+                w_up,
+                w_down,
+                attn_norm: layer_norm("attn_norm")?,
+                ffn_norm: layer_norm("ffn_norm")?,
             });
         }
         let (cos, sin) =

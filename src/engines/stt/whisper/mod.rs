@@ -314,6 +314,25 @@ impl Whisper {
     }
 }
 
+/// Builds the network from a parsed `model.bin` alone, with every check [`Whisper::load`] makes
+/// on the weights (no tokenizer or config needed), then runs it once: `frames` mel frames of
+/// silence through the encoder and one token through the decoder. Returns the dimensions.
+/// For fuzzing the reader: a file that loads must also run without panicking.
+#[doc(hidden)]
+pub fn check_weights(ct2: &ct2::Ct2Model, frames: usize) -> Result<Dims, WhisperError> {
+    let model = WhisperModel::from_ct2(ct2)?;
+    let dims = model.dims;
+    let mel = Tensor::zeros(
+        (1, dims.n_mels, frames),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )?;
+    let encoded = model.encode(&mel)?;
+    let mut state = model.start(&encoded)?;
+    model.decode(&[0], &mut state)?;
+    Ok(dims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

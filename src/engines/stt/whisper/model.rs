@@ -63,9 +63,9 @@ struct SelfAttention {
 impl SelfAttention {
     fn load(w: &Weights, prefix: &str, heads: usize, d: usize) -> Result<Self, WhisperError> {
         Ok(Self {
-            norm: w.layer_norm(&format!("{prefix}/layer_norm"))?,
-            qkv: w.linear(&format!("{prefix}/linear_0"))?,
-            out: w.linear(&format!("{prefix}/linear_1"))?,
+            norm: w.layer_norm(&format!("{prefix}/layer_norm"), d)?,
+            qkv: w.linear(&format!("{prefix}/linear_0"), 3 * d, d)?,
+            out: w.linear(&format!("{prefix}/linear_1"), d, d)?,
             heads,
             d,
             scale: 1.0 / ((d / heads) as f64).sqrt(),
@@ -102,11 +102,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(w: &Weights, prefix: &str, act: Activation) -> Result<Self, WhisperError> {
+    fn load(w: &Weights, prefix: &str, act: Activation, d: usize) -> Result<Self, WhisperError> {
+        let ff = w.linear_out(&format!("{prefix}/linear_0"), d)?;
         Ok(Self {
-            norm: w.layer_norm(&format!("{prefix}/layer_norm"))?,
-            fc1: w.linear(&format!("{prefix}/linear_0"))?,
-            fc2: w.linear(&format!("{prefix}/linear_1"))?,
+            norm: w.layer_norm(&format!("{prefix}/layer_norm"), d)?,
+            fc1: w.linear(&format!("{prefix}/linear_0"), ff, d)?,
+            fc2: w.linear(&format!("{prefix}/linear_1"), d, ff)?,
             act,
         })
     }
@@ -175,17 +176,17 @@ impl WhisperModel {
             Some(other) => return Err(w.unsupported(format!("activation type {other}"))),
         };
         let dims = w.dims()?;
-        let conv = |name: &str, stride| -> Result<Conv1d, WhisperError> {
+        let d = dims.d_model;
+        let conv = |name: &str, inputs: usize, stride| -> Result<Conv1d, WhisperError> {
             let cfg = Conv1dConfig {
                 padding: 1,
                 stride,
                 ..Default::default()
             };
-            let weight = w.tensor(&format!("encoder/{name}/weight"))?;
-            let bias = w.tensor(&format!("encoder/{name}/bias"))?;
+            let weight = w.tensor(&format!("encoder/{name}/weight"), &[d, inputs, 3])?;
+            let bias = w.tensor(&format!("encoder/{name}/bias"), &[d])?;
             Ok(Conv1d::new(weight, Some(bias), cfg))
         };
-        let d = dims.d_model;
         let encoder = (0..dims.encoder_layers)
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
@@ -196,7 +197,7 @@ impl WhisperModel {
                         dims.encoder_heads,
                         d,
                     )?,
-                    mlp: Mlp::load(&w, &format!("{p}/ffn"), act)?,
+                    mlp: Mlp::load(&w, &format!("{p}/ffn"), act, d)?,
                 })
             })
             .collect::<Result<Vec<_>, WhisperError>>()?;
@@ -210,24 +211,24 @@ impl WhisperModel {
                         dims.decoder_heads,
                         d,
                     )?,
-                    cross_norm: w.layer_norm(&format!("{p}/attention/layer_norm"))?,
-                    cross_q: w.linear(&format!("{p}/attention/linear_0"))?,
-                    cross_kv: w.linear(&format!("{p}/attention/linear_1"))?,
-                    cross_out: w.linear(&format!("{p}/attention/linear_2"))?,
-                    mlp: Mlp::load(&w, &format!("{p}/ffn"), act)?,
+                    cross_norm: w.layer_norm(&format!("{p}/attention/layer_norm"), d)?,
+                    cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d)?,
+                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d)?,
+                    cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d)?,
+                    mlp: Mlp::load(&w, &format!("{p}/ffn"), act, d)?,
                 })
             })
             .collect::<Result<Vec<_>, WhisperError>>()?;
         Ok(Self {
-            conv1: conv("conv1", 1)?,
-            conv2: conv("conv2", 2)?,
-            enc_pos: w.tensor("encoder/position_encodings/encodings")?,
+            conv1: conv("conv1", dims.n_mels, 1)?,
+            conv2: conv("conv2", d, 2)?,
+            enc_pos: w.tensor("encoder/position_encodings/encodings", &[dims.audio_ctx, d])?,
             encoder,
-            enc_norm: w.layer_norm("encoder/layer_norm")?,
-            embed: w.tensor("decoder/embeddings/weight")?,
-            dec_pos: w.tensor("decoder/position_encodings/encodings")?,
+            enc_norm: w.layer_norm("encoder/layer_norm", d)?,
+            embed: w.tensor("decoder/embeddings/weight", &[dims.vocab, d])?,
+            dec_pos: w.tensor("decoder/position_encodings/encodings", &[dims.text_ctx, d])?,
             decoder,
-            dec_norm: w.layer_norm("decoder/layer_norm")?,
+            dec_norm: w.layer_norm("decoder/layer_norm", d)?,
             act,
             cross_scale: 1.0 / ((d / dims.decoder_heads) as f64).sqrt(),
             dims,

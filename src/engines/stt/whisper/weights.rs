@@ -31,21 +31,40 @@ pub(crate) struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    pub fn tensor(&self, name: &str) -> Result<Tensor, WhisperError> {
-        let shape = self.ct2.shape(name)?.to_vec();
+    /// The variable as a tensor; its shape must be `want` (the file's shapes are only claims
+    /// until checked against the dimensions read from the embedding and convolution).
+    pub fn tensor(&self, name: &str, want: &[usize]) -> Result<Tensor, WhisperError> {
+        let shape = self.ct2.shape(name)?;
+        if shape != want {
+            return Err(self.unsupported(format!(
+                "{name} has shape {shape:?}, the model's dimensions need {want:?}"
+            )));
+        }
         let data = self.ct2.to_f32(name)?;
-        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+        Ok(Tensor::from_vec(data, want, &Device::Cpu)?)
     }
 
-    pub fn linear(&self, prefix: &str) -> Result<Linear, WhisperError> {
-        let w = self.tensor(&format!("{prefix}/weight"))?;
-        let b = self.tensor(&format!("{prefix}/bias"))?;
+    /// A linear layer from `inp` to `out` features.
+    pub fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<Linear, WhisperError> {
+        let w = self.tensor(&format!("{prefix}/weight"), &[out, inp])?;
+        let b = self.tensor(&format!("{prefix}/bias"), &[out])?;
         Ok(Linear::new(w, Some(b)))
     }
 
-    pub fn layer_norm(&self, prefix: &str) -> Result<LayerNorm, WhisperError> {
-        let g = self.tensor(&format!("{prefix}/gamma"))?;
-        let b = self.tensor(&format!("{prefix}/beta"))?;
+    /// Rows of a linear layer taking `inp` features (a feed-forward layer's width).
+    pub fn linear_out(&self, prefix: &str, inp: usize) -> Result<usize, WhisperError> {
+        let name = format!("{prefix}/weight");
+        match *self.ct2.shape(&name)? {
+            [out, i] if i == inp && out > 0 => Ok(out),
+            ref other => Err(self.unsupported(format!(
+                "{name} has shape {other:?}, the model's dimensions need [n, {inp}]"
+            ))),
+        }
+    }
+
+    pub fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm, WhisperError> {
+        let g = self.tensor(&format!("{prefix}/gamma"), &[d])?;
+        let b = self.tensor(&format!("{prefix}/beta"), &[d])?;
         Ok(LayerNorm::new(g, b, 1e-5))
     }
 
@@ -102,6 +121,11 @@ impl Weights<'_> {
         };
         if dims.encoder_layers == 0 || dims.decoder_layers == 0 {
             return Err(w.unsupported("no encoder or decoder layers found".into()));
+        }
+        // An empty tensor costs no bytes, so a zero dimension would let the others claim
+        // anything (a `[0, 2^32 - 1, 3]` convolution sizing the mel filter bank).
+        if [n_mels, d_model, vocab, audio_ctx, text_ctx].contains(&0) {
+            return Err(w.unsupported(format!("a zero dimension in {dims:?}")));
         }
         Ok(dims)
     }
