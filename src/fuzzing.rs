@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::audio::decode::{base64_decode, decode_file};
 use crate::audio::resample::resample;
 use crate::audio::{check_rate, AudioError, ENGINE_RATE, SAMPLE_RATES};
+use crate::audio::input::InputDecoder;
 use crate::call::listen::{energy_scorer, Heard, Listener};
 use crate::engines::llm::smollm::{ChatMessage, GenerateParams, LlmError, LoadOptions, SmolLm};
 use crate::engines::stt::whisper::{self, ct2::Ct2Error, ct2::Ct2Model, Dims, WhisperError};
@@ -114,9 +115,9 @@ pub fn audio_chunk_input(encoding: Encoding, rate: u32, flags: u8, chunks: &[&[u
 }
 
 /// A call's input path: chunks (base64 text or raw bytes, see [`audio_chunk_input`]) in the
-/// call's format through the same [`Listener`] a session uses (PCM16 with its odd-byte carry,
-/// mu-law, one WAV file per chunk; the call's resampler to 16 kHz; the turn detector and the
-/// turn buffer with its limit).
+/// call's format through the same [`InputDecoder`] and [`Listener`] a call uses (PCM16 with its
+/// odd-byte carry, mu-law, one WAV file per chunk; the call's resampler to 16 kHz; the turn
+/// detector and the turn buffer with its limit).
 pub fn audio_chunk(data: &[u8]) -> Result<ChunkOutcome, AudioError> {
     let [e, r, flags, rest @ ..] = data else {
         return Ok(ChunkOutcome::default());
@@ -127,7 +128,8 @@ pub fn audio_chunk(data: &[u8]) -> Result<ChunkOutcome, AudioError> {
     };
     let settings = detection();
     let scorer = (flags & 2 == 0).then(|| energy_scorer(&settings));
-    let mut listener = Listener::new(format, settings, scorer, 150, CHUNK_MAX_TURN_MS)?;
+    let mut decoder = InputDecoder::new(format)?;
+    let mut listener = Listener::new(settings, scorer, 150, CHUNK_MAX_TURN_MS);
     let mut outcome = ChunkOutcome::default();
     let mut rest = rest;
     while let [lo, hi, tail @ ..] = rest {
@@ -145,7 +147,7 @@ pub fn audio_chunk(data: &[u8]) -> Result<ChunkOutcome, AudioError> {
         } else {
             chunk.to_vec()
         };
-        let samples = match listener.decode(&bytes) {
+        let samples = match decoder.decode(&bytes) {
             Ok(s) => s,
             Err(_) => {
                 outcome.refused += 1;
