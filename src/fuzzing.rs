@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::audio::decode::{base64_decode, decode_file};
+use crate::audio::input::InputDecoder;
 use crate::audio::resample::resample;
 use crate::audio::{check_rate, AudioError, ENGINE_RATE, SAMPLE_RATES};
-use crate::audio::input::InputDecoder;
 use crate::call::listen::{energy_scorer, Heard, Listener};
 use crate::engines::llm::smollm::{ChatMessage, GenerateParams, LlmError, LoadOptions, SmolLm};
 use crate::engines::stt::whisper::{self, ct2::Ct2Error, ct2::Ct2Model, Dims, WhisperError};

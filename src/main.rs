@@ -269,7 +269,15 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let state = AppState::new(config, engines);
+        let store = match voxwire::store::Store::connect(&config.store.database_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot open the call store (VOXWIRE_DATABASE_URL): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(store = %store.describe(), "call store");
+        let state = AppState::with_store(config, engines, store);
         match voxwire::run(listener, state, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

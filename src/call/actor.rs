@@ -13,6 +13,7 @@ use tracing::info;
 
 use super::caller::{Caller, Partial};
 use super::event::{CallEvent, CallInput};
+use super::record::Recorder;
 use super::reply::Speaker;
 use super::services::CallServices;
 use super::store::{CallRecord, LiveCall};
@@ -46,6 +47,8 @@ pub struct Call {
     owner: mpsc::Sender<CallEvent>,
     owner_open: bool,
     events: broadcast::Sender<CallEvent>,
+    /// Writes the call's record from its events.
+    pub(super) recorder: Recorder,
 }
 
 /// A deadline that never comes (about thirty years away).
@@ -65,6 +68,7 @@ impl Call {
         max_call: Duration,
         owner: mpsc::Sender<CallEvent>,
         events: broadcast::Sender<CallEvent>,
+        recorder: Recorder,
     ) -> Self {
         let (turn_tx, turn_rx) = mpsc::channel(64);
         let (partial_tx, partial_rx) = mpsc::channel(4);
@@ -88,6 +92,7 @@ impl Call {
             owner,
             owner_open: true,
             events,
+            recorder,
             svc,
         }
     }
@@ -145,7 +150,9 @@ impl Call {
             CallInput::Audio(samples) => self.on_audio(samples).await,
             CallInput::Commit => self.commit().await,
             CallInput::Text(text) => self.on_text(text).await,
-            CallInput::Playback { item_id, played_ms } => self.on_playback(item_id, played_ms),
+            CallInput::Playback { item_id, played_ms } => {
+                self.on_playback(item_id, played_ms).await
+            }
             CallInput::Interrupt => self.interrupt_reply(true).await,
             CallInput::UpdateDetection(update) => self.update_detection(update).await,
             CallInput::End(_) => {}
@@ -155,6 +162,7 @@ impl Call {
     /// Emits an event to the call's transport (waiting for room) and to its subscribers (never
     /// waiting).
     pub(super) async fn emit(&mut self, event: CallEvent) {
+        self.recorder.on_event(&event);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event.clone());
         }
@@ -198,6 +206,7 @@ impl Call {
                 .await;
         }
         let item = self.record.new_item_id();
+        self.recorder.typed(item);
         self.start_reply(TurnInput::Text(text), Instant::now(), Some(item), None)
             .await;
     }
@@ -213,11 +222,13 @@ impl Call {
         info!(call_id = %call_id, ?reason, turns, "call ended");
         self.svc.calls.detach(&call_id);
         drop(self.live.take());
+        let record = self.record.clone();
         self.emit(CallEvent::Ended {
             call_id,
             reason,
             turns,
         })
         .await;
+        record.set_totals(self.recorder.totals());
     }
 }

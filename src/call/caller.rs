@@ -95,6 +95,7 @@ impl Caller {
 impl Call {
     /// Caller audio at the engine rate: buffered, scored for speech, and acted on.
     pub(super) async fn on_audio(&mut self, samples: Vec<f32>) {
+        self.recorder.caller_audio(samples.len());
         let neural = self.svc.engines.vad.is_some();
         let Some(mut listener) = self.caller.listener.take() else {
             return;

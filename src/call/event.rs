@@ -74,6 +74,11 @@ pub enum CallEvent {
         played_ms: u64,
         heard: String,
     },
+    /// A late playback report changed what the caller heard of cut reply `item_id`.
+    Heard {
+        item_id: u64,
+        heard: String,
+    },
     Metrics {
         turn_id: u64,
         timings: TurnTimings,

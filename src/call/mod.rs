@@ -10,6 +10,7 @@ pub mod handle;
 pub mod history;
 pub mod listen;
 pub mod playback;
+pub mod record;
 pub mod reply;
 pub mod services;
 pub mod start;

@@ -351,7 +351,7 @@ impl Call {
 
     /// A `playback` report. After an interruption, the client's final report corrects what
     /// history keeps of the reply.
-    pub(super) fn on_playback(&mut self, item_id: u64, played_ms: u64) {
+    pub(super) async fn on_playback(&mut self, item_id: u64, played_ms: u64) {
         let now = Instant::now();
         let s = &mut self.speaker;
         let Some(r) = [s.reply.as_mut(), s.cut.as_mut()]
@@ -366,7 +366,9 @@ impl Call {
             let heard = r
                 .track
                 .heard_text((played_ms as f64).min(r.track.sent_ms()));
-            self.record.history().set_item(item_id, &heard);
+            if self.record.history().set_item(item_id, &heard) {
+                self.emit(CallEvent::Heard { item_id, heard }).await;
+            }
         }
     }
 }

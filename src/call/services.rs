@@ -12,6 +12,7 @@ use crate::config::TurnSettings;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::store::{Store, StoreWriter};
 
 pub struct CallServices {
     pub engines: Engines,
@@ -24,4 +25,8 @@ pub struct CallServices {
     pub shutdown: CancellationToken,
     /// Every call actor; shutdown waits for them.
     pub tasks: TaskTracker,
+    /// The durable store: finished calls are read from it.
+    pub store: Store,
+    /// Calls write their records through it.
+    pub writer: StoreWriter,
 }

@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
-use tracing::{info, info_span, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::actor::Call;
 use super::caller::Caller;
 use super::event::CallEvent;
 use super::handle::{CallHandle, SUBSCRIBER_BUFFER};
 use super::listen::{energy_scorer, Listener};
+use super::record::{Recorder, Totals};
 use super::services::CallServices;
-use super::store::{Owner, StoreError};
+use super::store::{Owner, Restored, StoreError};
 use super::turn::TurnInput;
 use crate::audio::vad::SpeechScorer;
+use crate::engines::llm::Role;
 use crate::protocol::{DetectionMode, ErrorCode, TurnDetection, TurnDetectionUpdate};
 
 /// Events queued for the call's own transport; past that the call waits for it (its writer
@@ -37,6 +39,8 @@ pub struct StartRequest {
     pub detection: Option<TurnDetectionUpdate>,
     /// Speak the agent's greeting when a new call starts.
     pub greet: bool,
+    /// One push-to-talk turn (recorded as such).
+    pub push_to_talk: bool,
 }
 
 /// A started call.
@@ -110,8 +114,77 @@ impl CallServices {
     }
 }
 
+/// Brings a finished call back from the durable store when it is not in memory (after a
+/// restart). Not finding it is not an error here: starting it then says `call_not_found`.
+async fn restore(svc: &CallServices, id: &str, owner: &Owner) -> Result<(), StartError> {
+    if svc.calls.get_owned(id, owner).is_ok() {
+        return Ok(());
+    }
+    let unavailable = |e: crate::store::StoreError| {
+        warn!(error = %e, "cannot read a call from the store");
+        refuse(
+            ErrorCode::StoreUnavailable,
+            "the call store is unavailable; try again",
+        )
+    };
+    let Some(row) = svc.store.call(id).await.map_err(unavailable)? else {
+        return Ok(());
+    };
+    if row.sub != owner.sub || row.org != owner.org {
+        return Ok(());
+    }
+    let items = svc.store.items(id).await.map_err(unavailable)?;
+    let mut last_seq = 0;
+    loop {
+        let page = svc
+            .store
+            .events(id, last_seq, 1000)
+            .await
+            .map_err(unavailable)?;
+        match page.last() {
+            Some(e) => last_seq = e.seq,
+            None => break,
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    let next_item = items.iter().map(|i| i.item_id).max().unwrap_or(0) + 1;
+    let next_turn = items.iter().filter_map(|i| i.turn_id).max().unwrap_or(0) + 1;
+    let messages = items
+        .into_iter()
+        .map(|i| {
+            let role = if i.role == "user" {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            (i.item_id as u64, role, i.heard.unwrap_or(i.text))
+        })
+        .collect();
+    svc.calls.restore(Restored {
+        id: row.id,
+        owner: owner.clone(),
+        agent: row.agent,
+        system: row.system_prompt,
+        messages,
+        next_turn: next_turn as u64,
+        next_item: next_item as u64,
+        turns: row.turns.max(0) as u64,
+        totals: Totals {
+            next_seq: last_seq + 1,
+            caller_audio_ms: row.caller_audio_ms,
+            agent_audio_ms: row.agent_audio_ms,
+        },
+    });
+    Ok(())
+}
+
 /// Starts (or resumes) a call and spawns its actor.
-pub fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
+pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
+    if let Some(id) = &req.resume {
+        restore(svc, id, &req.owner).await?;
+    }
     let detection = svc
         .checked_detection(&svc.default_detection(), req.detection.as_ref())
         .map_err(|e| refuse(ErrorCode::InvalidSetting, e))?;
@@ -170,6 +243,18 @@ pub fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, Star
         _ => agent.render_prompt(&req.variables),
     };
     live.record.set_system_prompt(&system);
+    let mut recorder = Recorder::new(Some(svc.writer.clone()), &call_id, live.record.totals());
+    if req.push_to_talk {
+        recorder.set_push_to_talk();
+    }
+    recorder.started(
+        &req.owner.sub,
+        req.owner.org.as_deref(),
+        &agent.name,
+        req.variables.clone().into_iter().collect(),
+        &system,
+        live.record.turns.load(std::sync::atomic::Ordering::SeqCst),
+    );
     let engines = svc.engines.for_agent(&agent.name);
     let output_rate = engines.tts.sample_rate();
     let (input_tx, input_rx) = mpsc::channel(INPUT_BUFFER);
@@ -188,6 +273,7 @@ pub fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, Star
         max_call,
         owner_tx,
         events,
+        recorder,
     );
     let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);
     svc.tasks.spawn(

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use super::handle::CallHandle;
 use super::history::History;
+use super::record::Totals;
+use crate::engines::llm::Role;
 
 /// Who a call belongs to: the token's `sub` and `org`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -30,6 +32,22 @@ pub struct CallRecord {
     next_turn: AtomicU64,
     next_item: AtomicU64,
     live: AtomicBool,
+    /// Carried from one stretch of the call to the next (event numbers, audio totals).
+    pub totals: Mutex<Totals>,
+}
+
+/// A finished call read back from the durable store.
+pub struct Restored {
+    pub id: String,
+    pub owner: Owner,
+    pub agent: String,
+    pub system: Option<String>,
+    /// History in order: the item, its role and what it keeps (for a cut reply, what was heard).
+    pub messages: Vec<(u64, Role, String)>,
+    pub next_turn: u64,
+    pub next_item: u64,
+    pub turns: u64,
+    pub totals: Totals,
 }
 
 impl CallRecord {
@@ -63,6 +81,14 @@ impl CallRecord {
     /// Takes the next conversation item id (1, 2, 3...).
     pub fn new_item_id(&self) -> u64 {
         self.next_item.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn totals(&self) -> Totals {
+        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_totals(&self, t: Totals) {
+        *self.totals.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     pub fn is_live(&self) -> bool {
@@ -173,6 +199,7 @@ impl CallStore {
                     next_turn: AtomicU64::new(1),
                     next_item: AtomicU64::new(1),
                     live: AtomicBool::new(true),
+                    totals: Mutex::new(Totals::default()),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());
                 inner.order.push_back(rec.id.clone());
@@ -213,6 +240,34 @@ impl CallStore {
             .filter(|r| &r.owner == owner)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(id.chars().take(64).collect()))
+    }
+
+    /// Brings back a finished call from the durable store (after a restart), unless it is
+    /// known already.
+    pub fn restore(&self, r: Restored) {
+        let mut inner = self.lock();
+        if inner.calls.contains_key(&r.id) {
+            return;
+        }
+        let mut history = History::new(self.history_limit);
+        for (item, role, text) in r.messages {
+            history.push_item(role, text, Some(item));
+        }
+        let rec = Arc::new(CallRecord {
+            id: r.id.clone(),
+            owner: r.owner,
+            agent: r.agent,
+            history: Mutex::new(history),
+            turns: AtomicU64::new(r.turns),
+            system: Mutex::new(r.system),
+            next_turn: AtomicU64::new(r.next_turn.max(1)),
+            next_item: AtomicU64::new(r.next_item.max(1)),
+            live: AtomicBool::new(false),
+            totals: Mutex::new(r.totals),
+        });
+        inner.calls.insert(r.id.clone(), rec);
+        inner.order.push_back(r.id);
+        Self::evict(&mut inner, self.max_calls);
     }
 
     /// Makes a live call reachable by its id.

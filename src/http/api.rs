@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -12,7 +12,6 @@ use serde_json::json;
 
 use super::error::AppError;
 use crate::auth::{token_from_request, Claims};
-use crate::call::Owner;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -33,31 +32,6 @@ pub fn authenticate(
         state.metrics.error(ErrorCode::Unauthorized);
         AppError::from(e)
     })
-}
-
-pub async fn call_history(
-    State(state): State<Arc<AppState>>,
-    Path(call_id): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let claims = authenticate(&state, &headers, &q)?;
-    let owner = Owner {
-        sub: claims.sub,
-        org: claims.org,
-    };
-    let record = state
-        .calls
-        .get_owned(&call_id, &owner)
-        .map_err(|e| AppError::not_found(e.to_string()))?;
-    let messages = record.history().messages();
-    Ok(Json(json!({
-        "call_id": record.id,
-        "agent": record.agent,
-        "live": record.is_live(),
-        "turns": record.turns.load(std::sync::atomic::Ordering::SeqCst),
-        "messages": messages,
-    })))
 }
 
 /// Short-lived tokens for the demo page, only in demo mode (no `JWT_SECRET`) on a loopback bind.

@@ -2,6 +2,7 @@
 //! tokens, health, metrics, and the static `web/` folder).
 
 pub mod api;
+pub mod calls;
 pub mod error;
 
 use std::sync::Arc;
@@ -29,7 +30,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                     .saturating_add(ptt::MULTIPART_OVERHEAD),
             )),
         )
-        .route("/api/calls/{call_id}", get(api::call_history))
+        .route("/api/calls", get(calls::list_calls))
+        .route("/api/calls/{call_id}", get(calls::call_history))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))
         .route("/health", get(api::health))

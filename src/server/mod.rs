@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
+use crate::store::{Store, StoreWriter};
 
 pub struct AppState {
     pub config: Config,
@@ -49,7 +50,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A server whose calls are kept in memory only (tests, and `VOXWIRE_DATABASE_URL=memory`).
     pub fn new(config: Config, engines: Engines) -> Arc<Self> {
+        Self::with_store(config, engines, Store::memory())
+    }
+
+    /// A server whose calls are kept in `store`. Needs a running tokio runtime (the store's
+    /// writer is a task).
+    pub fn with_store(config: Config, engines: Engines, store: Store) -> Arc<Self> {
         let (secret, demo_mode) = match &config.jwt_secret {
             Some(s) => (s.as_bytes().to_vec(), false),
             None => (rand::random::<[u8; 32]>().to_vec(), true),
@@ -61,6 +69,13 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
+        let writers = TaskTracker::new();
+        let writer = StoreWriter::spawn(
+            store.clone(),
+            config.store.queue,
+            metrics.store.clone(),
+            &writers,
+        );
         let call_services = Arc::new(CallServices {
             engines: engines.clone(),
             agents: config.agents.clone(),
@@ -70,6 +85,8 @@ impl AppState {
             calls: calls.clone(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
+            store,
+            writer,
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
@@ -154,12 +171,25 @@ pub async fn run(
         state.sessions.wait().await;
         calls.wait().await;
     };
+    let started = tokio::time::Instant::now();
     if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(
             connections = connections.len(),
             sessions = state.sessions.len(),
             calls = calls.len(),
             "grace period over; dropping remaining connections"
+        );
+    }
+    // What the calls wrote on their way out reaches the store, within what is left of the
+    // grace period (at least a second).
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
+    let writer = &state.call_services.writer;
+    if !writer.close(left).await {
+        warn!(
+            queued = writer.queued(),
+            "store writes still queued at exit were not written"
         );
     }
     Ok(())

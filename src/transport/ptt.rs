@@ -159,7 +159,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::CallNotFound => StatusCode::NOT_FOUND,
         ErrorCode::CallAlreadyActive => StatusCode::CONFLICT,
         ErrorCode::TooManyCalls => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::EngineBusy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::EngineBusy | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::EngineError => StatusCode::BAD_GATEWAY,
         ErrorCode::TurnAudioLimit => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -224,8 +224,10 @@ async fn handle(
             ..Default::default()
         }),
         greet: false,
+        push_to_talk: true,
     };
     let started = call::start(&state.call_services, request)
+        .await
         .map_err(|e| bad(status_of(e.code), e.code, e.message))?;
     let call_id = started.call_id.clone();
     let handle = started.handle;

@@ -142,6 +142,8 @@ impl Output {
                     text: heard,
                 }]
             }
+            // The client sent the report; nothing to tell it.
+            CallEvent::Heard { .. } => Vec::new(),
             CallEvent::Metrics { turn_id, timings } => {
                 vec![ServerMessage::Metrics { turn_id, timings }]
             }

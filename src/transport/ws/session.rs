@@ -342,8 +342,9 @@ impl Connection {
             variables,
             detection: turn_detection,
             greet: true,
+            push_to_talk: false,
         };
-        let started = match call::start(&self.svc, request) {
+        let started = match call::start(&self.svc, request).await {
             Ok(s) => s,
             Err(e) => return self.send_error(e.code, e.message, false).await,
         };

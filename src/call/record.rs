@@ -1,0 +1,273 @@
+//! The call's record in the durable store, written from its own events: the store writer is a
+//! subscriber that never loses an event (its queue is bounded and counts what it drops) and
+//! never makes the call wait. Conversation items, per-turn metrics and an append-only event log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::event::CallEvent;
+use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct Recorder {
+    writer: Option<StoreWriter>,
+    call_id: String,
+    /// Next event number; goes on across resumptions.
+    seq: i64,
+    /// Reply text so far, per reply item, for a reply cut before it was complete.
+    replies: HashMap<u64, String>,
+    /// User items that were typed.
+    typed: HashSet<u64>,
+    /// Item of the push-to-talk turn, if this is one.
+    push_to_talk: bool,
+    caller_samples: u64,
+    agent_ms: f64,
+    /// Audio of the call before this stretch of it (a resumed call).
+    prior_caller_ms: i64,
+    prior_agent_ms: i64,
+}
+
+/// What a call's record carries from one stretch of the call to the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub next_seq: i64,
+    pub caller_audio_ms: i64,
+    pub agent_audio_ms: i64,
+}
+
+impl Recorder {
+    pub fn new(writer: Option<StoreWriter>, call_id: &str, totals: Totals) -> Self {
+        Self {
+            writer,
+            call_id: call_id.to_string(),
+            seq: totals.next_seq.max(1),
+            prior_caller_ms: totals.caller_audio_ms,
+            prior_agent_ms: totals.agent_audio_ms,
+            replies: HashMap::new(),
+            typed: HashSet::new(),
+            push_to_talk: false,
+            caller_samples: 0,
+            agent_ms: 0.0,
+        }
+    }
+
+    fn write(&self, w: Write) {
+        if let Some(writer) = &self.writer {
+            writer.send(w);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn started(
+        &self,
+        sub: &str,
+        org: Option<&str>,
+        agent: &str,
+        variables: BTreeMap<String, String>,
+        system_prompt: &str,
+        turns: u64,
+    ) {
+        self.write(Write::CallStarted(CallRow {
+            id: self.call_id.clone(),
+            org: org.map(str::to_string),
+            sub: sub.to_string(),
+            agent: agent.to_string(),
+            variables,
+            system_prompt: Some(system_prompt.to_string()),
+            started_at_ms: now_ms(),
+            ended_at_ms: None,
+            end_reason: None,
+            turns: turns as i64,
+            caller_audio_ms: 0,
+            agent_audio_ms: 0,
+        }));
+    }
+
+    pub fn typed(&mut self, item_id: u64) {
+        self.typed.insert(item_id);
+    }
+
+    pub fn set_push_to_talk(&mut self) {
+        self.push_to_talk = true;
+    }
+
+    pub fn caller_audio(&mut self, samples: usize) {
+        self.caller_samples += samples as u64;
+    }
+
+    fn item(&self, item_id: u64, turn_id: u64, role: &str, text: &str, source: &str) -> Write {
+        Write::Item(ItemRow {
+            call_id: self.call_id.clone(),
+            item_id: item_id as i64,
+            turn_id: Some(turn_id as i64),
+            role: role.to_string(),
+            text: text.to_string(),
+            heard: None,
+            source: source.to_string(),
+            created_at_ms: now_ms(),
+        })
+    }
+
+    /// Records an event: the rows it changes and its entry in the event log.
+    pub fn on_event(&mut self, event: &CallEvent) {
+        let (kind, data) = match event {
+            CallEvent::SpeechStarted {
+                item_id,
+                audio_start_ms,
+            } => (
+                "speech_started",
+                json!({"item_id": item_id, "audio_start_ms": audio_start_ms}),
+            ),
+            CallEvent::SpeechStopped {
+                item_id,
+                audio_end_ms,
+            } => (
+                "speech_stopped",
+                json!({"item_id": item_id, "audio_end_ms": audio_end_ms}),
+            ),
+            CallEvent::Transcript {
+                turn_id,
+                item_id,
+                text,
+                is_final,
+            } => {
+                if *is_final && !text.trim().is_empty() {
+                    let source = if self.typed.contains(item_id) {
+                        "text"
+                    } else if self.push_to_talk {
+                        "push_to_talk"
+                    } else {
+                        "voice"
+                    };
+                    self.write(self.item(*item_id, *turn_id, "user", text, source));
+                }
+                (
+                    "transcript",
+                    json!({"turn_id": turn_id, "item_id": item_id, "text": text, "is_final": is_final}),
+                )
+            }
+            CallEvent::ResponseDelta { item_id, delta, .. } => {
+                self.replies.entry(*item_id).or_default().push_str(delta);
+                return;
+            }
+            CallEvent::Audio {
+                samples,
+                sample_rate,
+                ..
+            } => {
+                self.agent_ms += samples.len() as f64 * 1000.0 / f64::from((*sample_rate).max(1));
+                return;
+            }
+            CallEvent::ResponseText {
+                turn_id,
+                item_id,
+                text,
+            } => {
+                self.replies.remove(item_id);
+                let source = if *turn_id == 0 { "greeting" } else { "reply" };
+                self.write(self.item(*item_id, *turn_id, "assistant", text, source));
+                (
+                    "response",
+                    json!({"turn_id": turn_id, "item_id": item_id, "text": text}),
+                )
+            }
+            CallEvent::ResponseDone {
+                turn_id,
+                item_id,
+                reason,
+            } => (
+                "response_done",
+                json!({"turn_id": turn_id, "item_id": item_id, "reason": reason}),
+            ),
+            CallEvent::Interrupted {
+                turn_id,
+                item_id,
+                played_ms,
+                heard,
+            } => {
+                // A reply cut while still being written has no item yet: its text so far.
+                if let Some(text) = self.replies.remove(item_id) {
+                    self.write(self.item(*item_id, *turn_id, "assistant", text.trim(), "reply"));
+                }
+                self.heard(*item_id, heard);
+                (
+                    "interrupted",
+                    json!({"turn_id": turn_id, "item_id": item_id, "played_ms": played_ms, "heard": heard}),
+                )
+            }
+            CallEvent::Heard { item_id, heard } => {
+                self.heard(*item_id, heard);
+                ("heard", json!({"item_id": item_id, "heard": heard}))
+            }
+            CallEvent::Metrics { turn_id, timings } => {
+                let metrics = serde_json::to_value(timings).unwrap_or_default();
+                self.write(Write::TurnMetrics(TurnMetricsRow {
+                    call_id: self.call_id.clone(),
+                    turn_id: *turn_id as i64,
+                    metrics: metrics.clone(),
+                    at_ms: now_ms(),
+                }));
+                ("metrics", json!({"turn_id": turn_id, "timings": metrics}))
+            }
+            CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
+            CallEvent::Error { code, message } => {
+                ("error", json!({"code": code, "message": message}))
+            }
+            CallEvent::Ended { reason, turns, .. } => {
+                let reason_name = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.log("call_ended", json!({"reason": reason, "turns": turns}));
+                self.write(Write::CallEnded {
+                    call_id: self.call_id.clone(),
+                    ended_at_ms: now_ms(),
+                    reason: reason_name,
+                    turns: *turns as i64,
+                    caller_audio_ms: self.totals().caller_audio_ms,
+                    agent_audio_ms: self.totals().agent_audio_ms,
+                });
+                return;
+            }
+        };
+        self.log(kind, data);
+    }
+
+    /// The call's totals so far, for its next stretch.
+    pub fn totals(&self) -> Totals {
+        let caller_ms = self.caller_samples * 1000 / u64::from(crate::audio::ENGINE_RATE);
+        Totals {
+            next_seq: self.seq,
+            caller_audio_ms: self.prior_caller_ms + caller_ms as i64,
+            agent_audio_ms: self.prior_agent_ms + self.agent_ms.round() as i64,
+        }
+    }
+
+    fn heard(&self, item_id: u64, heard: &str) {
+        self.write(Write::ItemHeard {
+            call_id: self.call_id.clone(),
+            item_id: item_id as i64,
+            heard: heard.to_string(),
+        });
+    }
+
+    fn log(&mut self, kind: &str, data: serde_json::Value) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.write(Write::Event(EventRow {
+            call_id: self.call_id.clone(),
+            seq,
+            at_ms: now_ms(),
+            kind: kind.to_string(),
+            data,
+        }));
+    }
+}

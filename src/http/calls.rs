@@ -1,0 +1,150 @@
+//! `GET /api/calls` and `GET /api/calls/{id}`: a user's calls and one call's history, for its
+//! owner only (same `sub` and `org`). Live calls answer from memory; every call, live or not,
+//! from the durable store, so history survives restarts.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::{authenticate, TokenQuery};
+use super::error::AppError;
+use crate::call::Owner;
+use crate::protocol::ErrorCode;
+use crate::server::AppState;
+use crate::store::{CallRow, ListQuery, StoreError};
+
+fn unavailable(e: StoreError) -> AppError {
+    tracing::warn!(error = %e, "cannot read the call store");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::StoreUnavailable,
+        "the call store is unavailable; try again",
+    )
+}
+
+fn summary(row: &CallRow, live: bool) -> Value {
+    json!({
+        "call_id": row.id,
+        "agent": row.agent,
+        "live": live,
+        "started_at_ms": row.started_at_ms,
+        "ended_at_ms": row.ended_at_ms,
+        "end_reason": row.end_reason,
+        "turns": row.turns,
+        "caller_audio_ms": row.caller_audio_ms,
+        "agent_audio_ms": row.agent_audio_ms,
+    })
+}
+
+pub async fn call_history(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let claims = authenticate(&state, &headers, &q)?;
+    let owner = Owner {
+        sub: claims.sub,
+        org: claims.org,
+    };
+    let memory = state.calls.get_owned(&call_id, &owner).ok();
+    let store = &state.call_services.store;
+    let row = store
+        .call(&call_id)
+        .await
+        .map_err(unavailable)?
+        .filter(|r| r.sub == owner.sub && r.org == owner.org);
+    if memory.is_none() && row.is_none() {
+        return Err(AppError::not_found(format!(
+            "no call `{}` for this user",
+            call_id.chars().take(64).collect::<String>()
+        )));
+    }
+    let live = memory.as_ref().is_some_and(|r| r.is_live());
+    let mut body = match &row {
+        Some(row) => summary(row, live),
+        None => json!({ "call_id": call_id, "live": live }),
+    };
+    let (items, metrics) = match row {
+        Some(_) => (
+            store.items(&call_id).await.map_err(unavailable)?,
+            store.turn_metrics(&call_id).await.map_err(unavailable)?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    // The conversation as the model sees it: from memory while the call is known here, else
+    // from its stored items (a cut reply keeps what the caller heard).
+    let messages: Vec<Value> = match &memory {
+        Some(r) => r
+            .history()
+            .messages()
+            .into_iter()
+            .map(|m| json!(m))
+            .collect(),
+        None => items
+            .iter()
+            .map(|i| json!({"role": i.role, "content": i.heard.as_ref().unwrap_or(&i.text)}))
+            .collect(),
+    };
+    if let (Some(o), Some(r)) = (body.as_object_mut(), &memory) {
+        o.insert("agent".into(), json!(r.agent));
+        o.insert(
+            "turns".into(),
+            json!(r.turns.load(std::sync::atomic::Ordering::SeqCst)),
+        );
+    }
+    if let Some(o) = body.as_object_mut() {
+        o.insert("messages".into(), json!(messages));
+        o.insert("items".into(), json!(items));
+        o.insert(
+            "metrics".into(),
+            json!(metrics
+                .iter()
+                .map(|m| json!({"turn_id": m.turn_id, "at_ms": m.at_ms, "timings": m.metrics}))
+                .collect::<Vec<_>>()),
+        );
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    pub token: Option<String>,
+    pub limit: Option<u32>,
+    pub before: Option<i64>,
+    pub agent: Option<String>,
+}
+
+pub async fn list_calls(
+    State(state): State<Arc<AppState>>,
+    Query(p): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let claims = authenticate(&state, &headers, &TokenQuery { token: p.token })?;
+    let query = ListQuery {
+        limit: p.limit.unwrap_or(20).clamp(1, ListQuery::MAX_LIMIT),
+        before_ms: p.before,
+        agent: p.agent,
+    };
+    let rows = state
+        .call_services
+        .store
+        .list_calls(&claims.sub, claims.org.as_deref(), &query)
+        .await
+        .map_err(unavailable)?;
+    let full = rows.len() as u32 >= query.limit;
+    let next = rows.last().filter(|_| full).map(|r| r.started_at_ms);
+    let calls: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let live = state.calls.handle(&r.id).is_some();
+            summary(r, live)
+        })
+        .collect();
+    Ok(Json(json!({ "calls": calls, "next_before": next })))
+}
