@@ -31,11 +31,20 @@ pub async fn start() -> TestServer {
     start_with(Config::for_tests(), Engines::fake()).await
 }
 
-pub async fn start_with(mut config: Config, engines: Engines) -> TestServer {
+pub async fn start_with(config: Config, engines: Engines) -> TestServer {
+    start_with_store(config, engines, voxwire::store::Store::memory()).await
+}
+
+/// A server whose calls are kept in `store`.
+pub async fn start_with_store(
+    mut config: Config,
+    engines: Engines,
+    store: voxwire::store::Store,
+) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     config.bind = addr;
-    let state = AppState::new(config, engines);
+    let state = AppState::with_store(config, engines, store);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(voxwire::run(listener, state.clone(), async move {
         let _ = stopped.await;

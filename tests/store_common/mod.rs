@@ -246,8 +246,11 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+// Not every test binary that shares this module runs every body.
 mod bodies;
+#[allow(unused_imports)]
 pub use bodies::*;
 
 mod writer_bodies;
+#[allow(unused_imports)]
 pub use writer_bodies::*;
