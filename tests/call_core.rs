@@ -73,7 +73,7 @@ async fn a_slow_subscriber_loses_events_and_the_call_goes_on() {
     let (mut ws, call_id) = server.call("alice", json!({})).await;
     let handle = server.state.calls.handle(&call_id).unwrap();
     let mut sleepy = handle.subscribe();
-    // Many replies, far more events than a subscriber may hold (1024), never read by it.
+    // Many replies, far more events than a subscriber may hold (256), never read by it.
     let long = "word ".repeat(300);
     for _ in 0..6 {
         send(&mut ws, json!({"type": "text", "text": long})).await;

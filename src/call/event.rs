@@ -81,7 +81,8 @@ pub enum CallEvent {
     },
     Metrics {
         turn_id: u64,
-        timings: TurnTimings,
+        /// Boxed: the largest variant, and rare.
+        timings: Box<TurnTimings>,
     },
     DetectionUpdated(TurnDetection),
     /// Something the caller should know went wrong; the call goes on.

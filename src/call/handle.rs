@@ -5,8 +5,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::event::{CallEvent, CallInput};
 
-/// Events kept for each subscriber; past that, a slow subscriber loses the oldest.
-pub const SUBSCRIBER_BUFFER: usize = 1024;
+/// Events kept for each subscriber; past that, a slow subscriber loses the oldest. The buffer
+/// is allocated with the call (about 20 KB), so it stays small: a few turns of events.
+pub const SUBSCRIBER_BUFFER: usize = 256;
 
 #[derive(Clone)]
 pub struct CallHandle {

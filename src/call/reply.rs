@@ -284,7 +284,11 @@ impl Call {
                     reason: DoneReason::Completed,
                 })
                 .await;
-                self.emit(CallEvent::Metrics { turn_id, timings }).await;
+                self.emit(CallEvent::Metrics {
+                    turn_id,
+                    timings: Box::new(timings),
+                })
+                .await;
             }
             TurnEvent::Failed { error } => {
                 self.speaker.reply = None;

@@ -289,7 +289,7 @@ impl Turn {
                 return reason != DoneReason::Completed;
             }
             CallEvent::Metrics { timings, .. } => {
-                self.timings = Some(timings);
+                self.timings = Some(*timings);
                 return true;
             }
             CallEvent::Ended { .. } => return true,

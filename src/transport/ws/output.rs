@@ -145,7 +145,10 @@ impl Output {
             // The client sent the report; nothing to tell it.
             CallEvent::Heard { .. } => Vec::new(),
             CallEvent::Metrics { turn_id, timings } => {
-                vec![ServerMessage::Metrics { turn_id, timings }]
+                vec![ServerMessage::Metrics {
+                    turn_id,
+                    timings: *timings,
+                }]
             }
             CallEvent::DetectionUpdated(turn_detection) => {
                 vec![ServerMessage::CallUpdated { turn_detection }]
