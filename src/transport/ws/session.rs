@@ -102,12 +102,9 @@ pub async fn run(
                 },
             }
         }
-        if let Some(a) = c.active.take() {
-            let _ = a
-                .handle
-                .send(CallInput::End(EndReason::ConnectionLost))
-                .await;
-        }
+        // Closing the call's event channel ends it (`connection_lost`) at once, even if it was
+        // waiting to hand this connection an event; waiting to send it an input might not.
+        drop(c.active.take());
         debug!("session closed");
     }
     .instrument(span)
