@@ -39,6 +39,8 @@ pub struct Metrics {
     pub connections: Counter,
     pub live_calls: Gauge,
     pub turns: Counter,
+    /// Caller audio the busy speech detector never heard, in milliseconds.
+    pub detector_dropped_ms: Counter,
     errors: Family<CodeLabel, Counter>,
     latency: Family<StageLabel, Histogram, LatencyBuckets>,
     /// The store writer's counters (clones share the values).
@@ -115,6 +117,7 @@ impl Default for Metrics {
         let connections = Counter::default();
         let live_calls = Gauge::default();
         let turns = Counter::default();
+        let detector_dropped_ms = Counter::default();
         let errors = Family::<CodeLabel, Counter>::default();
         let latency = Family::new_with_constructor(LatencyBuckets);
         registry.register(
@@ -124,6 +127,11 @@ impl Default for Metrics {
         );
         registry.register("live_calls", "Calls in progress", live_calls.clone());
         registry.register("turns", "Turns completed", turns.clone());
+        registry.register(
+            "detector_dropped_ms",
+            "Caller audio dropped because speech detection was busy, in milliseconds",
+            detector_dropped_ms.clone(),
+        );
         registry.register(
             "errors",
             "Error frames and HTTP errors sent, by code",
@@ -142,6 +150,7 @@ impl Default for Metrics {
             connections,
             live_calls,
             turns,
+            detector_dropped_ms,
             errors,
             latency,
             store,

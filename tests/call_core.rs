@@ -169,3 +169,92 @@ async fn push_to_talk_and_websocket_turns_of_one_call_interleave() {
     let metrics = server.state.metrics.render();
     assert!(metrics.contains("voxwire_turns_total 4"), "{metrics}");
 }
+
+#[tokio::test]
+async fn memory_holds_live_calls_only_and_an_ended_call_resumes_from_the_store() {
+    let server = start().await;
+    let (mut ws, call_id) = server.call("alice", json!({})).await;
+    assert_eq!(server.state.calls.held(), 1);
+    send(
+        &mut ws,
+        json!({"type": "text", "text": "remember the blue door"}),
+    )
+    .await;
+    recv_until(&mut ws, "metrics").await;
+    send(&mut ws, json!({"type": "end_call"})).await;
+    recv_until(&mut ws, "call_ended").await;
+    // Once its writes are in the store, the ended call leaves memory.
+    let mut held = usize::MAX;
+    for _ in 0..200 {
+        held = server.state.calls.held();
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, 0, "the ended call is still held in memory");
+    let owner = voxwire::call::Owner {
+        sub: "alice".into(),
+        org: None,
+    };
+    assert!(server.state.calls.get_owned(&call_id, &owner).is_err());
+    // Resuming reads it back from the store, with its history for the model.
+    send(&mut ws, json!({"type": "start_call", "call_id": call_id})).await;
+    let started = recv(&mut ws).await;
+    assert_eq!(started["type"], "call_started", "{started}");
+    assert_eq!(started["history_len"], 2);
+    send(&mut ws, json!({"type": "text", "text": "what did I say"})).await;
+    let frames = recv_until(&mut ws, "metrics").await;
+    let reply = frames
+        .iter()
+        .find(|f| f["type"] == "response" && f["is_final"] == true)
+        .unwrap();
+    assert_eq!(reply["text"], "You said: what did I say. That is turn 2.");
+    let h = history(&server, &call_id, "alice");
+    assert_eq!(
+        h[0],
+        ("User".to_string(), "remember the blue door".to_string())
+    );
+    assert_eq!(h.len(), 4, "{h:?}");
+}
+
+#[tokio::test]
+async fn a_busy_speech_detector_drops_audio_with_engine_busy_and_the_call_goes_on() {
+    let mut engines = voxwire::engines::Engines::fake();
+    // One detection thread and no queue: while the test holds the thread, the pool is busy.
+    let pool = std::sync::Arc::new(voxwire::engines::pool::BlockingPool::new(
+        "speech detection",
+        1,
+        0,
+    ));
+    engines.detector = pool.clone();
+    let server = start_with(voxwire::Config::for_tests(), engines).await;
+    let (mut ws, _) = server.call("alice", json!({})).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let held = pool.slot(&cancel).await.unwrap();
+    // Chunks over a second are scored on the pool: this one finds it busy.
+    let long = tone_pcm16(1_200, 16_000, 0.3);
+    send(&mut ws, json!({"type": "audio", "audio": b64(&long)})).await;
+    let error = recv(&mut ws).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], "engine_busy");
+    assert!(
+        error["message"].as_str().unwrap().contains("1200 ms"),
+        "{error}"
+    );
+    assert_eq!(server.state.metrics.detector_dropped_ms.get(), 1200);
+    // Once the pool is free, audio is heard again: a turn is detected and answered.
+    drop(held);
+    send(&mut ws, json!({"type": "audio", "audio": b64(&long)})).await;
+    send(
+        &mut ws,
+        json!({"type": "audio", "audio": b64(&vec![0u8; 32_000])}),
+    )
+    .await;
+    let frames = recv_until(&mut ws, "metrics").await;
+    assert!(
+        frames.iter().any(|f| f["type"] == "speech_started"),
+        "{frames:?}"
+    );
+    assert_alive(&mut ws).await;
+}

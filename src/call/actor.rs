@@ -5,7 +5,8 @@
 //! in `caller.rs`, the agent's replies and what was heard of them in `reply.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,7 @@ pub struct Call {
     pub(super) caller: Caller,
     /// What the agent says, and what was heard of it.
     pub(super) speaker: Speaker,
-    deadline: tokio::time::Instant,
+    deadline: Instant,
     pub(super) turn_tx: mpsc::Sender<(u64, TurnEvent)>,
     turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
     pub(super) partial_tx: mpsc::Sender<Partial>,
@@ -51,9 +52,12 @@ pub struct Call {
     pub(super) recorder: Recorder,
 }
 
+/// How long an ended call waits for its writes before checking again (the database may be away).
+const FORGET_RETRY: Duration = Duration::from_secs(5);
+
 /// A deadline that never comes (about thirty years away).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 impl Call {
@@ -82,7 +86,7 @@ impl Call {
             system,
             caller,
             speaker: Speaker::default(),
-            deadline: tokio::time::Instant::now()
+            deadline: Instant::now()
                 .checked_add(max_call)
                 .unwrap_or_else(far_future),
             turn_tx,
@@ -230,5 +234,17 @@ impl Call {
         })
         .await;
         record.set_totals(self.recorder.totals());
+        // Once the store has the call's last writes, memory lets go of it.
+        let svc = self.svc.clone();
+        let stretch = record.stretch();
+        self.svc.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = svc.shutdown.cancelled() => return,
+                    written = svc.writer.flush(FORGET_RETRY) => if written { break },
+                }
+            }
+            svc.calls.forget(&record.id, stretch);
+        });
     }
 }

@@ -3,7 +3,8 @@
 //! agent interrupts it, and partial transcripts are made while the caller is still speaking.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -20,6 +21,9 @@ use crate::protocol::{DetectionMode, ErrorCode, TurnDetection};
 /// Chunks up to this many samples (1 s) are scored on the actor's own thread, well under a
 /// millisecond of work. Larger ones go to a blocking thread.
 const INLINE_SAMPLES: usize = ENGINE_RATE as usize;
+
+/// Caller audio held while the detection pool is busy (1 s); more is dropped.
+const MAX_BACKLOG_SAMPLES: usize = ENGINE_RATE as usize;
 
 /// Shortest utterance worth a partial transcript.
 const PARTIAL_MIN_SAMPLES: usize = ENGINE_RATE as usize;
@@ -49,6 +53,10 @@ pub struct Caller {
     /// A detector failure was reported already.
     detector_failed: bool,
     live: Option<Live>,
+    /// Audio the busy detection pool has not scored yet.
+    backlog: Vec<f32>,
+    /// Audio dropped in the current busy spell; `None` when the detector keeps up.
+    busy_dropped_ms: Option<u64>,
 }
 
 impl Caller {
@@ -61,6 +69,8 @@ impl Caller {
             last_partial: None,
             detector_failed: false,
             live: None,
+            backlog: Vec::new(),
+            busy_dropped_ms: None,
         }
     }
 
@@ -96,25 +106,42 @@ impl Call {
     /// Caller audio at the engine rate: buffered, scored for speech, and acted on.
     pub(super) async fn on_audio(&mut self, samples: Vec<f32>) {
         self.recorder.caller_audio(samples.len());
+        // Audio held back while the detector was busy goes first.
+        let samples = match std::mem::take(&mut self.caller.backlog) {
+            held if held.is_empty() => samples,
+            mut held => {
+                held.extend_from_slice(&samples);
+                held
+            }
+        };
         let neural = self.svc.engines.vad.is_some();
         let Some(mut listener) = self.caller.listener.take() else {
             return;
         };
         // The neural detector takes a millisecond or two per chunk, and any detector costs in
-        // proportion to the chunk: Silero and large chunks run on a blocking thread.
+        // proportion to the chunk: Silero and large chunks run on the detection pool, whose
+        // bounded queue answers busy instead of piling up blocking threads.
         let offload = (neural && self.caller.settings.mode == DetectionMode::Silero)
             || samples.len() > INLINE_SAMPLES;
         let pushed = if offload {
-            tokio::task::spawn_blocking(move || {
-                let r = listener.push(&samples);
-                (listener, r)
-            })
-            .await
-            .ok()
+            match self.svc.engines.detector.slot(&self.cancel).await {
+                Ok(slot) => slot
+                    .run(move |_| {
+                        let r = listener.push(&samples);
+                        Ok((listener, r))
+                    })
+                    .await
+                    .ok(),
+                Err(e) => {
+                    self.caller.listener = Some(listener);
+                    return self.detector_busy(samples, e).await;
+                }
+            }
         } else {
             let r = listener.push(&samples);
             Some((listener, r))
         };
+        self.caller.busy_dropped_ms = None;
         let (heard, failure) = match pushed {
             Some((listener, r)) => {
                 self.caller.listener = Some(listener);
@@ -150,6 +177,28 @@ impl Call {
         self.check_barge_in().await;
         self.maybe_partial();
         self.enforce_turn_limit().await;
+    }
+
+    /// The detection pool refused the chunk: it is held (up to [`MAX_BACKLOG_SAMPLES`]) and
+    /// scored with the next one; past that, held audio is dropped and the caller told once
+    /// per busy spell.
+    async fn detector_busy(&mut self, samples: Vec<f32>, e: crate::engines::EngineError) {
+        if samples.len() <= MAX_BACKLOG_SAMPLES {
+            self.caller.backlog = samples;
+            return;
+        }
+        let ms = samples.len() as u64 * 1000 / ENGINE_RATE as u64;
+        self.svc.metrics.detector_dropped_ms.inc_by(ms);
+        let first = self.caller.busy_dropped_ms.is_none();
+        *self.caller.busy_dropped_ms.get_or_insert(0) += ms;
+        if first {
+            warn!(error = %e, dropped_ms = ms, "speech detection is busy; caller audio dropped");
+            self.send_error(
+                ErrorCode::EngineBusy,
+                format!("speech detection is overloaded: {ms} ms of audio were not heard"),
+            )
+            .await;
+        }
     }
 
     /// Instant at which the caller said the sample at `at_ms` (they stream in real time).

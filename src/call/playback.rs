@@ -3,7 +3,7 @@
 //! Without reports, playback is assumed to run in real time from the first audio sent. When a
 //! reply is interrupted, history keeps only the words whose audio was played.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// One sentence's place in the reply's audio, in ms from the reply's first sample.
 struct Span {

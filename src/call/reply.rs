@@ -5,7 +5,7 @@
 //! unseen. Interrupting a reply cuts its history entry to what the caller heard.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};

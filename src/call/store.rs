@@ -1,6 +1,9 @@
-//! The registry of calls: who owns each, its history, how many calls each user has open, and
-//! the handle of every live call (send it input, subscribe to its events).
-//! Bounded: past `max_calls`, the least recently started calls that are not live are forgotten.
+//! The registry of live calls: who owns each, its history, how many calls each user has open,
+//! and the handle of every live call (send it input, subscribe to its events).
+//! A call that ends stays here only until the store has its last writes ([`CallStore::forget`]);
+//! from then on it is read back from the durable store when it is resumed or looked at. While
+//! the database is away, ended calls wait here, at most `max_calls` of them (the oldest first
+//! forgotten).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +35,8 @@ pub struct CallRecord {
     next_turn: AtomicU64,
     next_item: AtomicU64,
     live: AtomicBool,
+    /// Counts the call's live stretches (start, then each resumption).
+    stretch: AtomicU64,
     /// Carried from one stretch of the call to the next (event numbers, audio totals).
     pub totals: Mutex<Totals>,
 }
@@ -93,6 +98,11 @@ impl CallRecord {
 
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// Which live stretch of the call this is (1 for the first).
+    pub fn stretch(&self) -> u64 {
+        self.stretch.load(Ordering::SeqCst)
     }
 }
 
@@ -186,6 +196,7 @@ impl CallStore {
                 if rec.live.swap(true, Ordering::SeqCst) {
                     return Err(StoreError::Live(rec.id.clone()));
                 }
+                rec.stretch.fetch_add(1, Ordering::SeqCst);
                 rec
             }
             None => {
@@ -199,6 +210,7 @@ impl CallStore {
                     next_turn: AtomicU64::new(1),
                     next_item: AtomicU64::new(1),
                     live: AtomicBool::new(true),
+                    stretch: AtomicU64::new(1),
                     totals: Mutex::new(Totals::default()),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());
@@ -263,11 +275,33 @@ impl CallStore {
             next_turn: AtomicU64::new(r.next_turn.max(1)),
             next_item: AtomicU64::new(r.next_item.max(1)),
             live: AtomicBool::new(false),
+            stretch: AtomicU64::new(0),
             totals: Mutex::new(r.totals),
         });
         inner.calls.insert(r.id.clone(), rec);
         inner.order.push_back(r.id);
         Self::evict(&mut inner, self.max_calls);
+    }
+
+    /// Forgets an ended call whose writes are all in the durable store, unless it was resumed
+    /// since (`stretch` is the stretch that ended).
+    pub fn forget(&self, id: &str, stretch: u64) {
+        let mut inner = self.lock();
+        let ended = inner
+            .calls
+            .get(id)
+            .is_some_and(|r| !r.is_live() && r.stretch() == stretch);
+        if ended {
+            inner.calls.remove(id);
+            if let Some(i) = inner.order.iter().position(|o| o == id) {
+                inner.order.remove(i);
+            }
+        }
+    }
+
+    /// Calls held in memory: the live ones and ended ones still being written.
+    pub fn held(&self) -> usize {
+        self.lock().calls.len()
     }
 
     /// Makes a live call reachable by its id.
@@ -354,5 +388,25 @@ mod tests {
         assert!(store.get_owned(&first, &owner("a")).is_err());
         assert!(store.get_owned(&keep.record.id, &owner("a")).is_ok());
         assert!(store.lock().calls.len() <= 3);
+    }
+
+    #[test]
+    fn forgets_an_ended_call_unless_it_was_resumed_since() {
+        let store = CallStore::new(100, 10, 5);
+        let live = store.start(&owner("a"), "x", None).unwrap();
+        let id = live.record.id.clone();
+        let first = live.record.stretch();
+        // A live call is never forgotten.
+        store.forget(&id, first);
+        assert_eq!(store.held(), 1);
+        drop(live);
+        // Resumed before the first stretch's writes were done: still held.
+        let again = store.start(&owner("a"), "x", Some(&id)).unwrap();
+        drop(again);
+        store.forget(&id, first);
+        assert_eq!(store.held(), 1);
+        store.forget(&id, first + 1);
+        assert_eq!(store.held(), 0);
+        assert!(store.lock().order.is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! actor or the push-to-talk route), tagged with the turn id.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;

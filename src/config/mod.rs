@@ -92,6 +92,8 @@ pub struct Config {
     pub tts_threads: usize,
     /// Requests allowed to wait for a busy engine before new ones are refused.
     pub engine_queue: usize,
+    /// Speech detection runs allowed to wait for a free thread (each call has at most one).
+    pub detector_queue: usize,
     /// Whisper model folder in CTranslate2 format (default: the fetched tiny.en).
     pub stt_model: Option<PathBuf>,
     /// Concurrent transcriptions.
@@ -473,6 +475,13 @@ impl Config {
             tts_sessions: parse_num(env, "VOXWIRE_TTS_SESSIONS", 1, 1, 64)?,
             tts_threads: parse_num(env, "VOXWIRE_TTS_THREADS", 1, 1, 64)?,
             engine_queue: parse_num(env, "VOXWIRE_ENGINE_QUEUE", 32, 0, 100_000)?,
+            detector_queue: parse_num(
+                env,
+                "VOXWIRE_DETECTOR_QUEUE",
+                crate::engines::DEFAULT_DETECTOR_QUEUE,
+                0,
+                100_000,
+            )?,
             stt_model: env.get("VOXWIRE_STT_MODEL").map(PathBuf::from),
             stt_concurrency: parse_num(env, "VOXWIRE_STT_CONCURRENCY", 1, 1, 64)?,
             llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),

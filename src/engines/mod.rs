@@ -63,12 +63,26 @@ pub struct Engines {
     /// The Silero speech detector shared by every call (one stream each); `None` with
     /// `VOXWIRE_VAD=energy`.
     pub vad: Option<Arc<SileroVad>>,
+    /// Where speech detection runs when it is more than a few microseconds of work (Silero,
+    /// large chunks): a bounded pool like every other engine's.
+    pub detector: Arc<pool::BlockingPool>,
     /// Agents with chains of their own, and the engines they use.
     per_agent: Arc<HashMap<String, Engines>>,
 }
 
 /// Concurrent Silero runs: each borrows a session for one `push`.
 const VAD_SESSIONS: usize = 2;
+
+/// Speech detection jobs allowed to wait when none is given (fake engines).
+pub const DEFAULT_DETECTOR_QUEUE: usize = 256;
+
+fn detector_pool(max_waiting: usize) -> Arc<pool::BlockingPool> {
+    Arc::new(pool::BlockingPool::new(
+        "speech detection",
+        VAD_SESSIONS,
+        max_waiting,
+    ))
+}
 
 impl Engines {
     /// Builds the engines named by the configuration (the server's chains and every agent's),
@@ -84,6 +98,7 @@ impl Engines {
                 VadChoice::Silero => Some(Arc::new(silero_vad(config, b.store())?)),
                 VadChoice::Energy => None,
             },
+            detector: detector_pool(config.detector_queue),
             per_agent: Arc::default(),
         };
         let mut per_agent = HashMap::new();
@@ -114,6 +129,7 @@ impl Engines {
             llm: Arc::new(llm::fake::FakeLlm::default()),
             tts: Arc::new(tts::fake::FakeTts::default()),
             vad: None,
+            detector: detector_pool(DEFAULT_DETECTOR_QUEUE),
             per_agent: Arc::default(),
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
@@ -49,6 +49,13 @@ impl BlockingPool {
         T: Send + 'static,
         F: FnOnce(&dyn Fn() -> bool) -> Result<T, EngineError> + Send + 'static,
     {
+        self.slot(cancel).await?.run(job).await
+    }
+
+    /// Waits for a free slot (or refuses at once with [`EngineError::Busy`] when too many are
+    /// waiting), without giving up the job: a caller that is refused still has what it would
+    /// have moved into the job.
+    pub async fn slot(&self, cancel: &CancellationToken) -> Result<Slot, EngineError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -66,18 +73,41 @@ impl BlockingPool {
                 }
             }
         };
-        let token = cancel.clone();
+        Ok(Slot {
+            permit,
+            cancel: cancel.clone(),
+            name: self.name.clone(),
+        })
+    }
+}
+
+/// A slot of a [`BlockingPool`], held until its job is done.
+pub struct Slot {
+    permit: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+    name: String,
+}
+
+impl Slot {
+    /// Runs `job` on a blocking thread; the slot is free again when it returns.
+    pub async fn run<T, F>(self, job: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Fn() -> bool) -> Result<T, EngineError> + Send + 'static,
+    {
+        let Slot {
+            permit,
+            cancel,
+            name,
+        } = self;
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let cancelled = move || token.is_cancelled();
+            let cancelled = move || cancel.is_cancelled();
             job(&cancelled)
         });
         match handle.await {
             Ok(r) => r,
-            Err(e) => Err(EngineError::failed(
-                &self.name,
-                format!("worker failed: {e}"),
-            )),
+            Err(e) => Err(EngineError::failed(&name, format!("worker failed: {e}"))),
         }
     }
 }

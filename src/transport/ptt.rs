@@ -5,7 +5,7 @@
 //! base64 WAV and per-stage timings.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
