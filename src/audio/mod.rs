@@ -3,7 +3,6 @@
 //! speech detector. Engines work on mono `f32` samples in [-1, 1].
 
 pub mod decode;
-pub mod echo;
 pub mod encode;
 pub mod input;
 pub mod mulaw;

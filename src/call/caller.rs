@@ -13,7 +13,6 @@ use super::actor::Call;
 use super::event::CallEvent;
 use super::listen::{energy_scorer, Heard, Listener};
 use super::turn::TurnInput;
-use crate::audio::resample::StreamResampler;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::ENGINE_RATE;
 use crate::engines::stt::LiveTranscription;
@@ -56,8 +55,6 @@ pub struct Caller {
     live: Option<Live>,
     /// Audio the busy detection pool has not scored yet.
     backlog: Vec<f32>,
-    /// Brings reply audio to 16 kHz for the echo reference: its rate and resampler.
-    reference: Option<(u32, StreamResampler)>,
     /// Audio dropped in the current busy spell; `None` when the detector keeps up.
     busy_dropped_ms: Option<u64>,
 }
@@ -74,7 +71,6 @@ impl Caller {
             live: None,
             backlog: Vec::new(),
             busy_dropped_ms: None,
-            reference: None,
         }
     }
 
@@ -92,28 +88,6 @@ impl Caller {
         self.live = None;
         if let Some(l) = self.listener.as_mut() {
             l.update(settings, scorer);
-        }
-    }
-
-    /// Reply audio at `rate` was sent to the caller: the echo canceller's reference.
-    pub fn played(&mut self, samples: &[f32], rate: u32) {
-        let Some(listener) = self.listener.as_mut() else {
-            return;
-        };
-        if self.reference.as_ref().is_none_or(|(r, _)| *r != rate) {
-            self.reference = StreamResampler::new(rate, ENGINE_RATE)
-                .ok()
-                .map(|s| (rate, s));
-        }
-        if let Some((_, resampler)) = self.reference.as_mut() {
-            listener.play(&resampler.push(samples));
-        }
-    }
-
-    /// The reply was cut: its audio stops playing.
-    pub fn stopped_playing(&mut self) {
-        if let Some(l) = self.listener.as_mut() {
-            l.stop_playing();
         }
     }
 
@@ -144,13 +118,11 @@ impl Call {
         let Some(mut listener) = self.caller.listener.take() else {
             return;
         };
-        // The neural detector takes a millisecond or two per chunk, any detector costs in
-        // proportion to the chunk, and so does echo cancellation while a reply plays: Silero,
-        // large chunks and echo cancellation run on the detection pool, whose
+        // The neural detector takes a millisecond or two per chunk, and any detector costs in
+        // proportion to the chunk: Silero and large chunks run on the detection pool, whose
         // bounded queue answers busy instead of piling up blocking threads.
         let offload = (neural && self.caller.settings.mode == DetectionMode::Silero)
-            || samples.len() > INLINE_SAMPLES
-            || listener.echo_active();
+            || samples.len() > INLINE_SAMPLES;
         let pushed = if offload {
             match self.svc.engines.detector.slot(&self.cancel).await {
                 Ok(slot) => slot
@@ -179,15 +151,12 @@ impl Call {
                 // The detector panicked: carry on with the energy detector.
                 warn!("speech detector failed; falling back to the energy detector");
                 let settings = self.caller.settings;
-                self.caller.listener = Some(
-                    Listener::new(
-                        settings,
-                        Some(energy_scorer(&settings)),
-                        self.svc.turn.speculate_ms,
-                        self.svc.limits.max_turn_audio_ms,
-                    )
-                    .with_echo_cancellation(self.svc.turn.echo_cancellation),
-                );
+                self.caller.listener = Some(Listener::new(
+                    settings,
+                    Some(energy_scorer(&settings)),
+                    self.svc.turn.speculate_ms,
+                    self.svc.limits.max_turn_audio_ms,
+                ));
                 (Vec::new(), Some("the speech detector stopped".to_string()))
             }
         };

@@ -130,8 +130,6 @@ pub struct TurnSettings {
     pub speculate_ms: u64,
     /// How often a partial transcript is made while the caller speaks (0: never).
     pub partial_interval_ms: u64,
-    /// Take the agent's own voice out of the caller's audio before speech detection.
-    pub echo_cancellation: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -435,12 +433,6 @@ impl Config {
                     0,
                     60_000,
                 )?,
-                echo_cancellation: !matches!(
-                    env.get("VOXWIRE_ECHO_CANCELLATION")
-                        .as_deref()
-                        .map(str::trim),
-                    Some("0" | "false" | "no" | "off")
-                ),
             },
             vad: parse_vad(env)?,
             history_limit: parse_num(env, "VOXWIRE_HISTORY_LIMIT", 50, 2, 10_000)?,
