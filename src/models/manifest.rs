@@ -36,6 +36,7 @@ pub const SMOLLM2_135M: &str = "smollm2-135m-instruct";
 pub const PIPER_JOE: &str = "piper-en_US-joe-medium";
 pub const ONNXRUNTIME: &str = "onnxruntime";
 pub const SILERO_VAD: &str = "silero-vad";
+pub const SMART_TURN: &str = "smart-turn-v3.2";
 
 pub static MODELS: &[ModelSpec] = &[
     ModelSpec {
@@ -104,7 +105,7 @@ pub static MODELS: &[ModelSpec] = &[
     },
     ModelSpec {
         id: ONNXRUNTIME,
-        purpose: "ONNX Runtime shared library (runs the voice and the VAD)",
+        purpose: "ONNX Runtime shared library (runs the voice, the VAD and Smart Turn)",
         package: "onnxruntime==1.31.1",
         wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
         pip_args: &[
@@ -134,6 +135,22 @@ pub static MODELS: &[ModelSpec] = &[
             name: "silero_vad.onnx",
             size: 2_327_524,
             sha256: "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        }],
+    },
+    ModelSpec {
+        id: SMART_TURN,
+        purpose: "end of turn (Smart Turn v3.2, from Pipecat)",
+        package: "pipecat-ai==1.14.0",
+        wheel_sha256: "0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44",
+        // A pure-Python wheel that asks for Python 3.11 or later: named so that pip on an
+        // older Python fetches the same file.
+        pip_args: &["--only-binary=:all:", "--python-version", "3.11"],
+        licence: "BSD-2-Clause (Smart Turn, Pipecat)",
+        files: &[ModelFile {
+            source: "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+            name: "smart-turn-v3.2-cpu.onnx",
+            size: 8_679_182,
+            sha256: "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
         }],
     },
 ];
