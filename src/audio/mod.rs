@@ -1,10 +1,11 @@
 //! Audio plumbing: decoding client audio (raw PCM16, mu-law, WAV via hound, other containers via
-//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law) and the energy-based
-//! speech detector. Engines work on mono `f32` samples in [-1, 1].
+//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law), Whisper's log-mel features (for Whisper and
+//! Smart Turn) and speech detection. Engines work on mono `f32` samples in [-1, 1].
 
 pub mod decode;
 pub mod encode;
 pub mod input;
+pub mod mel;
 pub mod mulaw;
 pub mod resample;
 pub mod vad;

@@ -1,6 +1,6 @@
 //! The process-wide ONNX Runtime: loaded once from a shared library path
 //! (`load-dynamic`), then shared by every model that runs on it (Piper voices,
-//! the Silero speech detector).
+//! the Silero speech detector, the Smart Turn end-of-turn model).
 //!
 //! ONNX Runtime allows one environment per process. If another part of the
 //! process already built one, hand it over with `use_runtime_environment`.
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
 /// The ONNX Runtime library could not be loaded.
@@ -61,6 +62,18 @@ pub fn use_runtime_environment(env: Environment) {
 /// The environment, if `init_runtime` succeeded.
 pub fn runtime_environment() -> Option<&'static Environment> {
     ENV.get()
+}
+
+/// A session of a small model on one thread that never spins waiting for work (the speech
+/// detector's and the end-of-turn model's: many calls share two cores).
+pub(crate) fn single_thread_session(env: &Environment, model: &[u8]) -> ort::Result<Session> {
+    Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_threads(1)?
+        .with_inter_threads(1)?
+        .with_intra_op_spinning(false)?
+        .with_inter_op_spinning(false)?
+        .commit_from_memory(model)
 }
 
 /// A few sessions of one model, created once and reused: `Session::run` needs

@@ -1,9 +1,11 @@
 //! Voice activity detection on 16 kHz audio. A [`SpeechScorer`] gives each fixed-length frame a
 //! speech probability (the Silero model in `silero`, or frame energy here); the
 //! [`TurnDetector`] turns those scores into the caller's utterances: where speech started, where
-//! it paused, whether it came back, and where it stopped.
+//! it paused, whether it came back, and where it stopped. `smart_turn` judges, at a pause,
+//! whether what was said so far is a complete turn.
 
 pub mod silero;
+pub mod smart_turn;
 
 use super::ENGINE_RATE;
 

@@ -18,8 +18,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -88,7 +86,8 @@ impl SileroVad {
         };
         let mut idle = Vec::with_capacity(sessions);
         for _ in 0..sessions {
-            let mut session = new_session(env, &bytes).map_err(|e| fail(e.to_string()))?;
+            let mut session =
+                onnx::single_thread_session(env, &bytes).map_err(|e| fail(e.to_string()))?;
             check_signature(&session).map_err(fail)?;
             // One run on silence: checks the output shapes and warms the session up.
             let mut window = [0.0; WINDOW];
@@ -129,17 +128,6 @@ impl SileroVad {
             .map(|frame| run_frame(session, frame, window, state))
             .collect()
     }
-}
-
-/// A session on one thread that never spins waiting for work.
-fn new_session(env: &Environment, model: &[u8]) -> ort::Result<Session> {
-    Session::builder(env)?
-        .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_intra_threads(1)?
-        .with_inter_threads(1)?
-        .with_intra_op_spinning(false)?
-        .with_inter_op_spinning(false)?
-        .commit_from_memory(model)
 }
 
 /// One model run: `frame` after the context in `window`; updates the context and `state`.

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::mel::SAMPLE_RATE;
+use crate::audio::mel::SAMPLE_RATE;
 
 /// 10 ms analysis frame.
 const FRAME: usize = SAMPLE_RATE / 100;

@@ -13,7 +13,6 @@ mod audio;
 pub mod ct2;
 mod decode;
 mod error;
-mod mel;
 mod model;
 mod ops;
 mod weights;
@@ -23,12 +22,12 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
 
+pub use crate::audio::mel::SAMPLE_RATE;
 pub use error::WhisperError;
-pub use mel::SAMPLE_RATE;
 pub use model::Dims;
 
+use crate::audio::mel::{self, MelExtractor};
 use decode::{DecodeParams, Specials};
-use mel::MelExtractor;
 use model::WhisperModel;
 
 /// Longest window the encoder accepts: 30 s.

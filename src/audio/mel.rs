@@ -1,7 +1,8 @@
 //! Whisper's log-mel spectrogram, computed on the real audio only (no padding to 30 s): periodic
 //! Hann window of `n_fft` = 400, hop 160, centred frames with reflect padding, power spectrum,
 //! Slaney-style mel filter bank (as librosa's `filters.mel`, which produced OpenAI's `mel_80.npy`),
-//! then `log10(max(x, 1e-10))`, clamp to `max - 8`, and `(x + 4) / 4`.
+//! then `log10(max(x, 1e-10))`, clamp to `max - 8`, and `(x + 4) / 4`. Used by the Whisper
+//! speech-to-text engine and by the Smart Turn end-of-turn model.
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub struct MelExtractor {
     n_mels: usize,
     /// `n_mels x (N_FFT / 2 + 1)`, row-major.
     filters: Vec<f32>,
+    /// The bins where each filter is not zero (a triangle spans a few bins).
+    support: Vec<std::ops::Range<usize>>,
     window: Vec<f32>,
     fft: Arc<dyn realfft::RealToComplex<f32>>,
 }
@@ -83,9 +86,20 @@ impl MelExtractor {
                 (0.5 - 0.5 * x.cos()) as f32
             })
             .collect();
+        let filters = mel_filters(n_mels, N_FFT, SAMPLE_RATE);
+        let n_freqs = N_FFT / 2 + 1;
+        let support = filters
+            .chunks(n_freqs)
+            .map(|row| {
+                let first = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+                let last = row.iter().rposition(|&w| w != 0.0).map_or(0, |i| i + 1);
+                first..last.max(first)
+            })
+            .collect();
         Self {
             n_mels,
-            filters: mel_filters(n_mels, N_FFT, SAMPLE_RATE),
+            filters,
+            support,
             window,
             fft: RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT),
         }
@@ -125,9 +139,14 @@ impl MelExtractor {
             for (p, c) in power.iter_mut().zip(&spectrum) {
                 *p = c.norm_sqr();
             }
-            for m in 0..self.n_mels {
+            for (m, bins) in self.support.iter().enumerate() {
+                // Zero weights add nothing: only the filter's own bins are summed.
                 let row = &self.filters[m * n_freqs..(m + 1) * n_freqs];
-                let e: f32 = row.iter().zip(&power).map(|(a, b)| a * b).sum();
+                let e: f32 = row[bins.clone()]
+                    .iter()
+                    .zip(&power[bins.clone()])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 mel[m * n_frames + t] = e.max(1e-10).log10();
             }
         }
@@ -192,6 +211,20 @@ mod tests {
         // 440 Hz = 6.6 Slaney mels; filter centres are 0.559 mels apart, so filter 11 (centre 12 x 0.559 = 6.7 mels) peaks.
         let loudest = (0..80).max_by(|&a, &b| x[a * n + 50].total_cmp(&x[b * n + 50]));
         assert_eq!(loudest, Some(11));
+    }
+
+    /// Summing each filter over its own bins gives what the whole row gives.
+    #[test]
+    fn filter_supports_hold_every_weight() {
+        let mel = MelExtractor::new(80);
+        let n_freqs = N_FFT / 2 + 1;
+        for (m, bins) in mel.support.iter().enumerate() {
+            let row = &mel.filters[m * n_freqs..(m + 1) * n_freqs];
+            assert!(!bins.is_empty(), "filter {m}");
+            for (k, &w) in row.iter().enumerate() {
+                assert!(w == 0.0 || bins.contains(&k), "filter {m} bin {k}");
+            }
+        }
     }
 
     #[test]
