@@ -50,6 +50,8 @@ fn detection() -> TurnDetection {
         silence_duration_ms: 500,
         min_speech_ms: 100,
         min_interrupt_ms: 400,
+        semantic_pause_ms: 200,
+        semantic_max_silence_ms: 2000,
     }
 }
 

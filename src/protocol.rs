@@ -77,6 +77,10 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionMode {
+    /// Silero finds speech; at a short pause the Smart Turn model judges whether the turn is
+    /// complete (then it ends at once) or not (then it waits for more speech, up to a longer
+    /// silence).
+    Semantic,
     /// The Silero neural voice activity detector.
     Silero,
     /// A frame-energy detector: no model, cruder in noise.
@@ -102,6 +106,11 @@ pub struct TurnDetection {
     /// Speech needed to interrupt the agent; shorter sounds while it talks (a cough, "mhm") are
     /// ignored.
     pub min_interrupt_ms: u64,
+    /// Semantic mode: silence after speech before the end-of-turn model is asked.
+    pub semantic_pause_ms: u64,
+    /// Semantic mode: silence that ends a turn the model found incomplete (or could not judge).
+    /// Always longer than `semantic_pause_ms`.
+    pub semantic_max_silence_ms: u64,
 }
 
 /// Changes to [`TurnDetection`]; absent fields keep their value.
@@ -122,6 +131,10 @@ pub struct TurnDetectionUpdate {
     pub min_speech_ms: Option<u64>,
     #[serde(default)]
     pub min_interrupt_ms: Option<u64>,
+    #[serde(default)]
+    pub semantic_pause_ms: Option<u64>,
+    #[serde(default)]
+    pub semantic_max_silence_ms: Option<u64>,
 }
 
 impl TurnDetection {
@@ -142,7 +155,7 @@ impl TurnDetection {
                 )),
             }
         }
-        Ok(Self {
+        let next = Self {
             mode: u.mode.unwrap_or(self.mode),
             threshold: range("threshold", u.threshold, self.threshold, 0.05, 0.95)?,
             energy_threshold_db: range(
@@ -180,7 +193,29 @@ impl TurnDetection {
                 0,
                 5000,
             )?,
-        })
+            semantic_pause_ms: range(
+                "semantic_pause_ms",
+                u.semantic_pause_ms,
+                self.semantic_pause_ms,
+                50,
+                5000,
+            )?,
+            semantic_max_silence_ms: range(
+                "semantic_max_silence_ms",
+                u.semantic_max_silence_ms,
+                self.semantic_max_silence_ms,
+                100,
+                10_000,
+            )?,
+        };
+        if next.semantic_max_silence_ms <= next.semantic_pause_ms {
+            return Err(format!(
+                "turn_detection.semantic_max_silence_ms ({}) must be longer than \
+                 semantic_pause_ms ({})",
+                next.semantic_max_silence_ms, next.semantic_pause_ms
+            ));
+        }
+        Ok(next)
     }
 }
 
@@ -211,6 +246,32 @@ pub struct TurnTimings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voice_to_voice_ms: Option<f64>,
     pub total_ms: f64,
+    /// Semantic mode: what the end-of-turn model said at the caller's last pause, and what
+    /// ended the turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_turn: Option<EndOfTurn>,
+}
+
+/// How a turn's end was decided in semantic mode.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct EndOfTurn {
+    /// `model`: the model found the turn complete; `silence`: the silence reached
+    /// `semantic_max_silence_ms` first.
+    pub by: EndOfTurnBy,
+    /// The model's probability that the turn was complete, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// How long the model took to answer, waiting for a free slot included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndOfTurnBy {
+    Model,
+    #[default]
+    Silence,
 }
 
 /// Why a reply ended.

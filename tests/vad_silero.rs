@@ -141,6 +141,7 @@ fn the_turn_detector_finds_the_utterance() {
         threshold: 0.5,
         min_speech_ms: 100,
         pause_ms: 0,
+        check_ms: 0,
         silence_ms: 500,
     };
     let mut detector = TurnDetector::new(Box::new(vad().stream()), params);

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::caller::{Caller, Partial};
+use super::caller::{Caller, Judged, Partial};
 use super::event::{CallEvent, CallInput};
 use super::record::Recorder;
 use super::reply::Speaker;
@@ -44,6 +44,9 @@ pub struct Call {
     turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
     pub(super) partial_tx: mpsc::Sender<Partial>,
     partial_rx: Option<mpsc::Receiver<Partial>>,
+    /// Answers of the end-of-turn model.
+    pub(super) judged_tx: mpsc::Sender<Judged>,
+    judged_rx: Option<mpsc::Receiver<Judged>>,
     /// The call's own transport; false once it is gone.
     owner: mpsc::Sender<CallEvent>,
     owner_open: bool,
@@ -76,6 +79,7 @@ impl Call {
     ) -> Self {
         let (turn_tx, turn_rx) = mpsc::channel(64);
         let (partial_tx, partial_rx) = mpsc::channel(4);
+        let (judged_tx, judged_rx) = mpsc::channel(4);
         let cancel = svc.shutdown.child_token();
         Self {
             record: live.record.clone(),
@@ -93,6 +97,8 @@ impl Call {
             turn_rx: Some(turn_rx),
             partial_tx,
             partial_rx: Some(partial_rx),
+            judged_tx,
+            judged_rx: Some(judged_rx),
             owner,
             owner_open: true,
             events,
@@ -111,9 +117,11 @@ impl Call {
         mut inputs: mpsc::Receiver<CallInput>,
         greeting: Option<TurnInput>,
     ) {
-        let (Some(mut turn_rx), Some(mut partial_rx)) =
-            (self.turn_rx.take(), self.partial_rx.take())
-        else {
+        let (Some(mut turn_rx), Some(mut partial_rx), Some(mut judged_rx)) = (
+            self.turn_rx.take(),
+            self.partial_rx.take(),
+            self.judged_rx.take(),
+        ) else {
             return;
         };
         let warm = crate::engines::llm::ChatRequest {
@@ -141,6 +149,7 @@ impl Call {
                 },
                 Some((run, event)) = turn_rx.recv() => self.on_turn_event(run, event).await,
                 Some(partial) = partial_rx.recv() => self.on_partial(partial).await,
+                Some(judged) = judged_rx.recv() => self.on_judged(judged).await,
             }
             if !self.owner_open {
                 break EndReason::ConnectionLost;

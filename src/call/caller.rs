@@ -1,6 +1,8 @@
 //! What the caller says: audio chunks go through the listener (decode, speech detection); speech
 //! start and stop become events, pauses start a speculative reply, long enough speech over the
-//! agent interrupts it, and partial transcripts are made while the caller is still speaking.
+//! agent interrupts it, and partial transcripts are made while the caller is still speaking. In
+//! semantic mode a short pause asks the end-of-turn model, off the actor, whether the turn is
+//! complete; a "complete" ends it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use super::turn::TurnInput;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::ENGINE_RATE;
 use crate::engines::stt::LiveTranscription;
-use crate::protocol::{DetectionMode, ErrorCode, TurnDetection};
+use crate::engines::turn::Verdict;
+use crate::protocol::{DetectionMode, EndOfTurn, EndOfTurnBy, ErrorCode, TurnDetection};
 
 /// Chunks up to this many samples (1 s) are scored on the actor's own thread, well under a
 /// millisecond of work. Larger ones go to a blocking thread.
@@ -32,6 +35,12 @@ const PARTIAL_MIN_SAMPLES: usize = ENGINE_RATE as usize;
 pub struct Partial {
     pub item_id: u64,
     pub text: Option<String>,
+}
+
+/// The end-of-turn model's answer (`None`: it failed or was refused) about pause `id`.
+pub struct Judged {
+    pub id: u64,
+    pub verdict: Option<Verdict>,
 }
 
 /// The utterance in progress, transcribed as it is spoken by an engine that streams.
@@ -57,6 +66,13 @@ pub struct Caller {
     backlog: Vec<f32>,
     /// Audio dropped in the current busy spell; `None` when the detector keeps up.
     busy_dropped_ms: Option<u64>,
+    /// The pause the end-of-turn model is judging: its id and the request's cancellation.
+    judging: Option<(u64, CancellationToken)>,
+    next_judging: u64,
+    /// The model's last answer in this utterance.
+    verdict: Option<Verdict>,
+    /// The model ended the utterance (rather than the silence).
+    model_ended: bool,
 }
 
 impl Caller {
@@ -71,6 +87,10 @@ impl Caller {
             live: None,
             backlog: Vec::new(),
             busy_dropped_ms: None,
+            judging: None,
+            next_judging: 0,
+            verdict: None,
+            model_ended: false,
         }
     }
 
@@ -86,6 +106,7 @@ impl Caller {
         self.settings = settings;
         // The utterance in progress, if any, is transcribed whole at its end.
         self.live = None;
+        self.stop_judging();
         if let Some(l) = self.listener.as_mut() {
             l.update(settings, scorer);
         }
@@ -99,6 +120,29 @@ impl Caller {
         if let Some((_, c)) = &self.partial {
             c.cancel();
         }
+    }
+
+    /// Forgets the pause being judged (speech came back, or the turn ended).
+    fn stop_judging(&mut self) {
+        if let Some((_, c)) = self.judging.take() {
+            c.cancel();
+        }
+    }
+
+    /// How the utterance that just ended was ended, in semantic mode; resets for the next.
+    fn end_of_turn(&mut self) -> Option<EndOfTurn> {
+        self.stop_judging();
+        let verdict = self.verdict.take();
+        let by_model = std::mem::take(&mut self.model_ended);
+        (self.settings.mode == DetectionMode::Semantic).then(|| EndOfTurn {
+            by: if by_model {
+                EndOfTurnBy::Model
+            } else {
+                EndOfTurnBy::Silence
+            },
+            probability: verdict.map(|v| f64::from(v.probability)),
+            model_ms: verdict.map(|v| v.ms),
+        })
     }
 }
 
@@ -119,10 +163,14 @@ impl Call {
             return;
         };
         // The neural detector takes a millisecond or two per chunk, and any detector costs in
-        // proportion to the chunk: Silero and large chunks run on the detection pool, whose
-        // bounded queue answers busy instead of piling up blocking threads.
-        let offload = (neural && self.caller.settings.mode == DetectionMode::Silero)
-            || samples.len() > INLINE_SAMPLES;
+        // proportion to the chunk: Silero (also under semantic detection) and large chunks run
+        // on the detection pool, whose bounded queue answers busy instead of piling up blocking
+        // threads.
+        let model_mode = matches!(
+            self.caller.settings.mode,
+            DetectionMode::Silero | DetectionMode::Semantic
+        );
+        let offload = (neural && model_mode) || samples.len() > INLINE_SAMPLES;
         let pushed = if offload {
             match self.svc.engines.detector.slot(&self.cancel).await {
                 Ok(slot) => slot
@@ -231,7 +279,12 @@ impl Call {
                     self.start_pending(TurnInput::Audio(audio.into()), anchor);
                 }
             }
-            Heard::Resumed => self.cancel_pending(),
+            Heard::Check { at_ms, audio } => self.judge(at_ms, audio),
+            Heard::Resumed => {
+                self.caller.stop_judging();
+                self.caller.verdict = None;
+                self.cancel_pending();
+            }
             Heard::Stopped {
                 at_ms,
                 speech_ms,
@@ -240,6 +293,7 @@ impl Call {
                 let anchor = self.spoken_at(at_ms);
                 let min_interrupt = self.caller.settings.min_interrupt_ms;
                 let speaking = self.agent_speaking();
+                let end_of_turn = self.caller.end_of_turn();
                 self.caller.cancel_partial();
                 let live = self.caller.live.take().map(|mut l| {
                     l.stream.push(audio.get(l.sent..).unwrap_or(&[]));
@@ -272,7 +326,63 @@ impl Call {
                         r.end_of_speech_ms = Some(crate::call::turn::ms_since(anchor));
                     }
                 }
+                if let Some(r) = self.reply_mut() {
+                    r.end_of_turn = end_of_turn;
+                }
             }
+        }
+    }
+
+    /// Asks the end-of-turn model whether the utterance, silent since `at_ms`, is complete; the
+    /// answer comes back to the actor as a [`Judged`].
+    fn judge(&mut self, at_ms: u64, audio: Vec<f32>) {
+        let Some(model) = self.svc.engines.turn_model.clone() else {
+            return;
+        };
+        if self.caller.settings.mode != DetectionMode::Semantic {
+            return;
+        }
+        self.caller.stop_judging();
+        let id = self.caller.next_judging;
+        self.caller.next_judging += 1;
+        let cancel = self.cancel.child_token();
+        self.caller.judging = Some((id, cancel.clone()));
+        let tx = self.judged_tx.clone();
+        tokio::spawn(async move {
+            let verdict = match model.judge(audio.into(), &cancel).await {
+                Ok(v) => Some(v),
+                Err(crate::engines::EngineError::Cancelled) => return,
+                Err(e) => {
+                    warn!(error = %e, at_ms, "end-of-turn model failed; the silence ends the turn");
+                    None
+                }
+            };
+            let _ = tx.send(Judged { id, verdict }).await;
+        });
+    }
+
+    /// The model's answer: a complete turn ends now, if the caller is still silent.
+    pub(super) async fn on_judged(&mut self, judged: Judged) {
+        if self.caller.judging.as_ref().map(|(id, _)| *id) != Some(judged.id) {
+            return; // speech came back, or the turn ended, meanwhile
+        }
+        self.caller.judging = None;
+        let Some(verdict) = judged.verdict else {
+            return;
+        };
+        self.caller.verdict = Some(verdict);
+        debug!(
+            probability = verdict.probability,
+            model_ms = verdict.ms,
+            "end-of-turn model"
+        );
+        if !verdict.complete() {
+            return;
+        }
+        let ended = self.caller.listener.as_mut().and_then(|l| l.end_turn());
+        if let Some(heard) = ended {
+            self.caller.model_ended = true;
+            self.on_heard(heard).await;
         }
     }
 
@@ -412,6 +522,8 @@ impl Call {
         }
         self.caller.cancel_partial();
         self.caller.live = None;
+        self.caller.stop_judging();
+        self.caller.verdict = None;
         let item_id = match self.caller.user_item.take() {
             Some(i) => i,
             None => self.record.new_item_id(),

@@ -25,6 +25,12 @@ pub enum Heard {
         at_ms: u64,
         audio: Vec<f32>,
     },
+    /// The caller has been quiet since `at_ms` long enough to ask the end-of-turn model;
+    /// `audio` is the utterance so far with the silence after it.
+    Check {
+        at_ms: u64,
+        audio: Vec<f32>,
+    },
     Resumed,
     /// The utterance ended at `at_ms`; `speech_ms` is its length.
     Stopped {
@@ -53,6 +59,7 @@ pub struct Listener {
 }
 
 fn params(s: &TurnDetection, pause_ms: u64) -> DetectorParams {
+    let semantic = s.mode == DetectionMode::Semantic;
     DetectorParams {
         threshold: match s.mode {
             DetectionMode::Energy => 0.5,
@@ -60,7 +67,14 @@ fn params(s: &TurnDetection, pause_ms: u64) -> DetectorParams {
         },
         min_speech_ms: s.min_speech_ms,
         pause_ms,
-        silence_ms: s.silence_duration_ms,
+        // Semantic: the model is asked after a short pause; silence alone ends the turn only
+        // at the longer limit.
+        check_ms: if semantic { s.semantic_pause_ms } else { 0 },
+        silence_ms: if semantic {
+            s.semantic_max_silence_ms
+        } else {
+            s.silence_duration_ms
+        },
     }
 }
 
@@ -155,28 +169,7 @@ impl Listener {
             Ok(e) => (e, None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        let mut heard = Vec::with_capacity(events.len());
-        for e in events {
-            heard.push(match e {
-                VadEvent::Started { at_ms } => {
-                    let keep =
-                        samples_for_ms(at_ms.saturating_sub(self.settings.prefix_padding_ms));
-                    self.drop_before(keep as u64);
-                    self.speech_start_ms = at_ms;
-                    Heard::Started { at_ms }
-                }
-                VadEvent::Paused { at_ms } => Heard::Paused {
-                    at_ms,
-                    audio: self.utterance_until(at_ms, false),
-                },
-                VadEvent::Resumed => Heard::Resumed,
-                VadEvent::Stopped { at_ms } => Heard::Stopped {
-                    at_ms,
-                    speech_ms: at_ms.saturating_sub(self.speech_start_ms),
-                    audio: self.utterance_until(at_ms, true),
-                },
-            });
-        }
+        let heard = events.into_iter().map(|e| self.heard(e)).collect();
         if self.detector.is_some() && !self.in_speech() {
             // Audio that is not speech: keep only what could pad an utterance starting now.
             let keep = samples_for_ms(
@@ -188,6 +181,44 @@ impl Listener {
             }
         }
         (heard, err)
+    }
+
+    fn heard(&mut self, event: VadEvent) -> Heard {
+        match event {
+            VadEvent::Started { at_ms } => {
+                let keep = samples_for_ms(at_ms.saturating_sub(self.settings.prefix_padding_ms));
+                self.drop_before(keep as u64);
+                self.speech_start_ms = at_ms;
+                Heard::Started { at_ms }
+            }
+            VadEvent::Paused { at_ms } => Heard::Paused {
+                at_ms,
+                audio: self.utterance_until(at_ms, false),
+            },
+            VadEvent::Check { at_ms } => Heard::Check {
+                at_ms,
+                audio: self.buffer[..self.offset_of(at_ms + self.settings.semantic_pause_ms)]
+                    .to_vec(),
+            },
+            VadEvent::Resumed => Heard::Resumed,
+            VadEvent::Stopped { at_ms } => Heard::Stopped {
+                at_ms,
+                speech_ms: at_ms.saturating_sub(self.speech_start_ms),
+                audio: self.utterance_until(at_ms, true),
+            },
+        }
+    }
+
+    /// True while the caller is silent after speech and the turn has not ended yet.
+    pub fn in_pause(&self) -> bool {
+        self.detector.as_ref().is_some_and(|d| d.in_pause())
+    }
+
+    /// Ends the utterance now, as its silence would later (the end-of-turn model found it
+    /// complete); `None` if the caller is speaking again or no utterance is in progress.
+    pub fn end_turn(&mut self) -> Option<Heard> {
+        let event = self.detector.as_mut()?.end_turn()?;
+        Some(self.heard(event))
     }
 
     /// The utterance in progress from its `n`th sample on (empty past its end).
@@ -210,12 +241,16 @@ impl Listener {
         audio
     }
 
+    /// Samples of the buffer before the stream's `ms` (all of it if they have not all arrived).
+    fn offset_of(&self, ms: u64) -> usize {
+        (samples_for_ms(ms) as u64)
+            .saturating_sub(self.buffer_start)
+            .min(self.buffer.len() as u64) as usize
+    }
+
     /// The utterance up to `at_ms` plus the suffix that has arrived; `consume` removes it.
     fn utterance_until(&mut self, at_ms: u64, consume: bool) -> Vec<f32> {
-        let end = samples_for_ms(at_ms + SUFFIX_MS) as u64;
-        let take = end
-            .saturating_sub(self.buffer_start)
-            .min(self.buffer.len() as u64) as usize;
+        let take = self.offset_of(at_ms + SUFFIX_MS);
         if consume {
             let audio: Vec<f32> = self.buffer.drain(..take).collect();
             self.buffer_start += take as u64;
@@ -251,6 +286,8 @@ mod tests {
             silence_duration_ms: 500,
             min_speech_ms: 100,
             min_interrupt_ms: 400,
+            semantic_pause_ms: 200,
+            semantic_max_silence_ms: 2000,
         }
     }
 
@@ -285,6 +322,46 @@ mod tests {
         assert_eq!(audio.len(), samples_for_ms(1550));
         assert!(matches!(heard[0], Heard::Started { at_ms: 2000 }));
         assert!(matches!(heard[1], Heard::Paused { at_ms: 3000, .. }));
+    }
+
+    #[test]
+    fn semantic_mode_asks_after_the_short_pause_and_can_end_the_turn_there() {
+        let s = TurnDetection {
+            mode: DetectionMode::Semantic,
+            ..settings()
+        };
+        let mut l = Listener::new(s, Some(energy_scorer(&s)), 0, 10_000);
+        let mut audio = tone(500, 0.0);
+        audio.extend(tone(1000, 0.3));
+        audio.extend(tone(700, 0.0));
+        let (heard, _) = l.push(&audio);
+        assert!(
+            matches!(heard[0], Heard::Started { at_ms: 500 }),
+            "{heard:?}"
+        );
+        let Some(Heard::Check { at_ms, audio }) = heard.get(1) else {
+            panic!("no check in {heard:?}");
+        };
+        assert_eq!(*at_ms, 1500);
+        // The padding, the speech and the 200 ms of silence that made it ask.
+        assert_eq!(audio.len(), samples_for_ms(300 + 1000 + 200));
+        assert_eq!(
+            heard.len(),
+            2,
+            "the 500 ms silence of other modes does not end it"
+        );
+        assert!(l.in_pause());
+        let Some(Heard::Stopped {
+            at_ms,
+            speech_ms,
+            audio,
+        }) = l.end_turn()
+        else {
+            panic!("the turn does not end");
+        };
+        assert_eq!((at_ms, speech_ms), (1500, 1000));
+        assert_eq!(audio.len(), samples_for_ms(300 + 1000 + 250));
+        assert!(!l.in_speech() && l.end_turn().is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::playback::PlaybackTrack;
 use super::turn::{ms_since, run_turn, TurnEvent, TurnInput, TurnRequest, TurnSink};
 use crate::engines::llm::Role;
 use crate::engines::EngineError;
-use crate::protocol::{DoneReason, ErrorCode};
+use crate::protocol::{DoneReason, EndOfTurn, ErrorCode};
 
 /// Events a speculative reply may hold back before it is dropped as runaway.
 const MAX_HELD_EVENTS: usize = 4096;
@@ -58,6 +58,8 @@ pub struct Reply {
     track: PlaybackTrack,
     anchor: Instant,
     pub end_of_speech_ms: Option<f64>,
+    /// How the caller's turn was found to be over (semantic mode).
+    pub end_of_turn: Option<EndOfTurn>,
     first_audio_ms: Option<f64>,
 }
 
@@ -123,6 +125,7 @@ impl Call {
             track: PlaybackTrack::default(),
             anchor,
             end_of_speech_ms: None,
+            end_of_turn: None,
             first_audio_ms: None,
         });
     }
@@ -266,6 +269,7 @@ impl Call {
             TurnEvent::Done { reply, mut timings } => {
                 r.running = false;
                 timings.end_of_speech_ms = r.end_of_speech_ms;
+                timings.end_of_turn = r.end_of_turn;
                 timings.voice_to_voice_ms = r.first_audio_ms;
                 self.record
                     .history()

@@ -82,6 +82,13 @@ impl CallServices {
             return Ok(*current);
         };
         let next = current.apply(update)?;
+        if next.mode == DetectionMode::Semantic && self.engines.turn_model.is_none() {
+            return Err(
+                "turn_detection.mode `semantic` is not available on this server \
+                        (VOXWIRE_VAD is not `semantic`); use `silero`, `energy` or `manual`"
+                    .into(),
+            );
+        }
         if next.mode == DetectionMode::Silero && self.engines.vad.is_none() {
             return Err(
                 "turn_detection.mode `silero` is not available on this server \
@@ -96,7 +103,7 @@ impl CallServices {
     pub fn scorer(&self, settings: &TurnDetection) -> Option<Box<dyn SpeechScorer>> {
         match settings.mode {
             DetectionMode::Manual => None,
-            DetectionMode::Silero => match &self.engines.vad {
+            DetectionMode::Semantic | DetectionMode::Silero => match &self.engines.vad {
                 Some(model) => Some(Box::new(model.stream())),
                 None => Some(energy_scorer(settings)),
             },
@@ -107,6 +114,9 @@ impl CallServices {
     /// The server's default turn detection.
     pub fn default_detection(&self) -> TurnDetection {
         let mut d = self.turn.detection;
+        if self.engines.turn_model.is_none() && d.mode == DetectionMode::Semantic {
+            d.mode = DetectionMode::Silero;
+        }
         if self.engines.vad.is_none() && d.mode == DetectionMode::Silero {
             d.mode = DetectionMode::Energy;
         }

@@ -3,6 +3,7 @@
 
 mod net;
 mod store;
+mod turn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use crate::protocol::Limits;
 
 pub use net::NetSettings;
 pub use store::StoreSettings;
+use turn::parse_vad;
+pub use turn::{TurnSettings, VadChoice};
 
 /// Exit code for a configuration error (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -38,15 +41,6 @@ pub enum ConfigError {
 /// An engine chain: engine names to try in order (`local`, `espeak`, `fake` or a provider from
 /// `providers.toml`), e.g. `["openai", "local"]`.
 pub type Chain = Vec<String>;
-
-/// Which speech detector finds the end of the caller's turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VadChoice {
-    /// Silero VAD, a small neural model run by ONNX Runtime (the default).
-    Silero,
-    /// A level threshold (`VOXWIRE_VAD_THRESHOLD_DB`); no model.
-    Energy,
-}
 
 #[derive(Clone)]
 pub struct Config {
@@ -118,18 +112,6 @@ fn default_web_dir() -> PathBuf {
         return here;
     }
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
-}
-
-/// How calls take turns, unless a call changes it (`start_call`/`update_call`).
-#[derive(Debug, Clone, Copy)]
-pub struct TurnSettings {
-    /// Defaults for each call; `mode` is Silero when its model is loaded, else energy.
-    pub detection: crate::protocol::TurnDetection,
-    /// Silence after which the reply starts being prepared, before the turn is known to have
-    /// ended (0: never). Nothing is sent unless the silence lasts the full duration.
-    pub speculate_ms: u64,
-    /// How often a partial transcript is made while the caller speaks (0: never).
-    pub partial_interval_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -286,15 +268,6 @@ fn load_providers(env: &dyn Env) -> Result<Providers, ConfigError> {
     }
 }
 
-fn parse_vad(env: &dyn Env) -> Result<VadChoice, ConfigError> {
-    const VAR: &str = "VOXWIRE_VAD";
-    match env.get(VAR).as_deref().map(str::trim) {
-        None | Some("silero") => Ok(VadChoice::Silero),
-        Some("energy") => Ok(VadChoice::Energy),
-        Some(other) => Err(invalid(VAR, other, "expected one of: silero, energy")),
-    }
-}
-
 fn load_agents(env: &dyn Env) -> Result<crate::agents::Agents, ConfigError> {
     use crate::agents::Agents;
     match env.get("VOXWIRE_AGENTS") {
@@ -409,31 +382,7 @@ impl Config {
                 1024,
                 512 << 20,
             )?,
-            turn: TurnSettings {
-                detection: crate::protocol::TurnDetection {
-                    mode: crate::protocol::DetectionMode::Silero,
-                    threshold: parse_num(env, "VOXWIRE_VAD_THRESHOLD", 0.5, 0.05, 0.95)?,
-                    energy_threshold_db: parse_num(
-                        env,
-                        "VOXWIRE_VAD_THRESHOLD_DB",
-                        -40.0,
-                        -90.0,
-                        0.0,
-                    )?,
-                    prefix_padding_ms: parse_num(env, "VOXWIRE_VAD_PREFIX_MS", 300, 0, 2000)?,
-                    silence_duration_ms: parse_num(env, "VOXWIRE_VAD_SILENCE_MS", 500, 100, 5000)?,
-                    min_speech_ms: parse_num(env, "VOXWIRE_VAD_MIN_SPEECH_MS", 100, 0, 2000)?,
-                    min_interrupt_ms: parse_num(env, "VOXWIRE_MIN_INTERRUPT_MS", 400, 0, 5000)?,
-                },
-                speculate_ms: parse_num(env, "VOXWIRE_SPECULATE_MS", 150, 0, 5000)?,
-                partial_interval_ms: parse_num(
-                    env,
-                    "VOXWIRE_PARTIAL_INTERVAL_MS",
-                    1000,
-                    0,
-                    60_000,
-                )?,
-            },
+            turn: TurnSettings::from_env(env)?,
             vad: parse_vad(env)?,
             history_limit: parse_num(env, "VOXWIRE_HISTORY_LIMIT", 50, 2, 10_000)?,
             max_stored_calls: parse_num(env, "VOXWIRE_MAX_STORED_CALLS", 10_000, 1, 10_000_000)?,
@@ -591,13 +540,44 @@ mod tests {
 
     #[test]
     fn speech_detector_choice() {
-        assert_eq!(Config::from_env(&env(&[])).unwrap().vad, VadChoice::Silero);
+        assert_eq!(
+            Config::from_env(&env(&[])).unwrap().vad,
+            VadChoice::Semantic
+        );
+        let c = Config::from_env(&env(&[("VOXWIRE_VAD", "silero")])).unwrap();
+        assert_eq!(c.vad, VadChoice::Silero);
         let c = Config::from_env(&env(&[("VOXWIRE_VAD", "energy")])).unwrap();
         assert_eq!(c.vad, VadChoice::Energy);
         let e = Config::from_env(&env(&[("VOXWIRE_VAD", "webrtc")])).unwrap_err();
         assert!(e.to_string().starts_with("VOXWIRE_VAD:"), "{e}");
-        assert!(e.to_string().contains("silero, energy"), "{e}");
+        assert!(e.to_string().contains("semantic, silero, energy"), "{e}");
         assert_eq!(Config::for_tests().vad, VadChoice::Energy);
+    }
+
+    #[test]
+    fn semantic_timing() {
+        let d = Config::from_env(&env(&[])).unwrap().turn.detection;
+        assert_eq!(d.mode, crate::protocol::DetectionMode::Semantic);
+        assert_eq!(
+            (d.semantic_pause_ms, d.semantic_max_silence_ms),
+            (200, 2000)
+        );
+        let c = Config::from_env(&env(&[
+            ("VOXWIRE_SEMANTIC_PAUSE_MS", "300"),
+            ("VOXWIRE_SEMANTIC_MAX_SILENCE_MS", "1500"),
+        ]))
+        .unwrap();
+        let d = c.turn.detection;
+        assert_eq!(
+            (d.semantic_pause_ms, d.semantic_max_silence_ms),
+            (300, 1500)
+        );
+        let e = Config::from_env(&env(&[("VOXWIRE_SEMANTIC_MAX_SILENCE_MS", "150")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("VOXWIRE_SEMANTIC_MAX_SILENCE_MS:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Speech engines behind three traits: speech-to-text, language model and text-to-speech. Each
 //! kind has one file per provider under its folder; [`Engines`] holds the ones in force, with the
-//! Silero speech detector when it is chosen. `onnx` is the ONNX Runtime they share.
+//! Silero speech detector and the Smart Turn end-of-turn model when they are chosen. `onnx` is
+//! the ONNX Runtime they share.
 
 mod builder;
 pub mod chain;
@@ -11,12 +12,14 @@ pub mod pool;
 pub mod providers;
 pub mod stt;
 pub mod tts;
+pub mod turn;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::audio::vad::silero::SileroVad;
+use crate::audio::vad::smart_turn::SmartTurn;
 use crate::config::{Config, VadChoice};
 use crate::models::{manifest, ModelError, ModelStore};
 
@@ -66,6 +69,9 @@ pub struct Engines {
     /// Where speech detection runs when it is more than a few microseconds of work (Silero,
     /// large chunks): a bounded pool like every other engine's.
     pub detector: Arc<pool::BlockingPool>,
+    /// The end-of-turn model for semantic turn detection; `None` unless `VOXWIRE_VAD=semantic`
+    /// (the default).
+    pub turn_model: Option<Arc<turn::TurnModel>>,
     /// Agents with chains of their own, and the engines they use.
     per_agent: Arc<HashMap<String, Engines>>,
 }
@@ -95,10 +101,16 @@ impl Engines {
             llm: b.llm_chain(&config.llm)?,
             tts: b.tts_chain(&config.tts)?,
             vad: match config.vad {
-                VadChoice::Silero => Some(Arc::new(silero_vad(config, b.store())?)),
+                VadChoice::Semantic | VadChoice::Silero => {
+                    Some(Arc::new(silero_vad(config, b.store())?))
+                }
                 VadChoice::Energy => None,
             },
             detector: detector_pool(config.detector_queue),
+            turn_model: match config.vad {
+                VadChoice::Semantic => Some(Arc::new(turn_model(config, b.store())?)),
+                VadChoice::Silero | VadChoice::Energy => None,
+            },
             per_agent: Arc::default(),
         };
         let mut per_agent = HashMap::new();
@@ -130,6 +142,7 @@ impl Engines {
             tts: Arc::new(tts::fake::FakeTts::default()),
             vad: None,
             detector: detector_pool(DEFAULT_DETECTOR_QUEUE),
+            turn_model: None,
             per_agent: Arc::default(),
         }
     }
@@ -186,6 +199,21 @@ fn silero_vad(config: &Config, store: &ModelStore) -> Result<SileroVad, EngineIn
     let lib = ort_lib(config, store).map_err(|e| err(e.to_string()))?;
     let model = store.file(manifest::SILERO_VAD, "silero_vad.onnx");
     SileroVad::load(&lib, &model, VAD_SESSIONS).map_err(|e| err(e.to_string()))
+}
+
+fn turn_model(config: &Config, store: &ModelStore) -> Result<turn::TurnModel, EngineInitError> {
+    let err = |reason: String| EngineInitError {
+        kind: "end-of-turn model",
+        name: "smart-turn".into(),
+        reason: format!("{reason} (VOXWIRE_VAD=silero runs without it)"),
+    };
+    store
+        .ensure(&[manifest::SMART_TURN], config.offline)
+        .map_err(|e| err(e.to_string()))?;
+    let lib = ort_lib(config, store).map_err(|e| err(e.to_string()))?;
+    let model = store.file(manifest::SMART_TURN, "smart-turn-v3.2-cpu.onnx");
+    let model = SmartTurn::load(&lib, &model, turn::SESSIONS).map_err(|e| err(e.to_string()))?;
+    Ok(turn::TurnModel::new(model, config.engine_queue))
 }
 
 pub(crate) fn piper_settings(

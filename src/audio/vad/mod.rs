@@ -79,7 +79,10 @@ pub enum VadEvent {
     Started { at_ms: u64 },
     /// Speech has been silent since `at_ms` for `pause` (the turn may be ending).
     Paused { at_ms: u64 },
-    /// Speech came back after a `Paused`.
+    /// Speech has been silent since `at_ms` for `check`: time to ask the end-of-turn model
+    /// whether the turn is complete (semantic mode).
+    Check { at_ms: u64 },
+    /// Speech came back after a `Paused` or a `Check`.
     Resumed,
     /// Silent since `at_ms` for `silence`: the utterance is over.
     Stopped { at_ms: u64 },
@@ -94,6 +97,8 @@ pub struct DetectorParams {
     pub min_speech_ms: u64,
     /// Silence that gives `Paused` (0: never).
     pub pause_ms: u64,
+    /// Silence that gives `Check` (0: never).
+    pub check_ms: u64,
     /// Silence that gives `Stopped`.
     pub silence_ms: u64,
 }
@@ -111,6 +116,7 @@ enum State {
         /// Start of the current run of silent frames, if any.
         silent_since: Option<u64>,
         paused: bool,
+        checked: bool,
     },
 }
 
@@ -215,6 +221,7 @@ impl TurnDetector {
                         voiced_end: now,
                         silent_since: None,
                         paused: false,
+                        checked: false,
                     };
                 }
             }
@@ -222,12 +229,14 @@ impl TurnDetector {
                 voiced_end,
                 silent_since,
                 paused,
+                checked,
                 ..
             } => {
                 if speech || (!quiet && silent_since.is_none()) {
                     *voiced_end = now;
                     *silent_since = None;
-                    if std::mem::take(paused) {
+                    let was_paused = std::mem::take(paused);
+                    if std::mem::take(checked) || was_paused {
                         events.push(VadEvent::Resumed);
                     }
                     return;
@@ -239,14 +248,51 @@ impl TurnDetector {
                         at_ms: ms_of(since),
                     });
                     self.state = State::Idle { run_start: None };
-                } else if self.params.pause_ms > 0 && silent >= self.params.pause_ms && !*paused {
+                    return;
+                }
+                if self.params.pause_ms > 0 && silent >= self.params.pause_ms && !*paused {
                     *paused = true;
                     events.push(VadEvent::Paused {
                         at_ms: ms_of(since),
                     });
                 }
+                if self.params.check_ms > 0 && silent >= self.params.check_ms && !*checked {
+                    *checked = true;
+                    events.push(VadEvent::Check {
+                        at_ms: ms_of(since),
+                    });
+                }
             }
         }
+    }
+
+    /// Ends the utterance in progress now if the caller is silent (the end-of-turn model
+    /// found it complete): the `Stopped` its silence would have given later. `None` while they
+    /// speak or when no utterance is in progress.
+    pub fn end_turn(&mut self) -> Option<VadEvent> {
+        match self.state {
+            State::Speech {
+                silent_since: Some(since),
+                ..
+            } => {
+                self.state = State::Idle { run_start: None };
+                Some(VadEvent::Stopped {
+                    at_ms: ms_of(since),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// True while the caller is silent after speech, waiting for the turn to end.
+    pub fn in_pause(&self) -> bool {
+        matches!(
+            self.state,
+            State::Speech {
+                silent_since: Some(_),
+                ..
+            }
+        )
     }
 
     /// Ends any utterance in progress without an event (after `commit`).
@@ -264,6 +310,7 @@ mod tests {
             threshold: 0.5,
             min_speech_ms: 60,
             pause_ms: 200,
+            check_ms: 0,
             silence_ms: 400,
         }
     }
@@ -333,6 +380,60 @@ mod tests {
             chunked.extend(v.push(c).unwrap());
         }
         assert_eq!(whole, chunked);
+    }
+
+    #[test]
+    fn a_check_comes_once_per_pause_and_the_turn_can_end_there() {
+        let mut v = TurnDetector::new(
+            Box::new(EnergyScorer::new(-40.0)),
+            DetectorParams {
+                check_ms: 300,
+                silence_ms: 2000,
+                ..params()
+            },
+        );
+        let mut audio = tone(500, 0.3);
+        audio.extend(tone(400, 0.0));
+        audio.extend(tone(500, 0.3));
+        audio.extend(tone(400, 0.0));
+        let events = v.push(&audio).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                VadEvent::Started { at_ms: 0 },
+                VadEvent::Paused { at_ms: 500 },
+                VadEvent::Check { at_ms: 500 },
+                VadEvent::Resumed,
+                VadEvent::Paused { at_ms: 1400 },
+                VadEvent::Check { at_ms: 1400 },
+            ]
+        );
+        assert!(v.in_pause());
+        assert_eq!(v.end_turn(), Some(VadEvent::Stopped { at_ms: 1400 }));
+        assert!(!v.in_speech());
+        assert_eq!(v.end_turn(), None);
+        // Without a verdict the long silence ends the turn.
+        let mut v = TurnDetector::new(
+            Box::new(EnergyScorer::new(-40.0)),
+            DetectorParams {
+                check_ms: 300,
+                silence_ms: 2000,
+                ..params()
+            },
+        );
+        let mut audio = tone(500, 0.3);
+        audio.extend(tone(2500, 0.0));
+        let events = v.push(&audio).unwrap();
+        assert_eq!(events.last(), Some(&VadEvent::Stopped { at_ms: 500 }));
+    }
+
+    #[test]
+    fn a_turn_is_not_ended_while_the_caller_speaks() {
+        let mut v = energy();
+        v.push(&tone(500, 0.3)).unwrap();
+        assert!(v.in_speech() && !v.in_pause());
+        assert_eq!(v.end_turn(), None);
+        assert!(v.in_speech());
     }
 
     /// Scores from a list, one per 32 ms frame, like the neural model.
