@@ -1,5 +1,5 @@
 //! Prometheus metrics served at `GET /metrics`: connections, live calls, turns, errors by code,
-//! per-stage latency histograms of each turn, and (on Linux) the process's CPU time and resident
+//! per-stage latency histograms of each turn, the end-of-turn model's answers, and (on Linux) the process's CPU time and resident
 //! memory, read from `/proc/self` at scrape time; and the store writer's writes, drops, errors
 //! and queue.
 
@@ -24,6 +24,11 @@ pub struct StageLabel {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    pub verdict: &'static str,
+}
+
 #[derive(Clone)]
 struct LatencyBuckets;
 
@@ -43,6 +48,7 @@ pub struct Metrics {
     pub detector_dropped_ms: Counter,
     errors: Family<CodeLabel, Counter>,
     latency: Family<StageLabel, Histogram, LatencyBuckets>,
+    verdicts: Family<VerdictLabel, Counter>,
     /// The store writer's counters (clones share the values).
     pub store: StoreMetrics,
 }
@@ -120,6 +126,7 @@ impl Default for Metrics {
         let detector_dropped_ms = Counter::default();
         let errors = Family::<CodeLabel, Counter>::default();
         let latency = Family::new_with_constructor(LatencyBuckets);
+        let verdicts = Family::<VerdictLabel, Counter>::default();
         registry.register(
             "connections",
             "WebSocket connections accepted",
@@ -142,6 +149,11 @@ impl Default for Metrics {
             "Per-stage turn latency in milliseconds, from the end of the caller's turn",
             latency.clone(),
         );
+        registry.register(
+            "end_of_turn_verdicts",
+            "Answers of the end-of-turn model at the caller's pauses: complete, incomplete, failed",
+            verdicts.clone(),
+        );
         let store = StoreMetrics::default();
         store.register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
@@ -153,6 +165,7 @@ impl Default for Metrics {
             detector_dropped_ms,
             errors,
             latency,
+            verdicts,
             store,
         }
     }
@@ -175,12 +188,23 @@ impl Metrics {
             ("llm_first_token", t.llm_first_token_ms),
             ("tts_first_audio", t.tts_first_audio_ms),
             ("voice_to_voice", t.voice_to_voice_ms),
+            ("end_of_turn_model", t.end_of_turn.and_then(|e| e.model_ms)),
             ("total", Some(t.total_ms)),
         ] {
             if let Some(v) = v {
                 self.latency.get_or_create(&StageLabel { stage }).observe(v);
             }
         }
+    }
+
+    /// An answer of the end-of-turn model: complete or not, or `None` when it failed.
+    pub fn end_of_turn_verdict(&self, complete: Option<bool>) {
+        let verdict = match complete {
+            Some(true) => "complete",
+            Some(false) => "incomplete",
+            None => "failed",
+        };
+        self.verdicts.get_or_create(&VerdictLabel { verdict }).inc();
     }
 
     /// The text exposition format. The process figures are read now, so each scrape is current.

@@ -259,6 +259,9 @@ async fn update_call_changes_detection_and_checks_values() {
     for bad in [
         json!({"threshold": 2.0}),
         json!({"mode": "silero"}),
+        json!({"mode": "semantic"}),
+        json!({"semantic_pause_ms": 10}),
+        json!({"semantic_pause_ms": 500, "semantic_max_silence_ms": 400}),
         json!({"mode": "loud"}),
         json!({"silence": 3}),
     ] {

@@ -313,7 +313,7 @@ impl Call {
                     debug!(speech_ms, "short sound while the agent speaks ignored");
                     return self.cancel_pending();
                 }
-                if !self.adopt_pending(item_id).await {
+                if !self.adopt_pending(item_id, end_of_turn).await {
                     let input = match live {
                         Some(transcript) => TurnInput::Live {
                             audio: audio.into(),
@@ -324,10 +324,8 @@ impl Call {
                     self.start_reply(input, anchor, Some(item_id), None).await;
                     if let Some(r) = self.reply_mut() {
                         r.end_of_speech_ms = Some(crate::call::turn::ms_since(anchor));
+                        r.end_of_turn = end_of_turn;
                     }
-                }
-                if let Some(r) = self.reply_mut() {
-                    r.end_of_turn = end_of_turn;
                 }
             }
         }
@@ -363,6 +361,9 @@ impl Call {
 
     /// The model's answer: a complete turn ends now, if the caller is still silent.
     pub(super) async fn on_judged(&mut self, judged: Judged) {
+        self.svc
+            .metrics
+            .end_of_turn_verdict(judged.verdict.map(|v| v.complete()));
         if self.caller.judging.as_ref().map(|(id, _)| *id) != Some(judged.id) {
             return; // speech came back, or the turn ended, meanwhile
         }

@@ -170,7 +170,12 @@ impl Call {
 
     /// The caller's turn is over: makes the speculative reply the current one and sends what
     /// it has so far. False when there is none.
-    pub(super) async fn adopt_pending(&mut self, user_item: u64) -> bool {
+    /// `end_of_turn` says how the turn was found to be over (semantic mode).
+    pub(super) async fn adopt_pending(
+        &mut self,
+        user_item: u64,
+        end_of_turn: Option<EndOfTurn>,
+    ) -> bool {
         let Some(pending) = self.speaker.pending.take() else {
             return false;
         };
@@ -184,6 +189,7 @@ impl Call {
         );
         if let Some(r) = self.speaker.reply.as_mut() {
             r.end_of_speech_ms = Some(ms_since(pending.anchor));
+            r.end_of_turn = end_of_turn;
         }
         for event in pending.held {
             self.on_reply_event(event).await;
