@@ -1,7 +1,9 @@
 //! The caller's side of a call: runs the turn detector over 16 kHz audio, and keeps the audio of the utterance in progress (with a little padding before speech
 //! starts and after it stops), bounded in size.
 
-use crate::audio::vad::{DetectorParams, EnergyScorer, SpeechScorer, TurnDetector, VadEvent};
+use crate::audio::vad::{
+    smart_turn, DetectorParams, EnergyScorer, SpeechScorer, TurnDetector, VadEvent,
+};
 use crate::audio::ENGINE_RATE;
 use crate::protocol::{DetectionMode, TurnDetection};
 
@@ -26,7 +28,7 @@ pub enum Heard {
         audio: Vec<f32>,
     },
     /// The caller has been quiet since `at_ms` long enough to ask the end-of-turn model;
-    /// `audio` is the utterance so far with the silence after it.
+    /// `audio` is the utterance so far with the silence after it (its last 8 s at most).
     Check {
         at_ms: u64,
         audio: Vec<f32>,
@@ -195,11 +197,15 @@ impl Listener {
                 at_ms,
                 audio: self.utterance_until(at_ms, false),
             },
-            VadEvent::Check { at_ms } => Heard::Check {
-                at_ms,
-                audio: self.buffer[..self.offset_of(at_ms + self.settings.semantic_pause_ms)]
-                    .to_vec(),
-            },
+            VadEvent::Check { at_ms } => {
+                // The model hears the last 8 s: no need to copy more of a long turn.
+                let end = self.offset_of(at_ms + self.settings.semantic_pause_ms);
+                let start = end.saturating_sub(smart_turn::WINDOW_SAMPLES);
+                Heard::Check {
+                    at_ms,
+                    audio: self.buffer[start..end].to_vec(),
+                }
+            }
             VadEvent::Resumed => Heard::Resumed,
             VadEvent::Stopped { at_ms } => Heard::Stopped {
                 at_ms,
