@@ -8,4 +8,4 @@ mod readings;
 mod split;
 
 pub use normalize::normalize;
-pub use split::{split_sentences, SentenceSplitter, SplitOptions};
+pub use split::{ends_mid_phrase, split_sentences, SentenceSplitter, SplitOptions};
