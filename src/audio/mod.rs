@@ -1,12 +1,14 @@
 //! Audio plumbing: decoding client audio (raw PCM16, mu-law, WAV via hound, other containers via
-//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law) and the energy-based
-//! speech detector. Engines work on mono `f32` samples in [-1, 1].
+//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law), joining reply pieces
+//! without a pause (`seam`) and the energy-based speech detector. Engines work on mono `f32`
+//! samples in [-1, 1].
 
 pub mod decode;
 pub mod encode;
 pub mod input;
 pub mod mulaw;
 pub mod resample;
+pub mod seam;
 pub mod vad;
 
 /// Sample rate the speech-to-text engines and the detector work at.
