@@ -68,6 +68,16 @@ pub fn normalize(text: &str) -> String {
     cleaned
 }
 
+/// How many words the voice says for each whitespace-separated word of `text`
+/// ("$15.50" five, "10:30am" three), at least one each: weights to match a
+/// share of a sentence's audio to its written words. Each word is read alone,
+/// which is close enough ("9 am" is two words either way).
+pub fn spoken_word_counts(text: &str) -> Vec<usize> {
+    text.split_whitespace()
+        .map(|w| normalize(w).split_whitespace().count().max(1))
+        .collect()
+}
+
 /// Typographic characters replaced by the plain ones the rest expects.
 fn map_unicode(text: &str) -> String {
     let mut s = String::with_capacity(text.len());

@@ -1,6 +1,6 @@
 //! Unit tests for `normalize`, kept apart so the module stays readable.
 
-use super::normalize;
+use super::{normalize, spoken_word_counts};
 
 #[test]
 fn the_tricky_sentence() {
@@ -201,4 +201,14 @@ fn never_panics_on_any_slice_of_odd_text() {
         }
     }
     assert_eq!(normalize("café"), "café");
+}
+
+#[test]
+fn spoken_word_counts_weigh_each_written_word() {
+    assert_eq!(
+        spoken_word_counts("It costs $15.50 at 10:30am, Dr. Smith."),
+        vec![1, 1, 5, 1, 3, 1, 1]
+    );
+    assert_eq!(spoken_word_counts("  "), Vec::<usize>::new());
+    assert_eq!(spoken_word_counts("*** ok"), vec![1, 1]);
 }
