@@ -167,7 +167,11 @@ async fn without_playback_reports_the_caller_hears_the_reply_in_tokio_time() {
     let svc = services(Config::for_tests());
     let mut started = start_call(&svc).await;
     let handle = started.handle.clone();
-    let words: Vec<String> = (1..=40).map(|i| format!("w{i}")).collect();
+    // Forty distinct words without digits ("waa", "wab", ...): the voice is given text read
+    // for speech, where "w1" would be two words, "w one".
+    let words: Vec<String> = (0..40u8)
+        .map(|i| format!("w{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char))
+        .collect();
     handle.send(CallInput::Text(words.join(" "))).await.unwrap();
     // The fake voice speaks 60 ms per word; one second later the caller cuts in.
     let t0 = Instant::now();

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use common::*;
 use serde_json::json;
+use voxwire::engines::tts::piece::{speak_piece, Piece};
+use voxwire::engines::tts::text::SentenceSplitter;
 use voxwire::Config;
 
 fn pcm16(samples: &[f32]) -> Vec<u8> {
@@ -132,4 +134,119 @@ async fn the_voice_is_understood_by_the_recogniser() {
     let mean = total / sentences.len() as f64;
     println!("mean WER {mean:.3}");
     assert!(mean <= 0.15, "mean WER {mean}");
+}
+
+/// Speaks `piece` with the local voice the way a reply does (`speak_piece`), whole.
+async fn speak(e: &voxwire::engines::Engines, piece: &Piece, after_open: bool) -> Vec<f32> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stream = speak_piece(&*e.tts, piece, after_open, None, cancel);
+    futures::StreamExt::collect::<Vec<_>>(stream)
+        .await
+        .into_iter()
+        .flat_map(|chunk| chunk.unwrap())
+        .collect()
+}
+
+async fn transcribe(e: &voxwire::engines::Engines, audio: &[f32]) -> String {
+    let at16k = voxwire::audio::resample::resample(audio, e.tts.sample_rate(), 16_000).unwrap();
+    e.stt
+        .transcribe(Arc::from(at16k), tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap()
+        .text
+}
+
+/// Lower-case words, punctuation dropped.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// "10:30am" used to reach the voice as "ten thirty ay em", which Whisper heard as "ten
+/// thirty, I am". The recogniser writes the time as digits ("10.30 AM", "10 30 a.m.") or words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_and_prices_are_spoken_so_they_are_heard_right() {
+    let e = local_engines();
+    let text = "Your table is booked for 10:30am and costs $15.50.";
+    let piece = Piece::new(text.into(), false);
+    println!("spoken as {:?}", piece.spoken());
+    let heard = transcribe(&e, &speak(&e, &piece, false).await).await;
+    println!("heard {heard:?}");
+    let w = words(&heard);
+    let joined = w.concat();
+    assert!(
+        joined.contains("1030") || joined.contains("tenthirty"),
+        "no ten thirty in {heard:?}"
+    );
+    assert!(
+        !w.windows(2).any(|p| p[0] == "i" && p[1] == "am"),
+        "\"I am\" in {heard:?}"
+    );
+    assert!(
+        joined.contains("15") || joined.contains("fifteen"),
+        "no fifteen in {heard:?}"
+    );
+}
+
+/// A reply cut after its first words is spoken as two pieces. The voice ends each piece with
+/// a sentence's worth of silence (about 200-350 ms) and starts the next after about 50 ms; at a
+/// cut between words both are trimmed, so the join is no longer than a pause between words,
+/// has no click, and the whole is heard as one sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_cut_between_words_join_without_a_pause() {
+    let e = local_engines();
+    let rate = e.tts.sample_rate();
+    let reply = "Let me check the calendar for you and see what is free tomorrow.";
+    let mut splitter = SentenceSplitter::new();
+    let mut chunks: Vec<String> = reply
+        .split_inclusive(' ')
+        .flat_map(|t| splitter.push(t))
+        .collect();
+    chunks.extend(splitter.finish());
+    assert_eq!(
+        chunks,
+        vec![
+            "Let me check the calendar",
+            "for you and see what is free tomorrow."
+        ]
+    );
+    let first = Piece::new(chunks[0].clone(), true);
+    let second = Piece::new(chunks[1].clone(), false);
+    assert!(first.open);
+    let a = speak(&e, &first, false).await;
+    let b = speak(&e, &second, true).await;
+    let quiet = |s: &&f32| s.abs() < 0.01;
+    let ms = |n: usize| n as f64 * 1000.0 / f64::from(rate);
+    let gap = ms(a.iter().rev().take_while(quiet).count() + b.iter().take_while(quiet).count());
+    // For comparison, the same pieces straight from the voice (a full stop at the cut).
+    let raw = |text: &str| {
+        let s = e.tts.synthesize(text.into(), None, Default::default());
+        async move {
+            futures::StreamExt::collect::<Vec<_>>(s)
+                .await
+                .into_iter()
+                .flat_map(|c| c.unwrap())
+                .collect::<Vec<f32>>()
+        }
+    };
+    let (ra, rb) = (raw(&chunks[0]).await, raw(&chunks[1]).await);
+    let raw_gap =
+        ms(ra.iter().rev().take_while(quiet).count() + rb.iter().take_while(quiet).count());
+    println!("silence at the join: {gap:.0} ms (untrimmed: {raw_gap:.0} ms)");
+    assert!(gap <= 80.0, "{gap} ms of silence at the join");
+    let mut joined = a.clone();
+    joined.extend(&b);
+    let around = &joined[a.len() - a.len().min(rate as usize / 20)..a.len() + rate as usize / 50];
+    let step = around
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0.0, f32::max);
+    println!("largest step within 50 ms before and 20 ms after the join: {step:.4}");
+    assert!(step < 0.05, "a click at the join: a step of {step}");
+    let heard = transcribe(&e, &joined).await;
+    let wer = stt::wer(reply, &heard);
+    println!("heard {heard:?} (WER {wer:.2})");
+    assert!(wer <= 0.25, "{reply:?} was heard as {heard:?} (WER {wer})");
 }

@@ -211,7 +211,8 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
         json!({"type": "text", "text": "tell me a long story please"}),
     )
     .await;
-    // Wait for the first sentence's audio, say it was played, then talk over the reply.
+    // Wait for the first piece's audio (the reply's first six words, as no punctuation came
+    // sooner), say it was played, then talk over the reply.
     let frames = recv_until(&mut ws, "audio_response").await;
     let item = frames.last().unwrap()["item_id"].clone();
     send(
@@ -222,10 +223,7 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
     send(&mut ws, json!({"type": "text", "text": "stop"})).await;
     let frames = recv_until(&mut ws, "response_done").await;
     let interrupted = frames.iter().find(|f| f["type"] == "interrupted").unwrap();
-    assert_eq!(
-        interrupted["text"],
-        "You said: tell me a long story please."
-    );
+    assert_eq!(interrupted["text"], "You said: tell me a long");
     let done = frames.last().unwrap();
     assert_eq!(done["turn_id"], 1);
     assert_eq!(done["reason"], "interrupted");
@@ -247,7 +245,60 @@ async fn a_new_turn_interrupts_a_reply_in_progress() {
         )
         .unwrap();
     let history = rec.history().messages();
-    assert_eq!(history[1].content, "You said: tell me a long story please.");
+    assert_eq!(history[1].content, "You said: tell me a long");
+}
+
+/// A reply whose first words bring no punctuation is not held back until its sentence ends:
+/// the first words go to the voice as a piece of their own, and history keeps that piece when
+/// it is all the caller heard.
+#[tokio::test]
+async fn the_first_words_of_a_long_sentence_are_spoken_before_it_is_written() {
+    // One word every 100 ms: the sentence's last word comes 1.1 s after the first piece's.
+    let server = slow_server(100).await;
+    let (mut ws, call_id) = server.call("alice", json!({})).await;
+    let text = "book a table for four people at the small italian place near the station tonight";
+    send(&mut ws, json!({"type": "text", "text": text})).await;
+    let mut written = String::new();
+    let mut heard_ms = 0.0;
+    let mut item = None;
+    // The fake voice speaks 60 ms per word: wait for all of "You said: book a table".
+    while heard_ms < 5.0 * 60.0 - 1.0 {
+        let f = recv(&mut ws).await;
+        match f["type"].as_str() {
+            Some("response") if f["is_final"] == false => {
+                written.push_str(f["delta"].as_str().unwrap())
+            }
+            Some("audio_response") => {
+                assert!(
+                    !written.contains("tonight"),
+                    "the first audio waited for the whole sentence: {written:?}"
+                );
+                let bytes =
+                    voxwire::audio::decode::base64_decode(f["audio"].as_str().unwrap()).unwrap();
+                heard_ms += bytes.len() as f64 / 2.0 * 1000.0 / f["sample_rate"].as_f64().unwrap();
+                item = f["item_id"].as_u64();
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        written.starts_with("You said: book a table for"),
+        "{written:?}"
+    );
+    // The caller has heard the first piece and stops the reply there.
+    let item = item.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "playback", "item_id": item, "played_ms": 60_000}),
+    )
+    .await;
+    send(&mut ws, json!({"type": "interrupt"})).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let interrupted = frames.iter().find(|f| f["type"] == "interrupted").unwrap();
+    assert_eq!(interrupted["text"], "You said: book a table");
+    assert_eq!(frames.last().unwrap()["reason"], "interrupted");
+    let h = history(&server, &call_id, "alice");
+    assert_eq!(h[1], ("Assistant".into(), "You said: book a table".into()));
 }
 
 #[tokio::test]

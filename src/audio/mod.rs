@@ -1,6 +1,7 @@
 //! Audio plumbing: decoding client audio (raw PCM16, mu-law, WAV via hound, other containers via
-//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law), Whisper's log-mel features (for Whisper and
-//! Smart Turn) and speech detection. Engines work on mono `f32` samples in [-1, 1].
+//! symphonia), resampling (rubato), encoding replies (PCM16, WAV, mu-law), joining reply pieces
+//! without a pause (`seam`), Whisper's log-mel features (for Whisper and Smart Turn) and speech
+//! detection. Engines work on mono `f32` samples in [-1, 1].
 
 pub mod decode;
 pub mod encode;
@@ -8,6 +9,7 @@ pub mod input;
 pub mod mel;
 pub mod mulaw;
 pub mod resample;
+pub mod seam;
 pub mod vad;
 
 /// Sample rate the speech-to-text engines and the detector work at.

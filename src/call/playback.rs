@@ -1,15 +1,20 @@
 //! What the caller has heard of a reply. The server knows which sentence each stretch of reply
 //! audio speaks and how much audio it sent; the client reports how much it played (`playback`).
 //! Without reports, playback is assumed to run in real time from the first audio sent. When a
-//! reply is interrupted, history keeps only the words whose audio was played.
+//! reply is interrupted, history keeps only the words whose audio was played, each written word
+//! weighed by the words the voice says for it ("$15.50" is five).
 
 use tokio::time::Instant;
+
+use crate::engines::tts::text::spoken_word_counts;
 
 /// One sentence's place in the reply's audio, in ms from the reply's first sample.
 struct Span {
     text: String,
     start_ms: f64,
     len_ms: f64,
+    /// Spoken words for each written word of `text`.
+    weights: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -31,6 +36,7 @@ impl PlaybackTrack {
                 text: text.trim().to_string(),
                 start_ms: self.sent_ms,
                 len_ms: 0.0,
+                weights: spoken_word_counts(text),
             });
         }
         if let Some(last) = self.spans.last_mut() {
@@ -83,7 +89,14 @@ impl PlaybackTrack {
             if played_ms > span.start_ms && span.len_ms > 0.0 {
                 let share = (played_ms - span.start_ms) / span.len_ms;
                 let words: Vec<&str> = span.text.split_whitespace().collect();
-                let n = (words.len() as f64 * share).floor() as usize;
+                let said = span.weights.iter().sum::<usize>() as f64 * share;
+                let mut sum = 0;
+                let n = (span.weights.iter())
+                    .take_while(|w| {
+                        sum += *w;
+                        sum as f64 <= said
+                    })
+                    .count();
                 if n > 0 {
                     let end = words[..n]
                         .last()
@@ -124,6 +137,16 @@ mod tests {
             t.heard_text(3000.0),
             "Hello there. We open at nine on Monday morning."
         );
+    }
+
+    /// A price is five spoken words: a third of the audio ends before it.
+    #[test]
+    fn heard_text_weighs_words_by_what_the_voice_says() {
+        let mut t = PlaybackTrack::default();
+        t.sent(Some("It costs $15.50 in total."), 900.0, Instant::now());
+        assert_eq!(t.heard_text(300.0), "It costs");
+        assert_eq!(t.heard_text(750.0), "It costs $15.50");
+        assert_eq!(t.heard_text(900.0), "It costs $15.50 in total.");
     }
 
     #[test]

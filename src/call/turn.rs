@@ -15,6 +15,7 @@ use tracing::warn;
 use crate::agents::Agent;
 use crate::engines::llm::{ChatMessage, ChatRequest, Role};
 use crate::engines::stt::Transcription;
+use crate::engines::tts::piece::{speak_piece, Piece};
 use crate::engines::tts::text::SentenceSplitter;
 use crate::engines::{EngineError, Engines};
 use crate::protocol::TurnTimings;
@@ -137,7 +138,7 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         max_tokens: req.agent.max_tokens,
         temperature: req.agent.temperature,
     };
-    let (sentence_tx, sentence_rx) = mpsc::channel::<String>(32);
+    let (sentence_tx, sentence_rx) = mpsc::channel::<Piece>(32);
     let anchor = req.anchor;
     let llm = write_reply(&req.engines, request, &cancel, &sink, sentence_tx, anchor);
     let tts = speak_reply(
@@ -201,8 +202,10 @@ async fn say(
         return;
     }
     let (tx, rx) = mpsc::channel(32);
-    for sentence in crate::engines::tts::text::split_sentences(&text) {
-        let _ = tx.send(sentence).await;
+    let sentences = crate::engines::tts::text::split_sentences(&text);
+    let count = sentences.len();
+    for (i, sentence) in sentences.into_iter().enumerate() {
+        let _ = tx.send(Piece::new(sentence, i + 1 < count)).await;
     }
     drop(tx);
     match speak_reply(engines, voice, cancel, sink, rx, anchor).await {
@@ -230,7 +233,7 @@ async fn write_reply(
     request: ChatRequest,
     cancel: &CancellationToken,
     sink: &TurnSink,
-    sentences: mpsc::Sender<String>,
+    sentences: mpsc::Sender<Piece>,
     anchor: Instant,
 ) -> Result<(String, Option<f64>, f64), EngineError> {
     let started = Instant::now();
@@ -249,32 +252,33 @@ async fn write_reply(
             return Err(EngineError::Cancelled);
         }
         for sentence in splitter.push(&delta) {
-            if sentences.send(sentence).await.is_err() {
+            if sentences.send(Piece::new(sentence, true)).await.is_err() {
                 return Err(EngineError::Cancelled);
             }
         }
     }
     if let Some(rest) = splitter.finish() {
-        let _ = sentences.send(rest).await;
+        let _ = sentences.send(Piece::new(rest, false)).await;
     }
     Ok((reply.trim().to_string(), first_token, ms_since(started)))
 }
 
-/// Speaks sentences in order as they arrive; returns when the first audio was ready.
+/// Speaks the pieces in order as they arrive; returns when the first audio was ready.
 async fn speak_reply(
     engines: &Engines,
     voice: Option<String>,
     cancel: &CancellationToken,
     sink: &TurnSink,
-    mut sentences: mpsc::Receiver<String>,
+    mut sentences: mpsc::Receiver<Piece>,
     anchor: Instant,
 ) -> Result<Option<f64>, EngineError> {
     let mut first_audio = None;
-    while let Some(sentence) = sentences.recv().await {
-        let mut audio = engines
-            .tts
-            .synthesize(sentence.clone(), voice.clone(), cancel.clone());
-        let mut label = Some(sentence);
+    let mut after_open = false;
+    while let Some(piece) = sentences.recv().await {
+        let tts = &*engines.tts;
+        let mut audio = speak_piece(tts, &piece, after_open, voice.clone(), cancel.clone());
+        after_open = piece.open;
+        let mut label = Some(piece.text);
         while let Some(chunk) = audio.next().await {
             let samples = chunk?;
             if samples.is_empty() {

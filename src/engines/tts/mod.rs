@@ -1,4 +1,5 @@
-//! Text-to-speech: turns a sentence into audio at the engine's own rate.
+//! Text-to-speech: turns a sentence into audio at the engine's own rate. Replies reach every
+//! engine through [`piece::speak_piece`], which prepares the text for speech.
 
 pub mod elevenlabs;
 pub mod espeak;
@@ -6,6 +7,7 @@ pub mod fake;
 pub mod fallback;
 pub mod local;
 pub mod openai;
+pub mod piece;
 pub mod piper;
 pub mod text;
 

@@ -262,6 +262,25 @@ mod tests {
         }
     }
 
+    /// Times reach espeak-ng as "ten thirty AM": the letters A and M ("eɪ ɛm"), never the
+    /// "I am" (ˈaɪ ˈɛm) that "ay em" gave, nor the verb "am" (æm).
+    #[test]
+    fn am_and_pm_are_read_as_letters() {
+        let p = Phonemizer::new("en-us", test_map()).expect("espeak-ng data installs");
+        for (text, letters) in [
+            ("at 10:30am.", "eɪˈɛm"),
+            ("at 10:30 a.m. today.", "eɪˈɛm"),
+            ("by 9 am.", "eɪˈɛm"),
+            ("at 2pm.", "iːˈɛm"),
+            ("at 3:05 p.m.", "iːˈɛm"),
+        ] {
+            let spoken = crate::engines::tts::text::normalize(text);
+            let ph = p.phonemes(&spoken).expect("phonemes");
+            assert!(ph.contains(letters), "{text:?} -> {spoken:?} -> {ph}");
+            assert!(!ph.contains("aɪ ˈɛm") && !ph.contains("æm"), "{ph}");
+        }
+    }
+
     #[test]
     fn espeak_phonemes_for_english() {
         let p = Phonemizer::new("en-us", test_map()).expect("espeak-ng data installs");

@@ -103,8 +103,8 @@ pub(crate) fn expand(core: &str, next: Option<&str>) -> Option<Expansion> {
             "approx" => title("approximately"),
             "incl" => title("including"),
             "etc" => maybe("et cetera"),
-            "a.m" => maybe("ay em"),
-            "p.m" => maybe("pee em"),
+            "a.m" => maybe("AM"),
+            "p.m" => maybe("PM"),
             _ => None,
         },
     }
@@ -136,7 +136,7 @@ mod tests {
         let e = expand("etc", Some("and")).map(|e| (e.words, e.keep_period));
         assert_eq!(e, Some(("et cetera", false)));
         let e = expand("p.m", Some("Then")).map(|e| (e.words, e.keep_period));
-        assert_eq!(e, Some(("pee em", true)));
+        assert_eq!(e, Some(("PM", true)));
         assert!(expand("No", Some("way")).is_none());
         assert!(expand("hello", None).is_none());
     }

@@ -7,5 +7,5 @@ mod numbers;
 mod readings;
 mod split;
 
-pub use normalize::normalize;
-pub use split::{split_sentences, SentenceSplitter, SplitOptions};
+pub use normalize::{normalize, spoken_word_counts};
+pub use split::{ends_mid_phrase, split_sentences, SentenceSplitter, SplitOptions};

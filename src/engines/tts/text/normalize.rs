@@ -1,7 +1,9 @@
 //! Text normalisation for speech: turns what a language model writes
 //! ("Dr. Smith paid $5.99 at 3:30 p.m. on May 1st") into words a phonemiser
 //! reads correctly ("Doctor Smith paid five dollars and ninety-nine cents at
-//! three thirty pee em on May first").
+//! three thirty PM on May first"). "AM" and "PM" are written in capitals:
+//! espeak-ng, and so Piper, reads them as letters, whereas "ay em" comes out
+//! as "I am" and "am" as the verb.
 //!
 //! Works word by word (whitespace-separated), looking at neighbours for
 //! "am"/"pm", scale words after currency and year cues. Periods that end a
@@ -66,6 +68,16 @@ pub fn normalize(text: &str) -> String {
     cleaned
 }
 
+/// How many words the voice says for each whitespace-separated word of `text`
+/// ("$15.50" five, "10:30am" three), at least one each: weights to match a
+/// share of a sentence's audio to its written words. Each word is read alone,
+/// which is close enough ("9 am" is two words either way).
+pub fn spoken_word_counts(text: &str) -> Vec<usize> {
+    text.split_whitespace()
+        .map(|w| normalize(w).split_whitespace().count().max(1))
+        .collect()
+}
+
 /// Typographic characters replaced by the plain ones the rest expects.
 fn map_unicode(text: &str) -> String {
     let mut s = String::with_capacity(text.len());
@@ -113,8 +125,8 @@ fn tokenize(text: &str) -> Vec<Token> {
 /// Is `s` "am", "pm", "a.m", "p.m" (any case)? Returns the spoken form.
 fn am_pm(s: &str) -> Option<&'static str> {
     match s.to_lowercase().as_str() {
-        "am" | "a.m" => Some("ay em"),
-        "pm" | "p.m" => Some("pee em"),
+        "am" | "a.m" => Some("AM"),
+        "pm" | "p.m" => Some("PM"),
         _ => None,
     }
 }
@@ -150,8 +162,12 @@ fn speak_token(tokens: &mut [Token], i: usize) -> String {
             return format!("{words} percent");
         }
     }
-    if let Some(words) = time(&core) {
-        return with_am_pm(tokens, i, words, next_core, after_next);
+    let next_am_pm = next_core.as_deref().and_then(am_pm);
+    if let Some(words) = time(&core, next_am_pm) {
+        if next_am_pm.is_some() && split_glued_am_pm(&core).is_none() {
+            consume_next(tokens, i, after_next.as_deref());
+        }
+        return words;
     }
     if let Some(words) = ordinal(&core) {
         return words;
@@ -181,7 +197,7 @@ fn speak_token(tokens: &mut [Token], i: usize) -> String {
     core
 }
 
-/// Append "ay em"/"pee em" when the next word is am/pm, consuming it.
+/// Append "AM"/"PM" when the next word is am/pm, consuming it.
 fn with_am_pm(
     tokens: &mut [Token],
     i: usize,

@@ -98,9 +98,11 @@ pub(crate) fn currency(core: &str, scaled: bool) -> Option<(String, String)> {
 }
 
 /// "3:30" -> "three thirty", "3:05" -> "three oh five", "3:00" -> "three
-/// o'clock", "15:45" -> "fifteen forty-five"; "3:30pm" also accepted.
-pub(crate) fn time(core: &str) -> Option<String> {
-    let (clock, suffix) = split_glued_am_pm(core).unwrap_or((core, ""));
+/// o'clock", "15:45" -> "fifteen forty-five"; "3:30pm" also accepted, and
+/// `am_pm` is the spoken "AM"/"PM" of the next word, if it is one ("3:00 pm"
+/// -> "three PM").
+pub(crate) fn time(core: &str, am_pm: Option<&'static str>) -> Option<String> {
+    let (clock, suffix) = split_glued_am_pm(core).unwrap_or((core, am_pm.unwrap_or("")));
     let (h, m) = clock.split_once(':')?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return None;
@@ -124,18 +126,13 @@ pub(crate) fn time(core: &str) -> Option<String> {
     Some(words)
 }
 
-/// "3pm" -> ("3", "pee em").
+/// "3pm" -> ("3", "PM").
 pub(crate) fn split_glued_am_pm(core: &str) -> Option<(&str, &'static str)> {
     if !core.is_ascii() {
         return None;
     }
     let lower = core.to_lowercase();
-    for (tail, spoken) in [
-        ("a.m", "ay em"),
-        ("p.m", "pee em"),
-        ("am", "ay em"),
-        ("pm", "pee em"),
-    ] {
+    for (tail, spoken) in [("a.m", "AM"), ("p.m", "PM"), ("am", "AM"), ("pm", "PM")] {
         if lower.ends_with(tail) && core.len() > tail.len() {
             let head = &core[..core.len() - tail.len()];
             if head.chars().last().is_some_and(|c| c.is_ascii_digit()) {

@@ -6,6 +6,11 @@
 //! and inside numbers such as "3.5". A line break also ends a chunk. To cut the
 //! time to first audio, the first chunk of a reply may end at a clause mark
 //! (`,` `;` `:`) once it is long enough; chunks are never cut inside a word.
+//! When no punctuation comes within its first few words, the first chunk is
+//! the first words alone, cut before a conjunction or preposition where one
+//! comes (`first_cut_min_words`, `first_cut_max_words`), never after a number,
+//! an abbreviation's period or anything else the normaliser reads with the word
+//! that follows ("10:30 | am", "$5 | million", "Dr. | Smith").
 
 use super::abbrev::{classify_period, PeriodKind};
 
@@ -21,6 +26,14 @@ pub struct SplitOptions {
     /// A chunk with no punctuation at all is cut at a space after this many
     /// characters.
     pub max_chars: usize,
+    /// The first chunk, when no punctuation has ended it, may end after this
+    /// many words, before a conjunction or preposition (or after a clause
+    /// mark the length rule passed over).
+    pub first_cut_min_words: usize,
+    /// ... and ends after this many words at the latest, wherever the next
+    /// word may follow (0 disables cuts between words). Past it, only the
+    /// boundaries that sound natural are taken.
+    pub first_cut_max_words: usize,
 }
 
 impl Default for SplitOptions {
@@ -29,12 +42,22 @@ impl Default for SplitOptions {
             first_clause_min_chars: 20,
             clause_min_chars: 120,
             max_chars: 300,
+            first_cut_min_words: 4,
+            first_cut_max_words: 6,
         }
     }
 }
 
 const CLOSERS: &[char] = &['"', '\'', ')', ']', '}'];
 const OPENERS: &[char] = &['"', '\'', '(', '[', '{'];
+/// Conjunctions and prepositions: a piece may end before one of these and
+/// sound like a phrase of its own.
+const JOINERS: [&str; 39] = [
+    "and", "but", "or", "so", "because", "if", "when", "while", "which", "who", "where", "unless",
+    "until", "although", "though", "then", "for", "to", "at", "in", "on", "with", "from", "by",
+    "of", "about", "after", "before", "into", "over", "under", "through", "during", "without",
+    "between", "since", "around", "near", "as",
+];
 
 /// Where the first chunk of `buf` ends (a byte offset), if that is already
 /// certain. `eof` says no more text will come; `clause_min` is the length from
@@ -96,6 +119,86 @@ fn find_cut(buf: &str, eof: bool, clause_min: usize, max_chars: usize) -> Option
         }
     }
     None
+}
+
+/// Where the first words of `buf` end as a piece of their own (a byte offset
+/// at the end of a word), if that is already certain: see [`SplitOptions`].
+/// Words still being written (no whitespace after them yet) are not judged.
+fn find_word_cut(buf: &str, min_words: usize, max_words: usize) -> Option<usize> {
+    if max_words == 0 {
+        return None;
+    }
+    let mut tokens = word_spans(buf).peekable();
+    let mut words = 0;
+    while let Some((start, end)) = tokens.next() {
+        // A next word, even half written, means there is more to say after this one.
+        let &(next_start, next_end) = tokens.peek()?;
+        let token = &buf[start..end];
+        if !token.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        words += 1;
+        if words < min_words.max(1) || !may_end_piece(token) {
+            continue;
+        }
+        if words == max_words {
+            return Some(end);
+        }
+        if next_end == buf.len() {
+            return None; // "for" or "forty"? wait for the next word's end
+        }
+        let next = &buf[next_start..next_end];
+        if ends_clause(token) || (is_joiner(next) && !is_joiner(token)) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Byte ranges of the whitespace-separated words of `s`.
+fn word_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let start = pos + s[pos..].find(|c: char| !c.is_whitespace())?;
+        let end = s[start..]
+            .find(char::is_whitespace)
+            .map_or(s.len(), |i| start + i);
+        pos = end;
+        Some((start, end))
+    })
+}
+
+/// Whether a piece may end after `word`: not after a number or an abbreviation
+/// that the next word completes ("10:30 am", "$5 million", "Dr. Smith"),
+/// unless a clause mark follows it.
+fn may_end_piece(word: &str) -> bool {
+    let core = word.trim_end_matches(CLOSERS);
+    if ends_clause(word) {
+        return true;
+    }
+    !core.ends_with(['.', '-', '/', '&'])
+        && !core.chars().any(|c| c.is_ascii_digit())
+        && core.chars().last().is_some_and(char::is_alphanumeric)
+}
+
+fn ends_clause(word: &str) -> bool {
+    word.trim_end_matches(CLOSERS).ends_with([',', ';', ':'])
+}
+
+fn is_joiner(word: &str) -> bool {
+    let core = word.trim_matches(|c: char| !c.is_alphanumeric());
+    JOINERS.iter().any(|j| j.eq_ignore_ascii_case(core))
+}
+
+/// Whether `chunk` was cut between two words of a phrase, with no punctuation
+/// at its end: the voice should go on into the next chunk without a pause.
+pub fn ends_mid_phrase(chunk: &str) -> bool {
+    chunk
+        .trim_end()
+        .trim_end_matches(CLOSERS)
+        .chars()
+        .last()
+        .is_some_and(|c| !matches!(c, '.' | '!' | '?' | ',' | ';' | ':' | '\u{2026}'))
 }
 
 /// The word that ends at byte `end` (exclusive), opening quotes stripped.
@@ -161,7 +264,16 @@ impl SentenceSplitter {
             } else {
                 self.opts.first_clause_min_chars
             };
-            let Some(end) = find_cut(&self.buf, false, clause_min, self.opts.max_chars) else {
+            let mut cut = find_cut(&self.buf, false, clause_min, self.opts.max_chars);
+            if !self.emitted {
+                let o = &self.opts;
+                let words = find_word_cut(&self.buf, o.first_cut_min_words, o.first_cut_max_words);
+                cut = match (cut, words) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let Some(end) = cut else {
                 break;
             };
             let chunk = speakable(&self.buf[..end]);

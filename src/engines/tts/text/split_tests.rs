@@ -1,6 +1,6 @@
 //! Unit tests for the sentence splitters, feeding text token by token.
 
-use super::{split_sentences, SentenceSplitter, SplitOptions};
+use super::{ends_mid_phrase, split_sentences, SentenceSplitter, SplitOptions};
 
 /// Feed `pieces` one by one, then finish; collect every chunk.
 fn feed(splitter: &mut SentenceSplitter, pieces: &[&str]) -> Vec<String> {
@@ -79,17 +79,33 @@ fn yields_as_soon_as_safe() {
     assert_eq!(s.finish().as_deref(), Some("Ok"));
 }
 
+/// The splitter without its cuts between words (`first_cut_max_words: 0`).
+fn without_word_cuts() -> SentenceSplitter {
+    SentenceSplitter::with_options(SplitOptions {
+        first_cut_max_words: 0,
+        ..SplitOptions::default()
+    })
+}
+
 #[test]
 fn short_first_clause_then_full_sentences() {
     let text = "Sure, I can help you with that, of course. Your order, number five, ships today.";
-    let mut s = SentenceSplitter::new();
     assert_eq!(
-        feed(&mut s, &word_tokens(text)),
+        feed(&mut without_word_cuts(), &word_tokens(text)),
         vec![
             // "Sure," is under 20 characters: no cut there.
             "Sure, I can help you with that,",
             "of course.",
             // Later sentences are not cut at commas.
+            "Your order, number five, ships today."
+        ]
+    );
+    // By default the first words go ahead of the first comma, cut before "with".
+    assert_eq!(
+        feed(&mut SentenceSplitter::new(), &word_tokens(text)),
+        vec![
+            "Sure, I can help you",
+            "with that, of course.",
             "Your order, number five, ships today."
         ]
     );
@@ -100,6 +116,7 @@ fn abbreviations_and_initials() {
     let text = "I met Mr. J. R. Smith at St. Mary's at 9 a.m. today. He works etc. Then left.";
     let mut s = SentenceSplitter::with_options(SplitOptions {
         first_clause_min_chars: 0,
+        first_cut_max_words: 0,
         ..SplitOptions::default()
     });
     assert_eq!(
@@ -110,18 +127,35 @@ fn abbreviations_and_initials() {
             "Then left."
         ]
     );
+    // The first words are not cut after an initial either.
+    assert_eq!(
+        feed(&mut SentenceSplitter::new(), &char_tokens(text)),
+        vec![
+            "I met Mr. J. R. Smith",
+            "at St. Mary's at 9 a.m. today.",
+            "He works etc.",
+            "Then left."
+        ]
+    );
 }
 
 #[test]
 fn numbers_with_commas_and_colons_do_not_split() {
     let text = "We shipped 1,234,567 units by 10:45 yesterday, which is a record number. Great";
-    let mut s = SentenceSplitter::new();
-    let out = feed(&mut s, &char_tokens(text));
+    let out = feed(&mut without_word_cuts(), &char_tokens(text));
     assert_eq!(
         out,
         vec![
             "We shipped 1,234,567 units by 10:45 yesterday,",
             "which is a record number.",
+            "Great"
+        ]
+    );
+    assert_eq!(
+        feed(&mut SentenceSplitter::new(), &char_tokens(text)),
+        vec![
+            "We shipped 1,234,567 units",
+            "by 10:45 yesterday, which is a record number.",
             "Great"
         ]
     );
@@ -181,5 +215,143 @@ fn never_panics_and_never_loses_words_on_odd_text() {
         assert!(joined.contains("Très bien"), "{joined}");
         assert!(joined.contains("3.5 e.g. Dr."), "{joined}");
         assert!(joined.ends_with("ok!"), "{joined}");
+    }
+}
+
+/// Every way of streaming `text` gives the same chunks.
+fn streamed(text: &str) -> Vec<String> {
+    let whole = feed(&mut SentenceSplitter::new(), &[text]);
+    for pieces in [word_tokens(text), char_tokens(text)] {
+        assert_eq!(
+            feed(&mut SentenceSplitter::new(), &pieces),
+            whole,
+            "pieces: {pieces:?}"
+        );
+    }
+    whole
+}
+
+#[test]
+fn first_words_go_ahead_when_no_punctuation_comes() {
+    // Cut before the preposition once four words are in.
+    assert_eq!(
+        streamed("Your table is booked for 10:30am and costs $15.50. See you then."),
+        vec![
+            "Your table is booked",
+            "for 10:30am and costs $15.50.",
+            "See you then."
+        ]
+    );
+    // No conjunction or preposition within six words: cut after the sixth.
+    assert_eq!(
+        streamed("Our friendly team will gladly send you the receipt tomorrow morning."),
+        vec![
+            "Our friendly team will gladly send",
+            "you the receipt tomorrow morning."
+        ]
+    );
+    // Only the first chunk: later long sentences wait for their punctuation.
+    assert_eq!(
+        streamed("Our friendly team will gladly send you the receipt tomorrow morning and then call you back."),
+        vec![
+            "Our friendly team will gladly send",
+            "you the receipt tomorrow morning and then call you back."
+        ]
+    );
+}
+
+#[test]
+fn first_words_keep_what_the_normaliser_reads_together() {
+    // "10:30 | am" would read "am" as the verb.
+    assert_eq!(
+        streamed("The meeting starts tomorrow 10:30 am sharp with the whole team."),
+        vec![
+            "The meeting starts tomorrow 10:30 am",
+            "sharp with the whole team."
+        ]
+    );
+    assert_eq!(
+        streamed("Please bring $5 million in cash tomorrow."),
+        vec!["Please bring $5 million", "in cash tomorrow."]
+    );
+    // Not after "Dr.": the next natural boundary, past six words.
+    assert_eq!(
+        streamed("We met with the nice Dr. Smith and his wife today."),
+        vec!["We met with the nice Dr. Smith", "and his wife today."]
+    );
+    // A number with a clause mark after it may end the piece.
+    assert_eq!(
+        streamed("It was delivered on March 3rd, 2024 and signed by Sam."),
+        vec!["It was delivered on March 3rd,", "2024 and signed by Sam."]
+    );
+    // Not after a joiner: "and | then" would split a phrase.
+    assert_eq!(
+        streamed("I can book it and then send the details."),
+        vec!["I can book it", "and then send the details."]
+    );
+}
+
+#[test]
+fn punctuation_within_the_first_words_comes_first() {
+    assert_eq!(
+        streamed("Yes. I think we should all go to the park after lunch."),
+        vec!["Yes.", "I think we should all go to the park after lunch."]
+    );
+    assert_eq!(
+        streamed("Of course, that works for me."),
+        vec!["Of course, that works", "for me."]
+    );
+}
+
+#[test]
+fn short_replies_are_not_cut() {
+    assert_eq!(
+        streamed("Thanks for calling us"),
+        vec!["Thanks for calling us"]
+    );
+    assert_eq!(
+        streamed("Your table is booked for"),
+        vec!["Your table is booked for"]
+    );
+    // Trailing whitespace and nothing after: no cut, the last words stay together.
+    assert_eq!(
+        streamed("We will see you all soon "),
+        vec!["We will see you all soon"]
+    );
+    let mut s = SentenceSplitter::new();
+    assert!(s.push("Your table is booked ").is_empty());
+    assert!(s.push("fo").is_empty(), "could be 'forty'");
+    assert_eq!(s.push("r "), vec!["Your table is booked"]);
+}
+
+#[test]
+fn word_cuts_can_be_turned_off() {
+    let mut s = SentenceSplitter::with_options(SplitOptions {
+        first_cut_max_words: 0,
+        ..SplitOptions::default()
+    });
+    assert_eq!(
+        feed(
+            &mut s,
+            &word_tokens("Your table is booked for 10:30am today.")
+        ),
+        vec!["Your table is booked for 10:30am today."]
+    );
+}
+
+#[test]
+fn chunks_cut_between_words_are_told_apart() {
+    assert!(ends_mid_phrase("Your table is booked"));
+    assert!(ends_mid_phrase("(see the list)"));
+    for chunk in [
+        "Hello.",
+        "Really?!",
+        "He said \"stop.\"",
+        "Items:",
+        "Sure,",
+        "Then\u{2026}",
+        "",
+    ] {
+        assert!(!ends_mid_phrase(chunk), "{chunk:?}");
     }
 }
