@@ -4,6 +4,7 @@
 //! detection. Engines work on mono `f32` samples in [-1, 1].
 
 pub mod decode;
+pub mod echo;
 pub mod encode;
 pub mod input;
 pub mod mel;

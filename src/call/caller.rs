@@ -15,6 +15,7 @@ use super::actor::Call;
 use super::event::CallEvent;
 use super::listen::{energy_scorer, Heard, Listener};
 use super::turn::TurnInput;
+use crate::audio::resample::StreamResampler;
 use crate::audio::vad::SpeechScorer;
 use crate::audio::ENGINE_RATE;
 use crate::engines::stt::LiveTranscription;
@@ -64,6 +65,8 @@ pub struct Caller {
     live: Option<Live>,
     /// Audio the busy detection pool has not scored yet.
     backlog: Vec<f32>,
+    /// Brings reply audio to 16 kHz for the echo reference: its rate and resampler.
+    reference: Option<(u32, StreamResampler)>,
     /// Audio dropped in the current busy spell; `None` when the detector keeps up.
     busy_dropped_ms: Option<u64>,
     /// The pause the end-of-turn model is judging: its id and the request's cancellation.
@@ -91,6 +94,7 @@ impl Caller {
             next_judging: 0,
             verdict: None,
             model_ended: false,
+            reference: None,
         }
     }
 
@@ -109,6 +113,28 @@ impl Caller {
         self.stop_judging();
         if let Some(l) = self.listener.as_mut() {
             l.update(settings, scorer);
+        }
+    }
+
+    /// Reply audio at `rate` was sent to the caller: the echo canceller's reference.
+    pub fn played(&mut self, samples: &[f32], rate: u32) {
+        let Some(listener) = self.listener.as_mut() else {
+            return;
+        };
+        if self.reference.as_ref().is_none_or(|(r, _)| *r != rate) {
+            self.reference = StreamResampler::new(rate, ENGINE_RATE)
+                .ok()
+                .map(|s| (rate, s));
+        }
+        if let Some((_, resampler)) = self.reference.as_mut() {
+            listener.play(&resampler.push(samples));
+        }
+    }
+
+    /// The reply was cut: its audio stops playing.
+    pub fn stopped_playing(&mut self) {
+        if let Some(l) = self.listener.as_mut() {
+            l.stop_playing();
         }
     }
 
@@ -162,15 +188,17 @@ impl Call {
         let Some(mut listener) = self.caller.listener.take() else {
             return;
         };
-        // The neural detector takes a millisecond or two per chunk, and any detector costs in
-        // proportion to the chunk: Silero (also under semantic detection) and large chunks run
-        // on the detection pool, whose bounded queue answers busy instead of piling up blocking
+        // The neural detector takes a millisecond or two per chunk, any detector costs in
+        // proportion to the chunk, and so does echo cancellation while a reply plays: Silero
+        // (also under semantic detection), large chunks and echo cancellation run on the
+        // detection pool, whose bounded queue answers busy instead of piling up blocking
         // threads.
         let model_mode = matches!(
             self.caller.settings.mode,
             DetectionMode::Silero | DetectionMode::Semantic
         );
-        let offload = (neural && model_mode) || samples.len() > INLINE_SAMPLES;
+        let offload =
+            (neural && model_mode) || samples.len() > INLINE_SAMPLES || listener.echo_active();
         let pushed = if offload {
             match self.svc.engines.detector.slot(&self.cancel).await {
                 Ok(slot) => slot
@@ -199,12 +227,15 @@ impl Call {
                 // The detector panicked: carry on with the energy detector.
                 warn!("speech detector failed; falling back to the energy detector");
                 let settings = self.caller.settings;
-                self.caller.listener = Some(Listener::new(
-                    settings,
-                    Some(energy_scorer(&settings)),
-                    self.svc.turn.speculate_ms,
-                    self.svc.limits.max_turn_audio_ms,
-                ));
+                self.caller.listener = Some(
+                    Listener::new(
+                        settings,
+                        Some(energy_scorer(&settings)),
+                        self.svc.turn.speculate_ms,
+                        self.svc.limits.max_turn_audio_ms,
+                    )
+                    .with_echo_cancellation(self.svc.turn.echo_cancellation),
+                );
                 (Vec::new(), Some("the speech detector stopped".to_string()))
             }
         };

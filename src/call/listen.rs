@@ -1,6 +1,7 @@
 //! The caller's side of a call: runs the turn detector over 16 kHz audio, and keeps the audio of the utterance in progress (with a little padding before speech
 //! starts and after it stops), bounded in size.
 
+use crate::audio::echo::EchoCanceller;
 use crate::audio::vad::{
     smart_turn, DetectorParams, EnergyScorer, SpeechScorer, TurnDetector, VadEvent,
 };
@@ -58,6 +59,8 @@ pub struct Listener {
     /// Speech length of the utterance in progress, kept at `Stopped`.
     speech_start_ms: u64,
     max_samples: usize,
+    /// Takes the agent's own voice out of the caller's audio, when enabled.
+    echo: Option<EchoCanceller>,
 }
 
 fn params(s: &TurnDetection, pause_ms: u64) -> DetectorParams {
@@ -102,7 +105,39 @@ impl Listener {
             received: 0,
             speech_start_ms: 0,
             max_samples: samples_for_ms(max_turn_ms),
+            echo: None,
         }
+    }
+
+    /// Cancels the agent's echo from the caller's audio before detection (reply audio is given
+    /// through [`Listener::play`]).
+    pub fn with_echo_cancellation(mut self, on: bool) -> Self {
+        self.echo = on.then(EchoCanceller::new);
+        self
+    }
+
+    /// Reply audio at 16 kHz, sent to the caller now (the echo reference).
+    pub fn play(&mut self, samples: &[f32]) {
+        if let Some(e) = &mut self.echo {
+            e.play(samples);
+        }
+    }
+
+    /// The reply was cut: the caller's client stops playing it.
+    pub fn stop_playing(&mut self) {
+        if let Some(e) = &mut self.echo {
+            e.stop();
+        }
+    }
+
+    /// True while reply audio may be echoing and the canceller has work to do.
+    pub fn echo_active(&self) -> bool {
+        self.echo.as_ref().is_some_and(|e| e.active())
+    }
+
+    /// The echo delay found in this call, in ms.
+    pub fn echo_delay_ms(&self) -> Option<u64> {
+        self.echo.as_ref().and_then(|e| e.delay_ms())
     }
 
     pub fn settings(&self) -> &TurnDetection {
@@ -124,7 +159,12 @@ impl Listener {
                     d.set_scorer(s);
                     d.set_params(p);
                 }
-                None => self.detector = Some(TurnDetector::new(s, p).starting_at(self.received)),
+                None => {
+                    // Detection starts where it is in the stream: behind the end by whatever
+                    // the echo canceller holds back.
+                    let at = self.received - self.echo.as_ref().map_or(0, |e| e.held() as u64);
+                    self.detector = Some(TurnDetector::new(s, p).starting_at(at))
+                }
             },
             None => {
                 if let Some(d) = &mut self.detector {
@@ -162,12 +202,20 @@ impl Listener {
     /// Feeds decoded samples: buffers them and reports what the detector saw. A detector
     /// failure is returned after the buffering; the call goes on.
     pub fn push(&mut self, samples: &[f32]) -> (Vec<Heard>, Option<String>) {
+        let cleaned;
+        let (samples, detect) = match &mut self.echo {
+            Some(e) => {
+                cleaned = e.process(samples);
+                (&cleaned.audio[..], &cleaned.detect[..])
+            }
+            _ => (samples, samples),
+        };
         self.received += samples.len() as u64;
         self.buffer.extend_from_slice(samples);
         let Some(detector) = self.detector.as_mut() else {
             return (Vec::new(), None);
         };
-        let (events, err) = match detector.push(samples) {
+        let (events, err) = match detector.push(detect) {
             Ok(e) => (e, None),
             Err(e) => (Vec::new(), Some(e)),
         };

@@ -264,6 +264,7 @@ impl Call {
                 let ms = samples.len() as f64 * 1000.0 / f64::from(rate.max(1));
                 r.track.sent(sentence.as_deref(), ms, now);
                 r.first_audio_ms.get_or_insert_with(|| ms_since(r.anchor));
+                self.caller.played(&samples, rate);
                 self.emit(CallEvent::Audio {
                     turn_id,
                     item_id,
@@ -334,6 +335,7 @@ impl Call {
         };
         r.cancel.cancel();
         r.interrupted = true;
+        self.caller.stopped_playing();
         let was_running = std::mem::replace(&mut r.running, false);
         let played = r.track.played_ms(now);
         let heard = r.track.heard_text(played);

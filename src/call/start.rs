@@ -225,7 +225,8 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         svc.scorer(&detection),
         svc.turn.speculate_ms,
         svc.limits.max_turn_audio_ms,
-    );
+    )
+    .with_echo_cancellation(svc.turn.echo_cancellation);
     let live = svc
         .calls
         .start(&req.owner, &agent.name, req.resume.as_deref())

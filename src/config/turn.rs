@@ -1,6 +1,7 @@
 //! How calls take turns: the speech detector (`VOXWIRE_VAD`), each call's default turn
 //! detection (`VOXWIRE_VAD_*`, `VOXWIRE_SEMANTIC_*`, `VOXWIRE_MIN_INTERRUPT_MS`) and the
-//! server's own rules (`VOXWIRE_SPECULATE_MS`, `VOXWIRE_PARTIAL_INTERVAL_MS`).
+//! server's own rules (`VOXWIRE_SPECULATE_MS`, `VOXWIRE_PARTIAL_INTERVAL_MS`,
+//! `VOXWIRE_ECHO_CANCELLATION`).
 
 use super::{invalid, parse_num, ConfigError, Env};
 use crate::protocol::{DetectionMode, TurnDetection};
@@ -42,6 +43,9 @@ pub struct TurnSettings {
     pub speculate_ms: u64,
     /// How often a partial transcript is made while the caller speaks (0: never).
     pub partial_interval_ms: u64,
+    /// Take the agent's own voice out of the caller's audio before speech detection
+    /// (`VOXWIRE_ECHO_CANCELLATION`, on unless 0, false, no or off).
+    pub echo_cancellation: bool,
 }
 
 impl TurnSettings {
@@ -70,6 +74,12 @@ impl TurnSettings {
             },
             speculate_ms: parse_num(env, "VOXWIRE_SPECULATE_MS", 150, 0, 5000)?,
             partial_interval_ms: parse_num(env, "VOXWIRE_PARTIAL_INTERVAL_MS", 1000, 0, 60_000)?,
+            echo_cancellation: !matches!(
+                env.get("VOXWIRE_ECHO_CANCELLATION")
+                    .as_deref()
+                    .map(str::trim),
+                Some("0" | "false" | "no" | "off")
+            ),
         })
     }
 }
