@@ -671,7 +671,7 @@ mod tests {
         assert!(aec.reference.len() <= MAX_AHEAD);
         let out = aec.process(&[f32::NAN; 100]);
         assert_eq!(out.audio.len(), 100);
-        assert_eq!(out.detect.len(), 100);
+        assert_eq!(out.detect.len() + aec.held(), 100);
         aec.stop();
         assert!(aec.ref_end() <= aec.received + MAX_DELAY as u64);
     }
@@ -698,9 +698,11 @@ mod tests {
 
     #[test]
     fn a_voice_with_no_echo_is_held_back_then_heard_whole() {
-        // A headset: the reply plays, the caller talks, none of the reply comes back.
+        // A headset: the reply plays, the caller talks after its first second, none of the
+        // reply comes back. The caller is quieter than the reply, so could be its echo.
         let reference = voice(16_000 * 3, 5);
-        let caller = voice(16_000, 6);
+        let mut caller = vec![0.0; 16_000];
+        caller.extend(voice(16_000, 6).iter().map(|v| v * 0.5));
         let mut aec = EchoCanceller::new();
         aec.play(&reference);
         let mut detect = Vec::new();
@@ -710,7 +712,7 @@ mod tests {
             lag.push(aec.held());
         }
         // Held for NO_ECHO_AFTER of sound at most, then given to detection late but whole.
-        assert!(lag[0] > 0, "{lag:?}");
+        assert!(lag[10] > 0, "{lag:?}");
         assert!(lag.iter().all(|h| *h <= NO_ECHO_AFTER), "{lag:?}");
         assert_eq!(aec.held(), 0);
         assert_eq!(detect, caller);
