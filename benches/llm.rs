@@ -1,7 +1,7 @@
 //! Benchmark of the SmolLM engine: load time and memory, prompt speed, time to first token
 //! on the first and fifth turn of a conversation (cache reused), generation speed.
 //!
-//! `cargo bench --bench llm -- [f32|f16|quantized ...]` (default: f32 quantized)
+//! `cargo bench --bench llm -- [packed|f32|f16|quantized ...]` (default: packed f32)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +46,10 @@ fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Erro
     let model = Arc::new(SmolLm::load_with(path, &options)?);
     let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let (rss, peak) = rss_mb();
-    println!("== {format:?} ==");
+    println!(
+        "== {format:?}{} ==",
+        model.kernels().map_or(String::new(), |k| format!(" ({k})"))
+    );
     println!("load: {load_ms:.0} ms, RSS after load {rss:.0} MB (peak {peak:.0} MB)");
 
     let params = GenerateParams {
@@ -138,37 +141,29 @@ fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Erro
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path: PathBuf = default_model_path();
-    let mut formats: Vec<WeightFormat> = Vec::new();
-    for arg in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
-        formats.push(match arg.as_str() {
-            "f32" => WeightFormat::F32,
-            "f16" => WeightFormat::F16,
-            "quantized" | "q" => WeightFormat::Quantized,
-            other => return Err(format!("unknown format {other}").into()),
-        });
-    }
-    if formats.is_empty() {
-        formats = vec![WeightFormat::F32, WeightFormat::Quantized];
+    // Cargo passes `--bench`; only the other arguments name formats.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let mut formats = Vec::new();
+    for arg in &args {
+        formats.push(arg.parse::<WeightFormat>()?);
     }
     if let [only] = formats.as_slice() {
         return run(&path, *only);
     }
     // One process per format, so that memory figures are not mixed up.
+    let names = if args.is_empty() {
+        vec!["packed".to_string(), "f32".to_string()]
+    } else {
+        args
+    };
     let exe = std::env::current_exe()?;
-    for arg in std::env::args()
-        .skip(1)
-        .collect::<Vec<_>>()
-        .iter()
-        .map(String::as_str)
-        .chain(if std::env::args().len() > 1 {
-            vec![]
-        } else {
-            vec!["f32", "quantized"]
-        })
-    {
-        let status = std::process::Command::new(&exe).arg(arg).status()?;
+    for name in names {
+        let status = std::process::Command::new(&exe).arg(&name).status()?;
         if !status.success() {
-            return Err(format!("bench {arg} failed: {status}").into());
+            return Err(format!("bench {name} failed: {status}").into());
         }
     }
     Ok(())
