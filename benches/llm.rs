@@ -1,7 +1,8 @@
 //! Benchmark of the SmolLM engine: load time and memory, prompt speed, time to first token
 //! on the first and fifth turn of a conversation (cache reused), generation speed.
 //!
-//! `cargo bench --bench llm -- [packed|f32|f16|quantized ...]` (default: packed f32)
+//! `cargo bench --bench llm -- [packed|f32|f16|quantized ...]` (default: packed f32);
+//! `VOXWIRE_LLM_THREADS` sets the packed format's threads (default: one per core).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +40,14 @@ fn rss_mb() -> (f64, f64) {
 
 fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
+    // The packed format's threads, as the server takes them (0 or unset: one per core).
+    let threads = std::env::var("VOXWIRE_LLM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let options = LoadOptions {
         weight_format: format,
+        threads,
         ..LoadOptions::default()
     };
     let model = Arc::new(SmolLm::load_with(path, &options)?);
@@ -51,6 +58,20 @@ fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Erro
         model.kernels().map_or(String::new(), |k| format!(" ({k})"))
     );
     println!("load: {load_ms:.0} ms, RSS after load {rss:.0} MB (peak {peak:.0} MB)");
+
+    // Single forward passes, repeated: the minimum is what the code can do, the median what
+    // it did on this (possibly busy) machine.
+    for (pos, n, repeats) in [(300, 1, 100), (328, 20, 10)] {
+        let mut t = model.time_forward_ms(pos, n, repeats)?;
+        t.sort_by(f64::total_cmp);
+        let (min, median) = (t[0], t[t.len() / 2]);
+        println!(
+            "forward of {n} token{} after {pos}: min {min:.1} ms, median {median:.1} ms \
+             ({:.0} tok/s at the median)",
+            if n == 1 { "" } else { "s" },
+            n as f64 * 1000.0 / median
+        );
+    }
 
     let params = GenerateParams {
         max_tokens: 40,

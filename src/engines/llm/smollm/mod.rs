@@ -6,7 +6,8 @@
 //! stream deltas through the callback (or forward them into a channel:
 //! `&mut |d| tx.send(d.to_string()).is_ok()`), and cancel with the `cancel` check.
 
-// `unsafe` is allowed in one file only: the AVX2 kernels (quant/avx2.rs).
+// `unsafe` is allowed in two files only: the AVX2 kernels (quant/avx2.rs) and the thread
+// pool that runs them (pool.rs).
 #![deny(unsafe_code)]
 
 mod chat;
@@ -15,6 +16,7 @@ mod error;
 mod kv_cache;
 mod model;
 mod packed;
+mod pool;
 mod quant;
 mod sampling;
 mod session;
@@ -274,17 +276,28 @@ impl SmolLm {
         &self.weights
     }
 
-    /// Times one forward pass of `n` tokens after `pos` cached positions (benchmark aid).
+    /// Times `repeats` forward passes of `n` tokens, each after the same `pos` cached
+    /// positions (benchmark aid: the cache is cut back to `pos` before each).
     #[doc(hidden)]
-    pub fn time_forward_ms(&self, pos: usize, n: usize) -> Result<f64, LlmError> {
+    pub fn time_forward_ms(
+        &self,
+        pos: usize,
+        n: usize,
+        repeats: usize,
+    ) -> Result<Vec<f64>, LlmError> {
         let mut cache = self.weights.new_cache();
         let ids: Vec<u32> = (0..(pos + n) as u32).map(|i| 100 + i % 1000).collect();
-        if pos > 0 {
-            self.weights.forward(&ids[..pos], &mut cache)?;
+        for chunk in ids[..pos].chunks(256) {
+            self.weights.forward(chunk, &mut cache)?;
         }
-        let t = Instant::now();
-        self.weights.forward(&ids[pos..], &mut cache)?;
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            cache.truncate(pos);
+            let t = Instant::now();
+            self.weights.forward(&ids[pos..], &mut cache)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(times)
     }
 }
 

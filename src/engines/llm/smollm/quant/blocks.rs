@@ -9,6 +9,8 @@
 
 use half::f16;
 
+use super::q8::{Q8Quad, Q8Slice, Q8Tokens};
+
 /// Weights per block, in every supported format.
 pub const BLOCK: usize = 32;
 
@@ -63,22 +65,90 @@ pub fn decode_row(format: BlockFormat, row: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `row · x` for a row of blocks and `x.len()` activations.
-pub fn dot_row(format: BlockFormat, row: &[u8], x: &[f32]) -> f32 {
-    let mut w = [0f32; BLOCK];
-    let mut acc = [0f32; 8];
-    for (blk, xb) in row
+/// `row · x` for a row of blocks and activations quantized to 8 bits: integer products per
+/// block, then `d_w d_x Σ q_w q_x (+ m_w s_x for Q4_1)`.
+pub fn dot_row_q8(format: BlockFormat, row: &[u8], x: Q8Slice) -> f32 {
+    let mut acc = 0f32;
+    for (((blk, xq), &dx), &sx) in row
         .chunks_exact(format.block_bytes())
-        .zip(x.chunks_exact(BLOCK))
+        .zip(x.q.chunks_exact(BLOCK))
+        .zip(x.d)
+        .zip(x.s)
     {
-        decode_block(format, blk, &mut w);
-        for (wc, xc) in w.chunks_exact(8).zip(xb.chunks_exact(8)) {
-            for i in 0..8 {
-                acc[i] += wc[i] * xc[i];
+        let dw = f16_at(blk, 0);
+        match format {
+            BlockFormat::Q4_1 => {
+                let mut sum = 0i32;
+                for (j, &b) in blk[4..20].iter().enumerate() {
+                    sum += i32::from(b & 0x0F) * i32::from(xq[j]);
+                    sum += i32::from(b >> 4) * i32::from(xq[j + 16]);
+                }
+                acc += dw * dx * sum as f32 + f16_at(blk, 2) * sx;
+            }
+            BlockFormat::Q8_0 => {
+                let sum: i32 = blk[2..34]
+                    .iter()
+                    .zip(xq)
+                    .map(|(&w, &x)| i32::from(w as i8) * i32::from(x))
+                    .sum();
+                acc += dw * dx * sum as f32;
             }
         }
     }
-    acc.iter().sum()
+    acc
+}
+
+/// `row · x[t]` for four interleaved tokens, each exactly as [`dot_row_q8`].
+pub fn dot_row_q8_quad(format: BlockFormat, row: &[u8], x: &Q8Quad) -> [f32; 4] {
+    let mut acc = [0f32; 4];
+    for (((blk, xq), dx), sx) in row
+        .chunks_exact(format.block_bytes())
+        .zip(x.q.chunks_exact(4 * BLOCK))
+        .zip(x.d.chunks_exact(4))
+        .zip(x.s.chunks_exact(4))
+    {
+        let dw = f16_at(blk, 0);
+        for t in 0..4 {
+            let xq = &xq[t * BLOCK..(t + 1) * BLOCK];
+            match format {
+                BlockFormat::Q4_1 => {
+                    let mut sum = 0i32;
+                    for (j, &b) in blk[4..20].iter().enumerate() {
+                        sum += i32::from(b & 0x0F) * i32::from(xq[j]);
+                        sum += i32::from(b >> 4) * i32::from(xq[j + 16]);
+                    }
+                    acc[t] += dw * dx[t] * sum as f32 + f16_at(blk, 2) * sx[t];
+                }
+                BlockFormat::Q8_0 => {
+                    let sum: i32 = blk[2..34]
+                        .iter()
+                        .zip(xq)
+                        .map(|(&w, &x)| i32::from(w as i8) * i32::from(x))
+                        .sum();
+                    acc[t] += dw * dx[t] * sum as f32;
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// `out[t] = row · x[t]` for several tokens, each exactly as a single-token kernel: four at a
+/// time through `quad`, the rest through `one`.
+pub fn dot_row_tokens(
+    row: &[u8],
+    x: &Q8Tokens,
+    out: &mut [f32],
+    quad: impl Fn(&[u8], &Q8Quad) -> [f32; 4],
+    one: impl Fn(&[u8], Q8Slice) -> f32,
+) {
+    let (four, rest) = out.split_at_mut(x.quads.len() * 4);
+    for (o, q) in four.chunks_exact_mut(4).zip(&x.quads) {
+        o.copy_from_slice(&quad(row, q));
+    }
+    for (o, &t) in rest.iter_mut().zip(&x.rest) {
+        *o = one(row, t);
+    }
 }
 
 /// `a · b` over the shorter of the two.
@@ -106,14 +176,26 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// The products of 4 decoded weight rows with 3 activation rows, all of one length:
+/// The products of a panel of 4 decoded weight rows with a panel of 3 tokens, both
+/// interleaved by 8 columns (`w[s * 32 + r * 8 + l]`, `x[s * 24 + t * 8 + l]`):
 /// `out[t][r] = w[r] · x[t]`.
-pub fn tile(w: [&[f32]; 4], x: [&[f32]; 3]) -> [[f32; 4]; 3] {
-    x.map(|xt| w.map(|wr| dot(wr, xt)))
+pub fn tile(w: &[f32], x: &[f32]) -> [[f32; 4]; 3] {
+    let mut acc = [[[0f32; 8]; 4]; 3];
+    for (ws, xs) in w.chunks_exact(32).zip(x.chunks_exact(24)) {
+        for (t, xt) in xs.chunks_exact(8).enumerate() {
+            for (r, wr) in ws.chunks_exact(8).enumerate() {
+                for l in 0..8 {
+                    acc[t][r][l] += wr[l] * xt[l];
+                }
+            }
+        }
+    }
+    acc.map(|a| a.map(|v| v.iter().sum()))
 }
 
 #[cfg(test)]
 pub(super) mod tests {
+    use super::super::q8::Q8Activations;
     use super::*;
 
     /// A small deterministic generator (xorshift), so the tests need no extra crate.
@@ -157,18 +239,19 @@ pub(super) mod tests {
         w.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum()
     }
 
-    /// Whether an f32 dot product `got` is within rounding of the exact `want`: a few units
-    /// of f32 precision of the products' magnitudes, `row` weights against `x`.
-    pub fn within_rounding(got: f32, format: BlockFormat, row: &[u8], x: &[f32]) -> bool {
-        let mut w = vec![0f32; x.len()];
+    /// `row · x` in f64 from the decoded weights and the dequantized activations: what the
+    /// integer kernels compute, up to f32 rounding.
+    pub fn reference_dot_q8(format: BlockFormat, row: &[u8], x: Q8Slice) -> (f64, f64) {
+        let mut w = vec![0f32; x.q.len()];
         decode_row(format, row, &mut w);
-        let scale: f64 = w
-            .iter()
-            .zip(x)
-            .map(|(&a, &b)| (a as f64 * b as f64).abs())
-            .sum();
-        let want = reference_dot(format, row, x);
-        (got as f64 - want).abs() <= 1e-6 * (scale + 1e-3)
+        let mut sum = 0f64;
+        let mut scale = 0f64;
+        for (i, (&w, &q)) in w.iter().zip(x.q).enumerate() {
+            let p = w as f64 * q as f64 * x.d[i / BLOCK] as f64;
+            sum += p;
+            scale += p.abs();
+        }
+        (sum, scale)
     }
 
     #[test]
@@ -190,14 +273,15 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn portable_dot_matches_the_reference() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    fn portable_integer_dot_matches_the_reference() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         for format in [BlockFormat::Q4_1, BlockFormat::Q8_0] {
             for blocks in [1, 2, 18, 48] {
                 let row = rng.blocks(format, blocks);
-                let x = rng.floats(blocks * BLOCK);
-                let got = dot_row(format, &row, &x);
-                assert!(within_rounding(got, format, &row, &x), "{got}");
+                let x = Q8Activations::quantize(&rng.floats(blocks * BLOCK));
+                let (want, scale) = reference_dot_q8(format, &row, x.slice());
+                let got = dot_row_q8(format, &row, x.slice()) as f64;
+                assert!((got - want).abs() <= 1e-6 * (scale + 1e-3), "{got} {want}");
             }
         }
     }

@@ -2,15 +2,17 @@
 //! model: far fewer bytes to read per token than f32 weights, which is what bounds generation
 //! speed on a CPU. The kernels are chosen at run time ([`Kernels::detect`]): AVX2/FMA where
 //! the CPU has them, portable Rust elsewhere, so one binary runs on any x86-64 (or other) CPU.
-//! Rows are split over the threads of the current rayon pool.
+//! Rows are split over the threads of the model's [`Pool`].
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod blocks;
+mod q8;
 
-use rayon::prelude::*;
+use super::pool::Pool;
 
 pub use blocks::{BlockFormat, BLOCK};
+pub use q8::{Q8Activations, Q8Slice, Q8Tokens};
 
 /// Which kernels to run.
 #[derive(Debug, Clone, Copy)]
@@ -41,11 +43,34 @@ impl Kernels {
         }
     }
 
-    pub fn dot_row(self, format: BlockFormat, row: &[u8], x: &[f32]) -> f32 {
+    /// `row · x` with activations quantized to 8 bits (integer products).
+    pub fn dot_row_q8(self, format: BlockFormat, row: &[u8], x: Q8Slice) -> f32 {
         match self {
-            Kernels::Portable => blocks::dot_row(format, row, x),
+            Kernels::Portable => blocks::dot_row_q8(format, row, x),
             #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2(k) => k.dot_row(format, row, x),
+            Kernels::Avx2(k) => k.dot_row_q8(format, row, x),
+        }
+    }
+
+    /// `out[t] = row · x[t]` for several tokens, each exactly as [`Kernels::dot_row_q8`]:
+    /// four tokens at a time share each weight block's loading and unpacking.
+    pub fn dot_row_q8_tokens(self, format: BlockFormat, row: &[u8], x: &Q8Tokens, out: &mut [f32]) {
+        match self {
+            Kernels::Portable => blocks::dot_row_tokens(
+                row,
+                x,
+                out,
+                |r, q| blocks::dot_row_q8_quad(format, r, q),
+                |r, t| blocks::dot_row_q8(format, r, t),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(k) => blocks::dot_row_tokens(
+                row,
+                x,
+                out,
+                |r, q| k.dot_row_q8_quad(format, r, q),
+                |r, t| k.dot_row_q8(format, r, t),
+            ),
         }
     }
 
@@ -75,7 +100,9 @@ impl Kernels {
         }
     }
 
-    fn tile(self, w: [&[f32]; 4], x: [&[f32]; 3]) -> [[f32; 4]; 3] {
+    /// `out[t][r] = w[r] · x[t]` for a panel of 4 weight rows and one of 3 tokens, each
+    /// interleaved by 8 columns (`w[s * 32 + r * 8 + l]`, `x[s * 24 + t * 8 + l]`).
+    fn tile(self, w: &[f32], x: &[f32]) -> [[f32; 4]; 3] {
         match self {
             Kernels::Portable => blocks::tile(w, x),
             #[cfg(target_arch = "x86_64")]
@@ -228,37 +255,70 @@ impl QMatrix {
         }
     }
 
-    fn dot_row(&self, k: Kernels, r: usize, x: &[f32]) -> f32 {
-        match self.row(r) {
-            Row::Blocks(format, bytes) => k.dot_row(format, bytes, x),
-            Row::F32(w) => k.dot(w, x),
-        }
+    /// Rows per task handed to the pool: about 16 KB of weights, whole groups of 4.
+    fn rows_per_task(&self) -> usize {
+        let row_bytes = match &self.data {
+            Data::Blocks(format, _) => self.cols / BLOCK * format.block_bytes(),
+            Data::F32(_) => self.cols * 4,
+        };
+        ((16 * 1024 / row_bytes.max(1)).max(4) / TILE_ROWS) * TILE_ROWS
     }
 
     /// `out[t * rows + r] = W[r] · x[t * cols..(t + 1) * cols]` for the `seq` rows of `x`,
-    /// the rows of `W` split over the current rayon pool's threads.
-    pub fn matmul(&self, k: Kernels, x: &[f32], seq: usize, out: &mut [f32]) {
+    /// the rows of `W` split over the pool's threads. Blocks multiply `x` quantized to 8 bits
+    /// per block of 32 (integer products, as llama.cpp does), each token on its own, so a
+    /// token gives the same result whether it comes alone or with others; f32 rows multiply
+    /// `x` itself.
+    pub fn matmul(&self, k: Kernels, pool: &Pool, x: &[f32], seq: usize, out: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         assert!(x.len() == seq * cols && out.len() == seq * rows);
-        // One piece of whole 4-row groups per thread.
-        let groups = rows.div_ceil(4);
-        let per_piece = groups.div_ceil(rayon::current_num_threads().max(1)).max(1) * 4;
-        if seq == 1 {
-            out.par_chunks_mut(per_piece)
-                .enumerate()
-                .for_each(|(p, o)| {
-                    for (i, v) in o.iter_mut().enumerate() {
-                        *v = self.dot_row(k, p * per_piece + i, x);
+        let per_task = self.rows_per_task();
+        // `[row][token]` results, transposed at the end, when there are several tokens.
+        let mut by_row = if seq == 1 {
+            Vec::new()
+        } else {
+            vec![0f32; rows * seq]
+        };
+        match &self.data {
+            Data::Blocks(format, data) => {
+                let format = *format;
+                let row_bytes = cols / BLOCK * format.block_bytes();
+                let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
+                let xq = Q8Activations::quantize(x);
+                if seq == 1 {
+                    let x1 = xq.slice();
+                    pool.for_chunks_mut(out, per_task, |p, o| {
+                        for (i, v) in o.iter_mut().enumerate() {
+                            *v = k.dot_row_q8(format, row(p * per_task + i), x1);
+                        }
+                    });
+                    return;
+                }
+                let nb = cols / BLOCK;
+                let toks = Q8Tokens::new(&xq, seq, nb);
+                pool.for_chunks_mut(&mut by_row, per_task * seq, |p, o| {
+                    for (i, col) in o.chunks_exact_mut(seq).enumerate() {
+                        k.dot_row_q8_tokens(format, row(p * per_task + i), &toks, col);
                     }
                 });
-            return;
+            }
+            Data::F32(w) => {
+                if seq == 1 {
+                    pool.for_chunks_mut(out, per_task, |p, o| {
+                        for (i, v) in o.iter_mut().enumerate() {
+                            let r = p * per_task + i;
+                            *v = k.dot(&w[r * cols..(r + 1) * cols], x);
+                        }
+                    });
+                    return;
+                }
+                // Four rows at a time against three tokens at a time (f32 tiles).
+                let xp = token_panels(x, seq, cols);
+                pool.for_chunks_mut(&mut by_row, per_task * seq, |p, o| {
+                    self.tile_rows(k, p * per_task, &xp, seq, o)
+                });
+            }
         }
-        // Each piece fills its rows for every token (`[row][token]`), then a transpose.
-        let mut by_row = vec![0f32; rows * seq];
-        by_row
-            .par_chunks_mut(per_piece * seq)
-            .enumerate()
-            .for_each(|(p, o)| self.tile_rows(k, p * per_piece, x, seq, o));
         for (r, col) in by_row.chunks_exact(seq).enumerate() {
             for (t, &v) in col.iter().enumerate() {
                 out[t * rows + r] = v;
@@ -266,27 +326,28 @@ impl QMatrix {
         }
     }
 
-    /// Rows `first..` (as many as `out` holds, `out` being `[row][token]`): four rows are
-    /// decoded at a time and multiplied with three tokens at a time.
-    fn tile_rows(&self, k: Kernels, first: usize, x: &[f32], seq: usize, out: &mut [f32]) {
+    /// Rows `first..` (as many as `out` holds, `out` being `[row][token]`): four rows at a
+    /// time are decoded into a panel and multiplied with the tokens' panels, three tokens each.
+    fn tile_rows(&self, k: Kernels, first: usize, xp: &[f32], seq: usize, out: &mut [f32]) {
         let cols = self.cols;
+        let width = padded(cols);
         let n_rows = out.len() / seq;
-        let mut w = vec![0f32; 4 * cols];
-        for g in (0..n_rows).step_by(4) {
-            let nr = (n_rows - g).min(4);
-            for i in 0..nr {
-                self.decode_row_into(k, first + g + i, &mut w[i * cols..(i + 1) * cols]);
+        let mut row = vec![0f32; cols];
+        let mut wp = vec![0f32; TILE_ROWS * width];
+        for g in (0..n_rows).step_by(TILE_ROWS) {
+            let nr = (n_rows - g).min(TILE_ROWS);
+            for i in 0..TILE_ROWS {
+                if i < nr {
+                    self.decode_row_into(k, first + g + i, &mut row);
+                } else {
+                    row.fill(0.0);
+                }
+                interleave_lane(&row, i, TILE_ROWS, &mut wp);
             }
-            let wr: [&[f32]; 4] =
-                std::array::from_fn(|i| &w[i.min(nr - 1) * cols..(i.min(nr - 1) + 1) * cols]);
-            for t0 in (0..seq).step_by(3) {
-                let nt = (seq - t0).min(3);
-                let xr: [&[f32]; 3] = std::array::from_fn(|j| {
-                    let t = t0 + j.min(nt - 1);
-                    &x[t * cols..(t + 1) * cols]
-                });
-                let res = k.tile(wr, xr);
-                for (j, rj) in res.iter().enumerate().take(nt) {
+            for (tr, x) in xp.chunks_exact(TILE_TOKENS * width).enumerate() {
+                let res = k.tile(&wp, x);
+                let t0 = tr * TILE_TOKENS;
+                for (j, rj) in res.iter().enumerate().take(seq - t0) {
                     for (i, &v) in rj.iter().enumerate().take(nr) {
                         out[(g + i) * seq + t0 + j] = v;
                     }
@@ -296,9 +357,45 @@ impl QMatrix {
     }
 }
 
+/// Rows and tokens of one tile of the prompt kernel.
+const TILE_ROWS: usize = 4;
+const TILE_TOKENS: usize = 3;
+
+/// A width rounded up to whole vectors of 8.
+fn padded(cols: usize) -> usize {
+    cols.div_ceil(8) * 8
+}
+
+/// Writes `src` as lane `lane` of a panel of `lanes` rows interleaved by 8 columns:
+/// `panel[s * 8 * lanes + lane * 8 + l] = src[s * 8 + l]`, zeros past its end.
+fn interleave_lane(src: &[f32], lane: usize, lanes: usize, panel: &mut [f32]) {
+    for (s, dst) in panel.chunks_exact_mut(8 * lanes).enumerate() {
+        let dst = &mut dst[lane * 8..(lane + 1) * 8];
+        let from = (s * 8).min(src.len());
+        let part = &src[from..(from + 8).min(src.len())];
+        dst[..part.len()].copy_from_slice(part);
+        dst[part.len()..].fill(0.0);
+    }
+}
+
+/// The tokens of `x` (`seq` rows of `cols`) as panels of three tokens for the tile kernel.
+fn token_panels(x: &[f32], seq: usize, cols: usize) -> Vec<f32> {
+    let width = padded(cols);
+    let mut xp = vec![0f32; seq.div_ceil(TILE_TOKENS) * TILE_TOKENS * width];
+    for (tr, panel) in xp.chunks_exact_mut(TILE_TOKENS * width).enumerate() {
+        for j in 0..TILE_TOKENS {
+            let t = tr * TILE_TOKENS + j;
+            if t < seq {
+                interleave_lane(&x[t * cols..(t + 1) * cols], j, TILE_TOKENS, panel);
+            }
+        }
+    }
+    xp
+}
+
 #[cfg(test)]
 mod tests {
-    use super::blocks::tests::{reference_dot, within_rounding, Rng};
+    use super::blocks::tests::{reference_dot, reference_dot_q8, Rng};
     use super::*;
 
     fn all_kernels() -> Vec<Kernels> {
@@ -314,10 +411,7 @@ mod tests {
     #[test]
     fn matmul_matches_the_reference_on_every_kernel_set() {
         let mut rng = Rng(7);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = Pool::new(2).unwrap();
         for format in [BlockFormat::Q4_1, BlockFormat::Q8_0] {
             for (rows, cols) in [(1, 32), (7, 64), (13, 96), (64, 576)] {
                 let data = rng.blocks(format, rows * cols / BLOCK);
@@ -326,17 +420,21 @@ mod tests {
                     let x = rng.floats(seq * cols);
                     for k in all_kernels() {
                         let mut out = vec![f32::NAN; seq * rows];
-                        pool.install(|| m.matmul(k, &x, seq, &mut out));
+                        m.matmul(k, &pool, &x, seq, &mut out);
                         for t in 0..seq {
                             for r in 0..rows {
                                 let xt = &x[t * cols..(t + 1) * cols];
                                 let Row::Blocks(_, row) = m.row(r) else {
                                     unreachable!()
                                 };
-                                let want = reference_dot(format, row, xt);
                                 let got = out[t * rows + r];
+                                // Integer products with each token quantized on its own.
+                                let xq = Q8Activations::quantize(xt);
+                                let (want_q, scale) = reference_dot_q8(format, row, xq.slice());
+                                let ok = (got as f64 - want_q).abs() <= 1e-6 * (scale + 1e-3);
+                                let want = reference_dot(format, row, xt);
                                 assert!(
-                                    within_rounding(got, format, row, xt),
+                                    ok,
                                     "{} {format:?} {rows}x{cols} seq {seq} [{t},{r}]: {got} vs {want}",
                                     k.name()
                                 );
@@ -366,7 +464,7 @@ mod tests {
         let x = rng.floats(3 * 64);
         for k in all_kernels() {
             let mut out = vec![0f32; 3 * 6];
-            stacked.matmul(k, &x, 3, &mut out);
+            stacked.matmul(k, &Pool::new(2).unwrap(), &x, 3, &mut out);
             for t in 0..3 {
                 for r in 0..6 {
                     let w = &want[r * 64..(r + 1) * 64];
@@ -378,7 +476,13 @@ mod tests {
         // Odd widths work in f32 (the fuzzed model files have them).
         let odd = QMatrix::from_f32(2, 5, rng.floats(10)).unwrap();
         let mut out = vec![0f32; 4];
-        odd.matmul(Kernels::detect(), &rng.floats(10), 2, &mut out);
+        odd.matmul(
+            Kernels::detect(),
+            &Pool::new(1).unwrap(),
+            &rng.floats(10),
+            2,
+            &mut out,
+        );
         assert!(out.iter().all(|v| v.is_finite()));
     }
 
