@@ -3,7 +3,8 @@
 //!
 //! A forward pass hands out about 150 pieces of work per token (each layer's matrix products
 //! and attention), each a few tens of microseconds long. Between them the workers spin on an
-//! atomic counter; after [`SPIN`] without work they sleep on a condition variable (so an idle
+//! atomic counter, yielding the core to any thread that wants it; after [`SPIN`] without work
+//! they sleep on a condition variable (so an idle
 //! model costs no CPU) and the next piece of work wakes them. The caller works too: with `n`
 //! threads, `n - 1` workers are started. Tasks are claimed one at a time from a shared
 //! counter, so a worker that the OS pre-empts (the server runs other models beside this one)
@@ -22,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(100);
 
 /// A job as the workers see it: a pointer to the caller's reference to the task function,
 /// its lifetime erased.
@@ -132,7 +133,7 @@ impl Pool {
         while s.active.load(Ordering::SeqCst) > 0 {
             // A worker the OS pre-empted in a task needs a core: after a while, offer this one.
             spins = spins.wrapping_add(1);
-            if spins < 2048 {
+            if spins < 256 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -196,8 +197,14 @@ fn worker(s: &Shared) {
         let mut spins = 0u32;
         while s.epoch.load(Ordering::Acquire) == seen {
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || started.elapsed() < SPIN {
+            if !spins.is_multiple_of(16) {
                 std::hint::spin_loop();
+                continue;
+            }
+            if started.elapsed() < SPIN {
+                // Let another thread have this core if one is waiting for it (the server's
+                // other models, or this pool's caller).
+                std::thread::yield_now();
                 continue;
             }
             let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());

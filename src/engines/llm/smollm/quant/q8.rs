@@ -136,6 +136,7 @@ impl<'a> Q8Tokens<'a> {
     }
 
     /// Tokens held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.quads.len() * 4 + self.rest.len()
     }
