@@ -1,7 +1,8 @@
 //! Benchmark of the SmolLM engine: load time and memory, prompt speed, time to first token
 //! on the first and fifth turn of a conversation (cache reused), generation speed.
 //!
-//! `cargo bench --bench llm -- [f32|f16|quantized ...]` (default: f32 quantized)
+//! `cargo bench --bench llm -- [packed|f32|f16|quantized ...]` (default: packed f32);
+//! `VOXWIRE_LLM_THREADS` sets the packed format's threads (default: one per core).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,17 +38,62 @@ fn rss_mb() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time this process has used (user and system), in ms: with one thread, what a pass
+/// costs on an idle machine whatever else runs on this one.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (in parentheses): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks of 10 ms (USER_HZ is 100 on Linux).
+    f.iter().sum::<f64>() * 10.0
+}
+
 fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
+    // The packed format's threads, as the server takes them (0 or unset: one per core).
+    let threads = std::env::var("VOXWIRE_LLM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let options = LoadOptions {
         weight_format: format,
+        threads,
         ..LoadOptions::default()
     };
     let model = Arc::new(SmolLm::load_with(path, &options)?);
     let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let (rss, peak) = rss_mb();
-    println!("== {format:?} ==");
+    println!(
+        "== {format:?}{} ==",
+        model.kernels().map_or(String::new(), |k| format!(" ({k})"))
+    );
     println!("load: {load_ms:.0} ms, RSS after load {rss:.0} MB (peak {peak:.0} MB)");
+
+    // Single forward passes, repeated: the minimum is what the code can do, the median what
+    // it did on this (possibly busy) machine.
+    // The CPU time per pass (all threads) is what the passes cost whatever else runs here.
+    for (pos, n, repeats) in [(300, 1, 200), (328, 20, 20)] {
+        // The cache is filled before the timed passes: its cost is measured apart and removed.
+        let cpu0 = cpu_ms();
+        model.time_forward_ms(pos, n, 1)?;
+        let cpu1 = cpu_ms();
+        let mut t = model.time_forward_ms(pos, n, repeats + 1)?;
+        let cpu = ((cpu_ms() - cpu1) - (cpu1 - cpu0)) / repeats as f64;
+        t.sort_by(f64::total_cmp);
+        let (min, median) = (t[0], t[t.len() / 2]);
+        println!(
+            "forward of {n} token{} after {pos}: min {min:.1} ms, median {median:.1} ms \
+             ({:.0} tok/s at the median), CPU {cpu:.1} ms per pass",
+            if n == 1 { "" } else { "s" },
+            n as f64 * 1000.0 / median
+        );
+    }
 
     let params = GenerateParams {
         max_tokens: 40,
@@ -138,37 +184,29 @@ fn run(path: &Path, format: WeightFormat) -> Result<(), Box<dyn std::error::Erro
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path: PathBuf = default_model_path();
-    let mut formats: Vec<WeightFormat> = Vec::new();
-    for arg in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
-        formats.push(match arg.as_str() {
-            "f32" => WeightFormat::F32,
-            "f16" => WeightFormat::F16,
-            "quantized" | "q" => WeightFormat::Quantized,
-            other => return Err(format!("unknown format {other}").into()),
-        });
-    }
-    if formats.is_empty() {
-        formats = vec![WeightFormat::F32, WeightFormat::Quantized];
+    // Cargo passes `--bench`; only the other arguments name formats.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let mut formats = Vec::new();
+    for arg in &args {
+        formats.push(arg.parse::<WeightFormat>()?);
     }
     if let [only] = formats.as_slice() {
         return run(&path, *only);
     }
     // One process per format, so that memory figures are not mixed up.
+    let names = if args.is_empty() {
+        vec!["packed".to_string(), "f32".to_string()]
+    } else {
+        args
+    };
     let exe = std::env::current_exe()?;
-    for arg in std::env::args()
-        .skip(1)
-        .collect::<Vec<_>>()
-        .iter()
-        .map(String::as_str)
-        .chain(if std::env::args().len() > 1 {
-            vec![]
-        } else {
-            vec!["f32", "quantized"]
-        })
-    {
-        let status = std::process::Command::new(&exe).arg(arg).status()?;
+    for name in names {
+        let status = std::process::Command::new(&exe).arg(&name).status()?;
         if !status.success() {
-            return Err(format!("bench {arg} failed: {status}").into());
+            return Err(format!("bench {name} failed: {status}").into());
         }
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! voxwire: a real-time voice agent server. A client opens one authenticated WebSocket, streams
 //! microphone audio, and gets transcripts, streamed replies and speech back; the same server
 //! offers an HTTP push-to-talk route and serves the browser demo page.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in the LLM's AVX2 kernels (engines/llm/smollm/quant/avx2.rs).
+#![deny(unsafe_code)]
 
 pub mod agents;
 pub mod audio;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engines::llm::smollm::WeightFormat;
 use crate::engines::providers::{EngineKind, Providers};
 use crate::protocol::Limits;
 
@@ -97,6 +98,11 @@ pub struct Config {
     /// Calls whose language-model KV cache is kept between turns; concurrent generations.
     pub llm_sessions: usize,
     pub llm_concurrency: usize,
+    /// How the local language model holds its weights (`VOXWIRE_LLM_WEIGHTS`: `packed`, the
+    /// default; `f32`, `f16` or `quantized` run candle's forward pass) and the threads of each
+    /// packed generation (`VOXWIRE_LLM_THREADS`, 0: one per core).
+    pub llm_weights: WeightFormat,
+    pub llm_threads: usize,
     /// The agents, from `VOXWIRE_AGENTS`, else `./agents.toml`, else the shipped ones.
     pub agents: crate::agents::Agents,
     /// Where calls are kept and how many writes may wait (`VOXWIRE_DATABASE_URL`,
@@ -436,6 +442,13 @@ impl Config {
             llm_model: env.get("VOXWIRE_LLM_MODEL").map(PathBuf::from),
             llm_sessions: parse_num(env, "VOXWIRE_LLM_SESSIONS", 8, 1, 10_000)?,
             llm_concurrency: parse_num(env, "VOXWIRE_LLM_CONCURRENCY", 1, 1, 64)?,
+            llm_weights: match env.get("VOXWIRE_LLM_WEIGHTS") {
+                Some(raw) => raw
+                    .parse()
+                    .map_err(|reason| invalid("VOXWIRE_LLM_WEIGHTS", &raw, reason))?,
+                None => WeightFormat::Packed,
+            },
+            llm_threads: parse_num(env, "VOXWIRE_LLM_THREADS", 0, 0, 256)?,
             agents,
             store: StoreSettings::from_env(env)?,
         })
@@ -576,6 +589,24 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with("VOXWIRE_SEMANTIC_MAX_SILENCE_MS:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn language_model_weights_and_threads() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert_eq!((c.llm_weights, c.llm_threads), (WeightFormat::Packed, 0));
+        let c = Config::from_env(&env(&[
+            ("VOXWIRE_LLM_WEIGHTS", " F32"),
+            ("VOXWIRE_LLM_THREADS", "1"),
+        ]))
+        .unwrap();
+        assert_eq!((c.llm_weights, c.llm_threads), (WeightFormat::F32, 1));
+        let e = Config::from_env(&env(&[("VOXWIRE_LLM_WEIGHTS", "q4")])).unwrap_err();
+        assert!(e.to_string().starts_with("VOXWIRE_LLM_WEIGHTS:"), "{e}");
+        assert!(
+            e.to_string().contains("packed, quantized, f32 or f16"),
             "{e}"
         );
     }

@@ -195,6 +195,8 @@ fn llm_one(
                     max_sessions: config.llm_sessions,
                     concurrency: config.llm_concurrency,
                     max_waiting: config.engine_queue,
+                    weights: config.llm_weights,
+                    threads: config.llm_threads,
                 },
             )?)
         }

@@ -12,7 +12,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::smollm::{self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason};
+use super::smollm::{
+    self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason, WeightFormat,
+};
 use super::{ChatRequest, LanguageModel};
 use crate::engines::pool::BlockingPool;
 use crate::engines::{EngineError, EngineInitError};
@@ -60,6 +62,10 @@ pub struct SmolLmSettings<'a> {
     pub max_sessions: usize,
     pub concurrency: usize,
     pub max_waiting: usize,
+    /// How the weights are held (packed: the fast default).
+    pub weights: WeightFormat,
+    /// Threads of each packed generation (0: one per core).
+    pub threads: usize,
 }
 
 fn to_engine_err(e: smollm::LlmError) -> EngineError {
@@ -79,13 +85,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SmolLmEngine {
     pub fn load(settings: &SmolLmSettings) -> Result<Self, EngineInitError> {
-        let model = SmolLm::load_with(settings.model, &LoadOptions::default()).map_err(|e| {
-            EngineInitError {
-                kind: "language model",
-                name: "smollm2".into(),
-                reason: e.to_string(),
-            }
+        let options = LoadOptions {
+            weight_format: settings.weights,
+            threads: settings.threads,
+            ..LoadOptions::default()
+        };
+        let model = SmolLm::load_with(settings.model, &options).map_err(|e| EngineInitError {
+            kind: "language model",
+            name: "smollm2".into(),
+            reason: e.to_string(),
         })?;
+        tracing::info!(
+            weights = ?model.weight_format(),
+            kernels = model.kernels().as_deref().unwrap_or("candle"),
+            load_ms = model.load_ms(),
+            "local language model loaded"
+        );
         Ok(Self {
             model: Arc::new(model),
             sessions: Mutex::new(Sessions {

@@ -6,12 +6,18 @@
 //! stream deltas through the callback (or forward them into a channel:
 //! `&mut |d| tx.send(d.to_string()).is_ok()`), and cancel with the `cancel` check.
 
-#![forbid(unsafe_code)]
+// `unsafe` is allowed in two files only: the AVX2 kernels (quant/avx2.rs) and the thread
+// pool that runs them (pool.rs).
+#![deny(unsafe_code)]
 
 mod chat;
+mod config;
 mod error;
 mod kv_cache;
 mod model;
+mod packed;
+mod pool;
+mod quant;
 mod sampling;
 mod session;
 mod tensors;
@@ -25,8 +31,8 @@ use std::time::Instant;
 use candle_core::quantized::gguf_file;
 
 pub use chat::{encode_chat, render_prompt, substitute_variables, ChatMessage, Role};
+pub use config::ModelConfig;
 pub use error::LlmError;
-pub use model::{ModelConfig, WeightFormat};
 pub use session::{ChatSession, GenerateParams, GenerationStats, StopReason};
 pub use tokenizer::{SmolTokenizer, Utf8Stream};
 
@@ -43,27 +49,104 @@ pub fn default_model_path() -> std::path::PathBuf {
 /// Default context window of a session, in tokens.
 pub const DEFAULT_MAX_CONTEXT: usize = 2048;
 
+/// How the weights are held in memory, and which forward pass runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// The GGUF's quantized blocks as stored (Q4_1 layers, Q8_0 embedding), run by voxwire's
+    /// own kernels (AVX2/FMA when the CPU has them, chosen at run time) with f32 activations:
+    /// about 100 MB, the fastest, and the f32 path's arithmetic. The default.
+    Packed,
+    /// The stored blocks through candle's `QMatMul` (activations quantized to 8 bits; its
+    /// kernels are scalar unless the binary is built for AVX): small, slow prompts.
+    Quantized,
+    /// Dequantized to f32 at load, candle's forward pass: about 540 MB.
+    F32,
+    /// Dequantized to f16 at load (activations stay f32), candle's forward pass.
+    F16,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "packed" => Ok(Self::Packed),
+            "quantized" => Ok(Self::Quantized),
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown weight format {other:?} (packed, quantized, f32 or f16)"
+            )),
+        }
+    }
+}
+
+/// Which kernels the packed format runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// The fastest this CPU has (AVX2/FMA/F16C on x86-64 CPUs that have them).
+    #[default]
+    Detect,
+    /// Plain Rust, as on a CPU without AVX2 (tests use it to check that path).
+    Portable,
+}
+
 /// How to load the model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// F32 (default) runs prompts ~8x faster on CPU than the stored Q4_1, for ~4x memory.
+    /// Packed (default): ~100 MB, the fastest on CPU; see [`WeightFormat`].
     pub weight_format: WeightFormat,
     /// Context window of each session (prompt + reply), capped by the model's own.
     pub max_context: usize,
+    /// Threads of the packed format's forward pass (0: one per core).
+    pub threads: usize,
+    /// Kernels of the packed format.
+    pub kernels: KernelChoice,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            weight_format: WeightFormat::F32,
+            weight_format: WeightFormat::Packed,
             max_context: DEFAULT_MAX_CONTEXT,
+            threads: 0,
+            kernels: KernelChoice::Detect,
+        }
+    }
+}
+
+/// The forward pass that holds the weights.
+enum Backend {
+    Candle(model::Weights),
+    Packed(packed::PackedWeights),
+}
+
+impl Backend {
+    fn config(&self) -> &ModelConfig {
+        match self {
+            Backend::Candle(w) => w.config(),
+            Backend::Packed(w) => w.config(),
+        }
+    }
+
+    fn new_cache(&self) -> kv_cache::KvCache {
+        match self {
+            Backend::Candle(w) => w.new_cache(),
+            Backend::Packed(w) => w.new_cache(),
+        }
+    }
+
+    fn forward(&self, ids: &[u32], cache: &mut kv_cache::KvCache) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Backend::Candle(w) => w.forward(ids, cache),
+            Backend::Packed(w) => w.forward(ids, cache),
         }
     }
 }
 
 /// The loaded model: weights plus tokenizer. `Send + Sync`; share with `Arc`.
 pub struct SmolLm {
-    weights: model::Weights,
+    weights: Backend,
     tokenizer: SmolTokenizer,
     max_context: usize,
     weight_format: WeightFormat,
@@ -81,7 +164,7 @@ impl std::fmt::Debug for SmolLm {
 }
 
 impl SmolLm {
-    /// Loads a GGUF file with the default options (f32 weights, 2048-token context).
+    /// Loads a GGUF file with the default options (packed weights, 2048-token context).
     pub fn load(gguf_path: &Path) -> Result<Self, LlmError> {
         Self::load_with(gguf_path, &LoadOptions::default())
     }
@@ -117,8 +200,25 @@ impl SmolLm {
             .and_then(|v| v.to_u32().ok())
             .map_or(options.max_context, |v| v as usize);
         let max_context = options.max_context.clamp(16, train_context.max(16));
-        let weights = model::Weights::load(&content, reader, options.weight_format, max_context)
-            .map_err(invalid)?;
+        let weights = match options.weight_format {
+            WeightFormat::Packed => {
+                let kernels = match options.kernels {
+                    KernelChoice::Detect => quant::Kernels::detect(),
+                    KernelChoice::Portable => quant::Kernels::Portable,
+                };
+                let threads = match options.threads {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                };
+                Backend::Packed(
+                    packed::PackedWeights::load(&content, reader, max_context, kernels, threads)
+                        .map_err(invalid)?,
+                )
+            }
+            format => Backend::Candle(
+                model::Weights::load(&content, reader, format, max_context).map_err(invalid)?,
+            ),
+        };
         Ok(Self {
             weights,
             tokenizer,
@@ -155,21 +255,49 @@ impl SmolLm {
         self.load_ms
     }
 
-    fn weights(&self) -> &model::Weights {
+    /// The kernels and threads of the packed format (e.g. `"avx2+fma, 2 threads"`), or
+    /// `None` for the candle formats.
+    pub fn kernels(&self) -> Option<String> {
+        match &self.weights {
+            Backend::Packed(w) => Some(format!("{}, {} threads", w.kernels().name(), w.threads())),
+            Backend::Candle(_) => None,
+        }
+    }
+
+    /// Bytes of weights held by the packed format (`None` for the candle formats).
+    pub fn weights_memory_bytes(&self) -> Option<usize> {
+        match &self.weights {
+            Backend::Packed(w) => Some(w.memory_bytes()),
+            Backend::Candle(_) => None,
+        }
+    }
+
+    fn weights(&self) -> &Backend {
         &self.weights
     }
 
-    /// Times one forward pass of `n` tokens after `pos` cached positions (benchmark aid).
+    /// Times `repeats` forward passes of `n` tokens, each after the same `pos` cached
+    /// positions (benchmark aid: the cache is cut back to `pos` before each).
     #[doc(hidden)]
-    pub fn time_forward_ms(&self, pos: usize, n: usize) -> Result<f64, LlmError> {
+    pub fn time_forward_ms(
+        &self,
+        pos: usize,
+        n: usize,
+        repeats: usize,
+    ) -> Result<Vec<f64>, LlmError> {
         let mut cache = self.weights.new_cache();
         let ids: Vec<u32> = (0..(pos + n) as u32).map(|i| 100 + i % 1000).collect();
-        if pos > 0 {
-            self.weights.forward(&ids[..pos], &mut cache)?;
+        for chunk in ids[..pos].chunks(256) {
+            self.weights.forward(chunk, &mut cache)?;
         }
-        let t = Instant::now();
-        self.weights.forward(&ids[pos..], &mut cache)?;
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            cache.truncate(pos);
+            let t = Instant::now();
+            self.weights.forward(&ids[pos..], &mut cache)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(times)
     }
 }
 

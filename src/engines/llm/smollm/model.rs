@@ -4,39 +4,17 @@
 //! Follows candle's `quantized_llama` (interleaved RoPE as GGUF llama expects, RMS norm,
 //! SwiGLU MLP, grouped-query attention) but: the cache is a per-session [`KvCache`] that
 //! grows in chunks and can be truncated, attention groups query heads per KV head instead of
-//! copying K/V, and linear weights can be dequantized to f32 at load (much faster on CPU).
+//! copying K/V, and linear weights can be dequantized to f32 at load (much faster on CPU than
+//! candle's quantized kernels). The default packed format runs its own pass (packed.rs).
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use std::sync::Arc;
 
+use super::config::{self, Dims, ModelConfig};
 pub use super::kv_cache::KvCache;
 use super::tensors::TensorTable;
-
-/// How the linear layers' weights are held in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightFormat {
-    /// As stored in the GGUF (e.g. Q4_1): smallest, slow prompt processing on CPU.
-    Quantized,
-    /// Dequantized to f32 at load: ~6x the memory, several times faster prompts.
-    F32,
-    /// Dequantized to f16 at load (activations stay f32): half the memory of F32.
-    F16,
-}
-
-/// Hyper-parameters read from the GGUF metadata.
-#[derive(Debug, Clone)]
-pub struct ModelConfig {
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_kv_head: usize,
-    pub head_dim: usize,
-    pub hidden: usize,
-    pub rms_eps: f64,
-    pub rope_base: f32,
-    /// Context length the model was trained for.
-    pub train_context: usize,
-}
+use super::WeightFormat;
 
 struct Layer {
     wq: QMatMul,
@@ -62,19 +40,6 @@ pub struct Weights {
     device: Device,
 }
 
-fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize, String> {
-    ct.metadata
-        .get(key)
-        .ok_or_else(|| format!("missing metadata {key}"))?
-        .to_u32()
-        .map(|v| v as usize)
-        .map_err(|e| format!("metadata {key}: {e}"))
-}
-
-fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
-    ct.metadata.get(key).and_then(|v| v.to_f32().ok())
-}
-
 /// Weights as `candle`'s `QMatMul` in the requested format. (Storing f32 weights transposed
 /// for the gemm was measured: no faster, both are memory-bound here.)
 fn linear(qt: QTensor, format: WeightFormat) -> candle_core::Result<QMatMul> {
@@ -86,13 +51,10 @@ fn linear(qt: QTensor, format: WeightFormat) -> candle_core::Result<QMatMul> {
         WeightFormat::F16 => Ok(QMatMul::TensorF16(qt.dequantize_f16(&qt.device())?)),
         WeightFormat::F32 => Ok(QMatMul::Tensor(qt.dequantize(&qt.device())?)),
         WeightFormat::Quantized if float => Ok(QMatMul::Tensor(qt.dequantize(&qt.device())?)),
-        WeightFormat::Quantized => Ok(QMatMul::QTensor(Arc::new(qt))),
+        // The packed format has its own forward pass (packed.rs); here it is the stored blocks.
+        WeightFormat::Quantized | WeightFormat::Packed => Ok(QMatMul::QTensor(Arc::new(qt))),
     }
 }
-
-/// Widest attention head accepted. Real llama-family models use 64 to 256; the RoPE tables
-/// cost `max_context * head_dim` floats, so a header claiming one huge head must not size them.
-const MAX_HEAD_DIM: usize = 512;
 
 impl Weights {
     /// Reads a llama-architecture GGUF. `max_context` bounds the RoPE tables (and so the
@@ -103,60 +65,14 @@ impl Weights {
         format: WeightFormat,
         max_context: usize,
     ) -> Result<Self, String> {
-        let arch = ct
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-            .unwrap_or("");
-        if arch != "llama" {
-            return Err(format!("architecture {arch:?} is not llama"));
-        }
-        let n_head = md_u32(ct, "llama.attention.head_count")?;
-        let n_kv_head = md_u32(ct, "llama.attention.head_count_kv")?;
-        let hidden = md_u32(ct, "llama.embedding_length")?;
-        if n_head == 0
-            || n_kv_head == 0
-            || hidden == 0
-            || n_head % n_kv_head != 0
-            || hidden % n_head != 0
-        {
-            return Err(format!(
-                "bad head counts: {n_head} heads, {n_kv_head} kv heads, {hidden} wide"
-            ));
-        }
-        let head_dim = hidden / n_head;
-        if head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
-            return Err(format!(
-                "attention heads {head_dim} wide (need an even width up to {MAX_HEAD_DIM})"
-            ));
-        }
-        let cfg = ModelConfig {
-            n_layer: md_u32(ct, "llama.block_count")?,
-            n_head,
-            n_kv_head,
-            head_dim,
-            hidden,
-            rms_eps: md_f32(ct, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
-            rope_base: md_f32(ct, "llama.rope.freq_base").unwrap_or(10_000.0),
-            train_context: md_u32(ct, "llama.context_length").unwrap_or(2048),
-        };
         let file_len = reader
             .seek(std::io::SeekFrom::End(0))
             .map_err(|e| format!("cannot read the file: {e}"))?;
         let table = TensorTable { ct, file_len };
+        let (cfg, Dims { vocab, ff }) = config::read(ct, &table)?;
+        let hidden = cfg.hidden;
         let device = Device::Cpu;
         let cerr = |e: candle_core::Error| e.to_string();
-        // Shapes in candle's order (GGUF lists them reversed): `[out, in]` for a linear layer.
-        let embed_dims = table.required("token_embd.weight")?;
-        let vocab = match embed_dims.as_slice() {
-            &[vocab, h] if h == hidden && vocab > 0 => vocab,
-            _ => {
-                return Err(format!(
-                    "tensor token_embd.weight has shape {embed_dims:?}, need [vocab, {hidden}]"
-                ))
-            }
-        };
         let embed_q = table.read(reader, "token_embd.weight", &[vocab, hidden])?;
         let embed = embed_q.dequantize(&device).map_err(cerr)?;
         let output = match table.shape("output.weight")? {
@@ -171,16 +87,7 @@ impl Weights {
         };
         let norm_vec = |qt: QTensor| qt.dequantize(&device).map_err(cerr);
         let norm = norm_vec(table.read(reader, "output_norm.weight", &[hidden])?)?;
-        let kv_width = n_kv_head * head_dim;
-        let ff = match table.shape("blk.0.ffn_gate.weight")?.as_deref() {
-            Some(&[ff, h]) if h == hidden && ff > 0 => ff,
-            _ if cfg.n_layer == 0 => 0,
-            other => {
-                return Err(format!(
-                    "tensor blk.0.ffn_gate.weight has shape {other:?}, need [ff, {hidden}]"
-                ))
-            }
-        };
+        let kv_width = cfg.kv_width();
         // Layers are added as their tensors are read: the claimed count sizes nothing.
         let mut layers = Vec::new();
         for i in 0..cfg.n_layer {
@@ -317,17 +224,12 @@ fn rope_tables(
     positions: usize,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let inv_freq: Vec<f32> = (0..head_dim)
-        .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
-        .collect();
-    let n = inv_freq.len();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
-    let t = Tensor::arange(0u32, positions as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((positions, 1))?;
-    let freqs = t.matmul(&inv_freq)?;
-    Ok((freqs.cos()?, freqs.sin()?))
+    let (cos, sin) = config::rope_angles(head_dim, base, positions);
+    let n = head_dim / 2;
+    Ok((
+        Tensor::from_vec(cos, (positions, n), device)?,
+        Tensor::from_vec(sin, (positions, n), device)?,
+    ))
 }
 
 /// Additive mask `[seq, pos + seq]`: 0 where query `pos + i` may see key `j`, -inf after.
