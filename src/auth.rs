@@ -1,4 +1,4 @@
-//! Authentication: HS256 JWTs (`sub`, `exp` required; `org`, `agent` optional), taken from an
+//! Authentication: HS256 JWTs (`sub`, `exp` required; `org`, `agent`, `role` optional), taken from an
 //! `Authorization: Bearer` header, a `token` query parameter, or a `bearer.<token>` WebSocket
 //! subprotocol. Tokens are never logged. A token must not be larger than [`MAX_TOKEN_BYTES`], is
 //! refused before its `nbf` and from its `exp` on, and may not live longer than the configured
@@ -26,6 +26,47 @@ pub struct Claims {
     /// Not before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// `caller` (the default), `operator` or `admin`; a verified token never holds another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// What a token may do. Operators and admins watch and act on the calls of their own `org`
+/// (no `org`: the default org); callers reach only their own calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Caller,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Caller => "caller",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Operators and admins watch the calls of their org.
+    pub fn is_operator(self) -> bool {
+        matches!(self, Role::Operator | Role::Admin)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "caller" => Ok(Role::Caller),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(AuthError::UnknownRole(other.chars().take(32).collect())),
+        }
+    }
 }
 
 /// Largest token accepted, in bytes. A voxwire token is about 200 bytes; the cap keeps a client
@@ -39,6 +80,14 @@ impl Claims {
     /// Time left before the token expires (zero if already expired).
     pub fn remaining(&self) -> Duration {
         Duration::from_secs(self.exp).saturating_sub(now())
+    }
+
+    /// The token's role; `caller` when it has none (verified tokens hold only known roles).
+    pub fn role(&self) -> Role {
+        self.role
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -56,6 +105,8 @@ pub enum AuthError {
     TooLarge,
     #[error("token lifetime exceeds the server's maximum of {0} s")]
     TooLong(u64),
+    #[error("invalid token: unknown role `{0}` (expected `caller`, `operator` or `admin`)")]
+    UnknownRole(String),
 }
 
 fn now() -> Duration {
@@ -98,12 +149,24 @@ impl Authenticator {
         self.max_ttl
     }
 
-    /// Issues a token for `sub` valid for `ttl`.
+    /// Issues a caller token for `sub` valid for `ttl`.
     pub fn issue(
         &self,
         sub: &str,
         org: Option<&str>,
         agent: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        self.issue_with_role(sub, org, agent, Role::Caller, ttl)
+    }
+
+    /// Issues a token with a role (`caller` tokens carry no `role` claim).
+    pub fn issue_with_role(
+        &self,
+        sub: &str,
+        org: Option<&str>,
+        agent: Option<&str>,
+        role: Role,
         ttl: Duration,
     ) -> Result<String, AuthError> {
         let iat = now().as_secs();
@@ -114,6 +177,7 @@ impl Authenticator {
             agent: agent.map(str::to_string),
             iat: Some(iat),
             nbf: None,
+            role: (role != Role::Caller).then(|| role.as_str().to_string()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -147,6 +211,9 @@ impl Authenticator {
             .map_or(0, |iat| data.claims.exp.saturating_sub(iat));
         if from_now > max || from_issue > max {
             return Err(AuthError::TooLong(max));
+        }
+        if let Some(role) = &data.claims.role {
+            role.parse::<Role>()?;
         }
         Ok(data.claims)
     }
@@ -226,6 +293,7 @@ mod tests {
             agent: None,
             iat: None,
             nbf: None,
+            role: None,
         };
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -250,6 +318,7 @@ mod tests {
             agent: None,
             iat: None,
             nbf: None,
+            role: None,
         };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -258,6 +327,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.verify(&t), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn roles_round_trip_and_unknown_roles_are_refused() {
+        let a = Authenticator::new(b"0123456789abcdef0123");
+        let t = a
+            .issue_with_role(
+                "op",
+                Some("acme"),
+                None,
+                Role::Operator,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let c = a.verify(&t).unwrap();
+        assert_eq!(c.role(), Role::Operator);
+        let caller = a.issue("u", None, None, Duration::from_secs(60)).unwrap();
+        let c = a.verify(&caller).unwrap();
+        assert_eq!((c.role.as_deref(), c.role()), (None, Role::Caller));
+        let claims = Claims {
+            sub: "x".into(),
+            exp: now().as_secs() + 60,
+            org: None,
+            agent: None,
+            iat: None,
+            nbf: None,
+            role: Some("superuser".into()),
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123"),
+        )
+        .unwrap();
+        let e = a.verify(&t).unwrap_err();
+        assert_eq!(e, AuthError::UnknownRole("superuser".into()));
+        assert!(e.to_string().contains("unknown role `superuser`"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ enum Command {
         /// Agent the token's calls default to.
         #[arg(long)]
         agent: Option<String>,
+        /// What the token may do: `caller` (its own calls), `operator` or `admin` (watch every
+        /// call of its org).
+        #[arg(long, default_value = "caller", value_parser = ["caller", "operator", "admin"])]
+        role: String,
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -115,8 +119,16 @@ fn main() -> ExitCode {
             sub,
             org,
             agent,
+            role,
             ttl,
         } => {
+            let role: voxwire::auth::Role = match role.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("configuration error: --role: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
             let Some(secret) = config.jwt_secret.as_deref() else {
                 eprintln!("configuration error: JWT_SECRET: must be set to sign tokens");
                 return ExitCode::from(EXIT_CONFIG as u8);
@@ -131,7 +143,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG as u8);
             }
             let auth = voxwire::auth::Authenticator::new(secret.as_bytes()).with_max_ttl(max);
-            match auth.issue(&sub, org.as_deref(), agent.as_deref(), ttl) {
+            match auth.issue_with_role(&sub, org.as_deref(), agent.as_deref(), role, ttl) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS

@@ -411,6 +411,12 @@ pub enum ErrorCode {
     CallNotFound,
     TooManyCalls,
     TooManyConnections,
+    /// The org holds as many monitor streams as `VOXWIRE_MAX_MONITORS` allows.
+    TooManyMonitors,
+    /// A `Last-Event-ID` that is not a stream id.
+    InvalidLastEventId,
+    /// A query parameter with a value the route does not take.
+    InvalidParameter,
     UnknownAgent,
     UnsupportedFormat,
     InvalidBase64,
@@ -443,6 +449,9 @@ impl ErrorCode {
             Self::CallNotFound => "call_not_found",
             Self::TooManyCalls => "too_many_calls",
             Self::TooManyConnections => "too_many_connections",
+            Self::TooManyMonitors => "too_many_monitors",
+            Self::InvalidLastEventId => "invalid_last_event_id",
+            Self::InvalidParameter => "invalid_parameter",
             Self::UnknownAgent => "unknown_agent",
             Self::UnsupportedFormat => "unsupported_format",
             Self::InvalidBase64 => "invalid_base64",

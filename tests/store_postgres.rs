@@ -28,6 +28,11 @@ async fn list_calls_pages_newest_first_for_the_owner_only() {
 }
 
 #[tokio::test]
+async fn stream_events_after_an_id() {
+    store_common::stream_events_after_an_id(&Db::postgres().await).await;
+}
+
+#[tokio::test]
 async fn events_after_a_seq() {
     store_common::events_after_a_seq(&Db::postgres().await).await;
 }

@@ -17,7 +17,7 @@ use super::event::{CallEvent, CallInput};
 use super::record::Recorder;
 use super::reply::Speaker;
 use super::services::CallServices;
-use super::store::{CallRecord, LiveCall};
+use super::store::{CallRecord, CallState, LiveCall};
 use super::turn::{TurnEvent, TurnInput};
 use crate::agents::Agent;
 use crate::engines::Engines;
@@ -176,6 +176,16 @@ impl Call {
     /// waiting).
     pub(super) async fn emit(&mut self, event: CallEvent) {
         self.recorder.on_event(&event);
+        match &event {
+            CallEvent::Transcript { is_final: true, .. } => {
+                self.record.set_state(CallState::Thinking)
+            }
+            CallEvent::Audio { .. } => self.record.set_state(CallState::Speaking),
+            CallEvent::ResponseDone { .. } | CallEvent::Interrupted { .. } => {
+                self.record.set_state(CallState::Listening)
+            }
+            _ => {}
+        }
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event.clone());
         }

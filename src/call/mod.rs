@@ -6,6 +6,7 @@
 pub mod actor;
 pub mod caller;
 pub mod event;
+pub mod feed;
 pub mod handle;
 pub mod history;
 pub mod listen;
@@ -18,7 +19,8 @@ pub mod store;
 pub mod turn;
 
 pub use event::{CallEvent, CallInput};
+pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};
 pub use handle::{CallHandle, Received, Subscription};
 pub use services::CallServices;
 pub use start::{start, StartError, StartRequest, Started};
-pub use store::{CallStore, Owner};
+pub use store::{CallState, CallStore, LiveInfo, Owner};

@@ -3,11 +3,13 @@
 //! never makes the call wait. Conversation items, per-turn metrics and an append-only event log.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
 use super::event::CallEvent;
+use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
 
 /// Milliseconds since the Unix epoch.
@@ -19,6 +21,8 @@ pub fn now_ms() -> i64 {
 
 pub struct Recorder {
     writer: Option<StoreWriter>,
+    /// The monitor feed, and whose call this is.
+    feed: Option<(Arc<Feed>, Arc<CallMeta>)>,
     call_id: String,
     /// Next event number; goes on across resumptions.
     seq: i64,
@@ -47,6 +51,7 @@ impl Recorder {
     pub fn new(writer: Option<StoreWriter>, call_id: &str, totals: Totals) -> Self {
         Self {
             writer,
+            feed: None,
             call_id: call_id.to_string(),
             seq: totals.next_seq.max(1),
             prior_caller_ms: totals.caller_audio_ms,
@@ -59,6 +64,12 @@ impl Recorder {
         }
     }
 
+    /// Publishes the call's monitored events to `feed` as well.
+    pub fn with_feed(mut self, feed: Arc<Feed>, meta: CallMeta) -> Self {
+        self.feed = Some((feed, Arc::new(meta)));
+        self
+    }
+
     fn write(&self, w: Write) {
         if let Some(writer) = &self.writer {
             writer.send(w);
@@ -67,7 +78,7 @@ impl Recorder {
 
     #[allow(clippy::too_many_arguments)]
     pub fn started(
-        &self,
+        &mut self,
         sub: &str,
         org: Option<&str>,
         agent: &str,
@@ -89,6 +100,7 @@ impl Recorder {
             caller_audio_ms: 0,
             agent_audio_ms: 0,
         }));
+        self.log("call_started", json!({"resumed": self.seq > 1}));
     }
 
     pub fn typed(&mut self, item_id: u64) {
@@ -154,8 +166,16 @@ impl Recorder {
                     json!({"turn_id": turn_id, "item_id": item_id, "text": text, "is_final": is_final}),
                 )
             }
-            CallEvent::ResponseDelta { item_id, delta, .. } => {
+            CallEvent::ResponseDelta {
+                turn_id,
+                item_id,
+                delta,
+            } => {
                 self.replies.entry(*item_id).or_default().push_str(delta);
+                if let Some((feed, meta)) = self.feed.as_ref().filter(|(f, _)| f.wants_deltas()) {
+                    let data = json!({"turn_id": turn_id, "item_id": item_id, "delta": delta});
+                    feed.publish(meta, 0, RESPONSE_DELTA, now_ms(), &data, |_| {});
+                }
                 return;
             }
             CallEvent::Audio {
@@ -259,15 +279,27 @@ impl Recorder {
         });
     }
 
+    /// Appends to the event log and, for what the monitor shows, to the monitor feed (the
+    /// store write first; see [`Feed::publish`]).
     fn log(&mut self, kind: &str, data: serde_json::Value) {
         let seq = self.seq;
         self.seq += 1;
-        self.write(Write::Event(EventRow {
-            call_id: self.call_id.clone(),
-            seq,
-            at_ms: now_ms(),
-            kind: kind.to_string(),
-            data,
-        }));
+        let at_ms = now_ms();
+        let row = |stream_id| {
+            Write::Event(EventRow {
+                call_id: self.call_id.clone(),
+                seq,
+                at_ms,
+                kind: kind.to_string(),
+                data: data.clone(),
+                stream_id,
+            })
+        };
+        match &self.feed {
+            Some((feed, meta)) => {
+                feed.publish(meta, seq, kind, at_ms, &data, |id| self.write(row(id)))
+            }
+            None => self.write(row(None)),
+        }
     }
 }

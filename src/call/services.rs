@@ -1,11 +1,13 @@
 //! What a call needs from the server, and nothing more: engines, agents, turn-taking settings
-//! and limits, metrics, the registry of calls, the shutdown token and the task tracker.
+//! and limits, metrics, the registry of calls, the shutdown token, the task tracker, the store
+//! and the monitor feed.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::feed::Feed;
 use super::store::CallStore;
 use crate::agents::Agents;
 use crate::config::TurnSettings;
@@ -29,4 +31,6 @@ pub struct CallServices {
     pub store: Store,
     /// Calls write their records through it.
     pub writer: StoreWriter,
+    /// Every call publishes its monitored events here.
+    pub feed: Arc<Feed>,
 }

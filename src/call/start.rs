@@ -12,6 +12,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::actor::Call;
 use super::caller::Caller;
 use super::event::CallEvent;
+use super::feed::CallMeta;
 use super::handle::{CallHandle, SUBSCRIBER_BUFFER};
 use super::listen::{energy_scorer, Listener};
 use super::record::{Recorder, Totals};
@@ -254,7 +255,14 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         _ => agent.render_prompt(&req.variables),
     };
     live.record.set_system_prompt(&system);
-    let mut recorder = Recorder::new(Some(svc.writer.clone()), &call_id, live.record.totals());
+    let meta = CallMeta {
+        call_id: call_id.clone(),
+        org: req.owner.org.clone(),
+        sub: req.owner.sub.clone(),
+        agent: agent.name.clone(),
+    };
+    let mut recorder = Recorder::new(Some(svc.writer.clone()), &call_id, live.record.totals())
+        .with_feed(svc.feed.clone(), meta);
     if req.push_to_talk {
         recorder.set_push_to_talk();
     }

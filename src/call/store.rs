@@ -6,7 +6,7 @@
 //! forgotten).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -39,6 +39,32 @@ pub struct CallRecord {
     stretch: AtomicU64,
     /// Carried from one stretch of the call to the next (event numbers, audio totals).
     pub totals: Mutex<Totals>,
+    /// When the current live stretch started, Unix ms.
+    started_at_ms: AtomicI64,
+    /// What the call is doing ([`CallState`] as a number).
+    state: AtomicU8,
+}
+
+/// What a live call is doing, as far as the monitor is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Waiting for the caller, or hearing them.
+    Listening,
+    /// The caller's turn is over; the reply is being prepared.
+    Thinking,
+    /// The agent's reply is playing.
+    Speaking,
+}
+
+/// A live call as the monitor's snapshot shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveInfo {
+    pub call_id: String,
+    pub agent: String,
+    pub sub: String,
+    pub started_at: i64,
+    pub state: CallState,
 }
 
 /// A finished call read back from the durable store.
@@ -103,6 +129,23 @@ impl CallRecord {
     /// Which live stretch of the call this is (1 for the first).
     pub fn stretch(&self) -> u64 {
         self.stretch.load(Ordering::SeqCst)
+    }
+
+    pub fn state(&self) -> CallState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => CallState::Thinking,
+            2 => CallState::Speaking,
+            _ => CallState::Listening,
+        }
+    }
+
+    pub fn set_state(&self, state: CallState) {
+        let n = match state {
+            CallState::Listening => 0,
+            CallState::Thinking => 1,
+            CallState::Speaking => 2,
+        };
+        self.state.store(n, Ordering::Relaxed);
     }
 }
 
@@ -197,6 +240,9 @@ impl CallStore {
                     return Err(StoreError::Live(rec.id.clone()));
                 }
                 rec.stretch.fetch_add(1, Ordering::SeqCst);
+                rec.started_at_ms
+                    .store(super::record::now_ms(), Ordering::SeqCst);
+                rec.set_state(CallState::Listening);
                 rec
             }
             None => {
@@ -212,6 +258,8 @@ impl CallStore {
                     live: AtomicBool::new(true),
                     stretch: AtomicU64::new(1),
                     totals: Mutex::new(Totals::default()),
+                    started_at_ms: AtomicI64::new(super::record::now_ms()),
+                    state: AtomicU8::new(0),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());
                 inner.order.push_back(rec.id.clone());
@@ -254,6 +302,35 @@ impl CallStore {
             .ok_or_else(|| StoreError::NotFound(id.chars().take(64).collect()))
     }
 
+    /// A call held here whose owner `allowed` accepts (an operator's org, say); else `None`.
+    pub fn get_if(&self, id: &str, allowed: impl Fn(&Owner) -> bool) -> Option<Arc<CallRecord>> {
+        self.lock()
+            .calls
+            .get(id)
+            .filter(|r| allowed(&r.owner))
+            .cloned()
+    }
+
+    /// The live calls of one org (`None`: the default org), oldest first.
+    pub fn live_in_org(&self, org: Option<&str>) -> Vec<LiveInfo> {
+        let inner = self.lock();
+        let mut live: Vec<LiveInfo> = inner
+            .handles
+            .keys()
+            .filter_map(|id| inner.calls.get(id))
+            .filter(|r| r.is_live() && r.owner.org.as_deref() == org)
+            .map(|r| LiveInfo {
+                call_id: r.id.clone(),
+                agent: r.agent.clone(),
+                sub: r.owner.sub.clone(),
+                started_at: r.started_at_ms.load(Ordering::SeqCst),
+                state: r.state(),
+            })
+            .collect();
+        live.sort_by(|a, b| (a.started_at, &a.call_id).cmp(&(b.started_at, &b.call_id)));
+        live
+    }
+
     /// Brings back a finished call from the durable store (after a restart), unless it is
     /// known already.
     pub fn restore(&self, r: Restored) {
@@ -277,6 +354,8 @@ impl CallStore {
             live: AtomicBool::new(false),
             stretch: AtomicU64::new(0),
             totals: Mutex::new(r.totals),
+            started_at_ms: AtomicI64::new(0),
+            state: AtomicU8::new(0),
         });
         inner.calls.insert(r.id.clone(), rec);
         inner.order.push_back(r.id);

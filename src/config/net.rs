@@ -1,6 +1,6 @@
 //! Network limits and timeouts: how long a client may take to send its request headers, how
 //! many connections one address may hold, the WebSocket heartbeat and write deadline, and how
-//! long a token may live.
+//! long a token may live, and how many monitor streams an org may hold.
 
 use std::time::Duration;
 
@@ -24,6 +24,11 @@ pub struct NetSettings {
     pub body_timeout: Duration,
     /// Tokens that live longer than this are refused (`VOXWIRE_MAX_TOKEN_TTL`).
     pub max_token_ttl: Duration,
+    /// Monitor streams (`GET /api/monitor/events`) open at once per org (`VOXWIRE_MAX_MONITORS`).
+    pub max_monitors: usize,
+    /// Events the server-wide monitor feed keeps for its slowest reader; past that a reader is
+    /// told how many it lost (`VOXWIRE_MONITOR_BUFFER`).
+    pub monitor_buffer: usize,
 }
 
 impl NetSettings {
@@ -57,6 +62,8 @@ impl NetSettings {
             ws_write_timeout: secs("VOXWIRE_WS_WRITE_TIMEOUT_SECS", 10, 1, 600)?,
             body_timeout: secs("VOXWIRE_BODY_TIMEOUT_SECS", 30, 1, 3_600)?,
             max_token_ttl: parse_ttl(env)?,
+            max_monitors: parse_num(env, "VOXWIRE_MAX_MONITORS", 32, 1, 100_000)?,
+            monitor_buffer: parse_num(env, "VOXWIRE_MONITOR_BUFFER", 4096, 16, 1 << 20)?,
         })
     }
 }
@@ -94,6 +101,9 @@ mod tests {
         assert_eq!(n.header_read_timeout, Duration::from_secs(10));
         assert_eq!(n.max_connections_per_ip, 256);
         assert_eq!(n.max_token_ttl, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!((n.max_monitors, n.monitor_buffer), (32, 4096));
+        let e = NetSettings::from_env(&env(&[("VOXWIRE_MAX_MONITORS", "0")])).unwrap_err();
+        assert!(e.to_string().starts_with("VOXWIRE_MAX_MONITORS:"), "{e}");
         let n = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "30d")])).unwrap();
         assert_eq!(n.max_token_ttl, Duration::from_secs(30 * 24 * 3600));
         let e = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "forever")])).unwrap_err();

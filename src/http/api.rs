@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::AppError;
-use crate::auth::{token_from_request, Claims};
+use crate::auth::{token_from_request, Claims, Role};
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -34,20 +34,46 @@ pub fn authenticate(
     })
 }
 
-/// Short-lived tokens for the demo page, only in demo mode (no `JWT_SECRET`) on a loopback bind.
-pub async fn demo_token(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, AppError> {
+#[derive(Deserialize, Default)]
+pub struct DemoTokenQuery {
+    /// `caller` (the default) or `operator`.
+    pub role: Option<String>,
+}
+
+/// Short-lived tokens for the demo page, only in demo mode (no `JWT_SECRET`) on a loopback bind:
+/// a caller's (`demo`), or with `?role=operator` an operator's (`demo-operator`) of the default
+/// org, which watches the demo calls.
+pub async fn demo_token(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DemoTokenQuery>,
+) -> Result<impl IntoResponse, AppError> {
     if !state.demo_mode || !state.config.bind.ip().is_loopback() {
         return Err(AppError::not_found(
             "demo tokens are only served in local demo mode",
         ));
     }
+    let role = match q.role.as_deref() {
+        None | Some("caller") => Role::Caller,
+        Some("operator") => Role::Operator,
+        Some(_) => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidParameter,
+                "`role` must be `caller` or `operator`",
+            ))
+        }
+    };
+    let sub = match role {
+        Role::Caller => "demo",
+        _ => "demo-operator",
+    };
     let ttl = state.config.demo_token_ttl;
     let token = state
         .auth
-        .issue("demo", None, None, ttl)
+        .issue_with_role(sub, None, None, role, ttl)
         .map_err(AppError::internal)?;
     Ok(Json(
-        json!({ "token": token, "expires_in": ttl.as_secs(), "sub": "demo" }),
+        json!({ "token": token, "expires_in": ttl.as_secs(), "sub": sub, "role": role.as_str() }),
     ))
 }
 

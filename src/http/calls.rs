@@ -1,6 +1,7 @@
 //! `GET /api/calls` and `GET /api/calls/{id}`: a user's calls and one call's history, for its
-//! owner only (same `sub` and `org`). Live calls answer from memory; every call, live or not,
-//! from the durable store, so history survives restarts.
+//! owner only (same `sub` and `org`), or for an operator or admin of the call's org (who lists
+//! every call of the org, `?sub=` narrowing it to one user). Live calls answer from memory;
+//! every call, live or not, from the durable store, so history survives restarts.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::may_read;
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use crate::call::Owner;
@@ -31,6 +33,7 @@ fn summary(row: &CallRow, live: bool) -> Value {
     json!({
         "call_id": row.id,
         "agent": row.agent,
+        "sub": row.sub,
         "live": live,
         "started_at_ms": row.started_at_ms,
         "ended_at_ms": row.ended_at_ms,
@@ -48,17 +51,14 @@ pub async fn call_history(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
     let claims = authenticate(&state, &headers, &q)?;
-    let owner = Owner {
-        sub: claims.sub,
-        org: claims.org,
-    };
-    let memory = state.calls.get_owned(&call_id, &owner).ok();
+    let allowed = |o: &Owner| may_read(&claims, &o.sub, o.org.as_deref());
+    let memory = state.calls.get_if(&call_id, allowed);
     let store = &state.call_services.store;
     let row = store
         .call(&call_id)
         .await
         .map_err(unavailable)?
-        .filter(|r| r.sub == owner.sub && r.org == owner.org);
+        .filter(|r| may_read(&claims, &r.sub, r.org.as_deref()));
     if memory.is_none() && row.is_none() {
         return Err(AppError::not_found(format!(
             "no call `{}` for this user",
@@ -118,6 +118,8 @@ pub struct ListParams {
     pub limit: Option<u32>,
     pub before: Option<i64>,
     pub agent: Option<String>,
+    /// Operators and admins: only this user's calls.
+    pub sub: Option<String>,
 }
 
 pub async fn list_calls(
@@ -131,12 +133,15 @@ pub async fn list_calls(
         before_ms: p.before,
         agent: p.agent,
     };
-    let rows = state
-        .call_services
-        .store
-        .list_calls(&claims.sub, claims.org.as_deref(), &query)
-        .await
-        .map_err(unavailable)?;
+    let store = &state.call_services.store;
+    let org = claims.org.as_deref();
+    let rows = if claims.role().is_operator() {
+        let sub = p.sub.as_deref().filter(|s| !s.is_empty());
+        store.list_org_calls(org, sub, &query).await
+    } else {
+        store.list_calls(&claims.sub, org, &query).await
+    }
+    .map_err(unavailable)?;
     let full = rows.len() as u32 >= query.limit;
     let next = rows.last().filter(|_| full).map(|r| r.started_at_ms);
     let calls: Vec<Value> = rows

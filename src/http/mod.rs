@@ -1,6 +1,7 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, health, metrics, and the static `web/` folder).
+//! tokens, the monitor stream, health, metrics, and the static `web/` folder).
 
+pub mod access;
 pub mod api;
 pub mod calls;
 pub mod error;
@@ -13,7 +14,7 @@ use axum::Router;
 use tower_http::services::ServeDir;
 
 use crate::server::AppState;
-use crate::transport::{ptt, ws};
+use crate::transport::{monitor, ptt, ws};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
@@ -32,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/calls", get(calls::list_calls))
         .route("/api/calls/{call_id}", get(calls::call_history))
+        .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))
         .route("/health", get(api::health))

@@ -2,13 +2,15 @@
 //! real time like a live microphone (then silence until the reply is done), and the run reports
 //! turn outcomes, errors, client-side voice-to-voice and server turnaround percentiles, the
 //! server's own stage medians, and the server's CPU and memory from its `/metrics`. `--idle`
-//! opens calls that send nothing, to measure what an idle call costs the server.
+//! opens calls that send nothing, to measure what an idle call costs the server; `--monitors N`
+//! watches the run through N monitor streams and reports how late their events arrive.
 
 pub mod call;
 pub mod clip;
 pub mod frame;
 pub mod report;
 pub mod scrape;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -25,7 +27,7 @@ use self::clip::Clip;
 use self::report::{Generator, Setup};
 pub use self::report::{Report, Summary};
 use self::scrape::Monitor;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Role};
 use crate::metrics::process;
 
 /// Lifetime of minted tokens: longer than any run.
@@ -73,6 +75,10 @@ pub struct Options {
     /// With --idle: how long to keep the calls open.
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,
+    /// Watch the run through this many monitor streams (an operator token: minted with
+    /// --secret, else the demo one) and report their event delay.
+    #[arg(long, default_value_t = 0)]
+    pub monitors: usize,
     /// Sign tokens with this HS256 secret, one user per call; without it, one demo token is
     /// fetched from the server and every call is the same user.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -123,6 +129,13 @@ pub async fn run(opts: Options) -> Result<Report, LoadgenError> {
         speech_end_ms: clip.as_ref().map(|c| c.speech_end_ms),
         wav_ms: clip.as_ref().map(|c| c.duration_ms),
         demo_token: matches!(tokens, Tokens::Demo(_)),
+    };
+    let watchers = match opts.monitors {
+        0 => None,
+        n => {
+            let token = tokens.operator(&client, &http).await?;
+            Some(watch::Watchers::open(&http, &token, n).await?)
+        }
     };
     let progress = Arc::new(Progress::default());
     let monitor = Monitor::start(client, &http, progress.clone()).await;
@@ -186,14 +199,11 @@ pub async fn run(opts: Options) -> Result<Report, LoadgenError> {
     };
     tokio::time::sleep(SETTLE).await;
     let usage = monitor.finish().await;
-    Ok(Report::build(
-        setup,
-        &results,
-        wall_secs,
-        usage,
-        per_idle_call,
-        generator,
-    ))
+    let mut report = Report::build(setup, &results, wall_secs, usage, per_idle_call, generator);
+    if let Some(w) = watchers {
+        report.monitors = Some(w.finish().await);
+    }
+    Ok(report)
 }
 
 fn load_clip(opts: &Options) -> Result<Clip, LoadgenError> {
@@ -278,6 +288,40 @@ impl Tokens {
             );
         }
         Ok(Self::Demo(token))
+    }
+
+    /// An operator's token for the monitor streams: minted, or the demo one.
+    async fn operator(
+        &self,
+        client: &reqwest::Client,
+        http: &reqwest::Url,
+    ) -> Result<String, LoadgenError> {
+        if let Self::Minted(auth) = self {
+            return auth
+                .issue_with_role("loadgen-monitor", None, None, Role::Operator, TOKEN_TTL)
+                .map_err(|e| LoadgenError::Token(e.to_string()));
+        }
+        let url = http
+            .join("api/demo/token?role=operator")
+            .map_err(|e| LoadgenError::Token(e.to_string()))?;
+        let fetch = async {
+            let v: serde_json::Value = client
+                .get(url.clone())
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            v["token"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "the answer has no `token`".to_string())
+        };
+        fetch
+            .await
+            .map_err(|e| LoadgenError::Token(format!("operator token from {url} failed: {e}")))
     }
 
     fn for_call(&self, i: usize) -> String {

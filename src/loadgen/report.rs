@@ -90,6 +90,9 @@ pub struct Report {
     pub rss_per_idle_call_kb: Option<f64>,
     /// The load generator's own cost, to judge whether it kept up.
     pub generator: Generator,
+    /// With `--monitors`: what the monitor streams saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitors: Option<super::watch::MonitorFigures>,
 }
 
 /// The generator process during the run.
@@ -163,6 +166,7 @@ impl Report {
             rss_per_idle_call_kb,
             generator,
             setup,
+            monitors: None,
         }
     }
 
@@ -275,6 +279,16 @@ impl Report {
                 mb(self.generator.peak_rss_bytes)
             ),
         ));
+        if let Some(m) = &self.monitors {
+            rows.push((
+                "monitor streams / events / lagged (missed)".into(),
+                format!("{} / {} / {} ({})", m.streams, m.events, m.lagged, m.missed),
+            ));
+            rows.push((
+                "monitor event delay p50 / p95 / p99 / max".into(),
+                summary(m.delay_ms, true),
+            ));
+        }
         rows.push(("wall time".into(), format!("{:.1} s", self.wall_secs)));
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {

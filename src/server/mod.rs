@@ -22,12 +22,13 @@ pub use conns::PerIp;
 
 use crate::agents::Agents;
 use crate::auth::Authenticator;
-use crate::call::{CallServices, CallStore};
+use crate::call::{CallServices, CallStore, Feed};
 use crate::config::Config;
 use crate::engines::Engines;
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::store::{Store, StoreWriter};
+use crate::transport::monitor::MonitorSlots;
 
 pub struct AppState {
     pub config: Config,
@@ -47,6 +48,8 @@ pub struct AppState {
     pub per_ip: Arc<PerIp>,
     /// What the call core needs, shared by every transport.
     pub call_services: Arc<CallServices>,
+    /// Open monitor streams per org.
+    pub monitors: Arc<MonitorSlots>,
 }
 
 impl AppState {
@@ -87,11 +90,13 @@ impl AppState {
             tasks: TaskTracker::new(),
             store,
             writer,
+            feed: Feed::new(config.net.monitor_buffer),
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
             sessions: TaskTracker::new(),
             per_ip: PerIp::new(config.net.max_connections_per_ip),
+            monitors: MonitorSlots::new(config.net.max_monitors),
             demo_mode,
             engines,
             agents: config.agents.clone(),

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+use super::rows::{
+    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+};
 use super::StoreError;
 
 #[derive(Default)]
@@ -73,11 +75,20 @@ impl MemoryStore {
     }
 
     pub(crate) fn list_calls(&self, sub: &str, org: Option<&str>, q: &ListQuery) -> Vec<CallRow> {
+        self.list_org_calls(org, Some(sub), q)
+    }
+
+    pub(crate) fn list_org_calls(
+        &self,
+        org: Option<&str>,
+        sub: Option<&str>,
+        q: &ListQuery,
+    ) -> Vec<CallRow> {
         let t = self.tables();
         let mut calls: Vec<CallRow> = t
             .calls
             .values()
-            .filter(|c| c.sub == sub && c.org.as_deref() == org)
+            .filter(|c| c.org.as_deref() == org && sub.is_none_or(|s| c.sub == s))
             .filter(|c| q.before_ms.is_none_or(|b| c.started_at_ms < b))
             .filter(|c| q.agent.as_ref().is_none_or(|a| &c.agent == a))
             .cloned()
@@ -85,6 +96,39 @@ impl MemoryStore {
         calls.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
         calls.truncate(q.clamped_limit() as usize);
         calls
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn stream_events(&self, q: &StreamQuery) -> Vec<StreamEventRow> {
+        let t = self.tables();
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let mut rows: Vec<StreamEventRow> = t
+            .events
+            .values()
+            .filter_map(|e| Some((e, e.stream_id.filter(|id| *id > q.after)?)))
+            .filter_map(|(e, id)| {
+                let c = t.calls.get(&e.call_id)?;
+                let wanted = c.org == q.org
+                    && same(&q.call_id, &e.call_id)
+                    && same(&q.agent, &c.agent)
+                    && same(&q.sub, &c.sub);
+                wanted.then(|| StreamEventRow {
+                    call_id: e.call_id.clone(),
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    kind: e.kind.clone(),
+                    data: e.data.clone(),
+                    stream_id: id,
+                    org: c.org.clone(),
+                    sub: c.sub.clone(),
+                    agent: c.agent.clone(),
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| r.stream_id);
+        rows.truncate(q.clamped_limit() as usize);
+        rows
     }
 }
 

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{redact_url, StoreError};
-pub use rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+pub use rows::{
+    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+};
 pub use writer::StoreWriter;
 
 use memory::MemoryStore;
@@ -184,6 +186,33 @@ impl Store {
             Backend::Sqlite(s) => sql::list_calls(&s.pool, sub, org, q).await.map_err(op),
             Backend::Postgres(p) => sql::list_calls(&p.pool, sub, org, q).await.map_err(op),
             Backend::Memory(m) => Ok(m.list_calls(sub, org, q)),
+        }
+    }
+
+    /// The calls of one org, newest first, of every owner or of `sub` only (a `None` org is
+    /// the default org: calls stored without one).
+    pub async fn list_org_calls(
+        &self,
+        org: Option<&str>,
+        sub: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let op = StoreError::query("listing an org's calls");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::list_org_calls(&s.pool, org, sub, q).await.map_err(op),
+            Backend::Postgres(p) => sql::list_org_calls(&p.pool, org, sub, q).await.map_err(op),
+            Backend::Memory(m) => Ok(m.list_org_calls(org, sub, q)),
+        }
+    }
+
+    /// A page of an org's monitor-stream events after `q.after`, in stream order: what a
+    /// monitor that reconnects missed.
+    pub async fn stream_events(&self, q: &StreamQuery) -> Result<Vec<StreamEventRow>, StoreError> {
+        let op = StoreError::query("reading the monitor stream's events");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::stream_events(&s.pool, q).await.map_err(op),
+            Backend::Postgres(p) => sql::stream_events(&p.pool, q).await.map_err(op),
+            Backend::Memory(m) => Ok(m.stream_events(q)),
         }
     }
 

@@ -62,6 +62,48 @@ pub struct EventRow {
     pub kind: String,
     #[sqlx(json)]
     pub data: serde_json::Value,
+    /// The event's id on the monitor stream, which orders the events of every call of a node
+    /// (increasing, unique per node); `None` for events the monitor does not show.
+    #[serde(default)]
+    pub stream_id: Option<i64>,
+}
+
+/// A monitor-stream event read back from the log, with the owner and agent of its call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct StreamEventRow {
+    pub call_id: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    #[sqlx(json)]
+    pub data: serde_json::Value,
+    pub stream_id: i64,
+    pub org: Option<String>,
+    pub sub: String,
+    pub agent: String,
+}
+
+/// The monitor-stream events of one org after a stream id, in stream order, with optional
+/// filters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamQuery {
+    /// Only events with a larger stream id.
+    pub after: i64,
+    /// The org (`None`: the default org, calls stored without one).
+    pub org: Option<String>,
+    pub call_id: Option<String>,
+    pub agent: Option<String>,
+    pub sub: Option<String>,
+    /// Events per page, 1..=1000 (values outside are clamped).
+    pub limit: u32,
+}
+
+impl StreamQuery {
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub(crate) fn clamped_limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, Self::MAX_LIMIT))
+    }
 }
 
 /// A page of one owner's calls, newest first.

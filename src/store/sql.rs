@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use sqlx::types::Json;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
-use super::rows::{CallRow, EventRow, ItemRow, ListQuery, TurnMetricsRow, Write};
+use super::rows::{
+    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+};
 
 const CALL_COLUMNS: &str = "id, org, sub, agent, variables, system_prompt, started_at_ms, \
     ended_at_ms, end_reason, turns, caller_audio_ms, agent_audio_ms";
@@ -33,8 +35,8 @@ const TURN_METRICS: &str = "INSERT INTO call_turn_metrics (call_id, turn_id, met
     VALUES ($1, $2, $3, $4) ON CONFLICT (call_id, turn_id) DO UPDATE SET \
     metrics = excluded.metrics, at_ms = excluded.at_ms";
 
-const EVENT: &str = "INSERT INTO call_events (call_id, seq, at_ms, kind, data) \
-    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id, seq) DO NOTHING";
+const EVENT: &str = "INSERT INTO call_events (call_id, seq, at_ms, kind, data, stream_id) \
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id, seq) DO NOTHING";
 
 const CALL_ENDED: &str = "UPDATE calls SET ended_at_ms = $2, end_reason = $3, turns = $4, \
     caller_audio_ms = $5, agent_audio_ms = $6 WHERE id = $1";
@@ -93,7 +95,8 @@ where
             .bind(e.seq)
             .bind(e.at_ms)
             .bind(e.kind.as_str())
-            .bind(Json(&e.data)),
+            .bind(Json(&e.data))
+            .bind(e.stream_id),
         Write::CallEnded {
             call_id,
             ended_at_ms,
@@ -177,7 +180,7 @@ where
     for<'r> EventRow: sqlx::FromRow<'r, DB::Row>,
 {
     sqlx::query_as(
-        "SELECT call_id, seq, at_ms, kind, data FROM call_events \
+        "SELECT call_id, seq, at_ms, kind, data, stream_id FROM call_events \
          WHERE call_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(call_id)
@@ -187,8 +190,7 @@ where
     .await
 }
 
-/// One owner's calls, newest first. Each condition is written out only when it applies, so the
-/// `(sub, org, started_at_ms)` index serves the equality, the `before` range and the order.
+/// One owner's calls, newest first.
 pub(crate) async fn list_calls<DB>(
     db: &Pool<DB>,
     sub: &str,
@@ -203,15 +205,38 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
 {
-    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE sub = $1");
-    let mut n = 1;
+    list_org_calls(db, org, Some(sub), q).await
+}
+
+/// An org's calls (of one owner when `sub` is given), newest first. Each condition is written
+/// out only when it applies, so the `(sub, org, started_at_ms)` index serves an owner's list
+/// and the `(org, started_at_ms)` one an org's: the equality, the `before` range and the order.
+pub(crate) async fn list_org_calls<DB>(
+    db: &Pool<DB>,
+    org: Option<&str>,
+    sub: Option<&str>,
+    q: &ListQuery,
+) -> Result<Vec<CallRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ");
+    let mut n = 0;
     let mut next = || {
         n += 1;
         n
     };
     match org {
-        Some(_) => sql += &format!(" AND org = ${}", next()),
-        None => sql += " AND org IS NULL",
+        Some(_) => sql += &format!("org = ${}", next()),
+        None => sql += "org IS NULL",
+    }
+    if sub.is_some() {
+        sql += &format!(" AND sub = ${}", next());
     }
     if q.before_ms.is_some() {
         sql += &format!(" AND started_at_ms < ${}", next());
@@ -220,15 +245,62 @@ where
         sql += &format!(" AND agent = ${}", next());
     }
     sql += &format!(" ORDER BY started_at_ms DESC, id DESC LIMIT ${}", next());
-    let mut query = sqlx::query_as(&sql).bind(sub);
+    let mut query = sqlx::query_as(&sql);
     if let Some(org) = org {
         query = query.bind(org);
+    }
+    if let Some(sub) = sub {
+        query = query.bind(sub);
     }
     if let Some(before) = q.before_ms {
         query = query.bind(before);
     }
     if let Some(agent) = &q.agent {
         query = query.bind(agent.as_str());
+    }
+    query.bind(q.clamped_limit()).fetch_all(db).await
+}
+
+/// An org's monitor-stream events after a stream id, in stream order, read by the
+/// `call_events (stream_id)` index and joined with their calls for the org and filters.
+pub(crate) async fn stream_events<DB>(
+    db: &Pool<DB>,
+    q: &StreamQuery,
+) -> Result<Vec<StreamEventRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> StreamEventRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let mut sql = String::from(
+        "SELECT e.call_id, e.seq, e.at_ms, e.kind, e.data, e.stream_id, c.org, c.sub, c.agent \
+         FROM call_events e JOIN calls c ON c.id = e.call_id WHERE e.stream_id > $1",
+    );
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    match &q.org {
+        Some(_) => sql += &format!(" AND c.org = ${}", next()),
+        None => sql += " AND c.org IS NULL",
+    }
+    if q.call_id.is_some() {
+        sql += &format!(" AND e.call_id = ${}", next());
+    }
+    if q.agent.is_some() {
+        sql += &format!(" AND c.agent = ${}", next());
+    }
+    if q.sub.is_some() {
+        sql += &format!(" AND c.sub = ${}", next());
+    }
+    sql += &format!(" ORDER BY e.stream_id LIMIT ${}", next());
+    let mut query = sqlx::query_as(&sql).bind(q.after);
+    for v in [&q.org, &q.call_id, &q.agent, &q.sub].into_iter().flatten() {
+        query = query.bind(v.as_str());
     }
     query.bind(q.clamped_limit()).fetch_all(db).await
 }

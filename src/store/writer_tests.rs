@@ -12,6 +12,7 @@ fn event(call: &str, seq: i64) -> Write {
         at_ms: 1_000 + seq,
         kind: "transcript".into(),
         data: serde_json::json!({ "n": seq }),
+        stream_id: None,
     })
 }
 

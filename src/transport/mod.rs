@@ -1,5 +1,7 @@
 //! The doors into a call: each adapter translates its wire format to call inputs and call
-//! events back. The voxwire WebSocket (`ws/`) and push-to-talk over HTTP (`ptt.rs`).
+//! events back. The voxwire WebSocket (`ws/`), push-to-talk over HTTP (`ptt.rs`), and the
+//! operators' monitor stream of every call of their org (`monitor.rs`).
 
+pub mod monitor;
 pub mod ptt;
 pub mod ws;

@@ -1,6 +1,6 @@
 //! Reads and writes of [`Store`] itself.
 
-use voxwire::store::{ListQuery, Store, Write};
+use voxwire::store::{ListQuery, Store, StreamEventRow, StreamQuery, Write};
 
 use super::{call, event, item, metrics, Db};
 
@@ -291,6 +291,119 @@ pub async fn events_after_a_seq(db: &Db) {
     }
     assert_eq!(all, (1..=50).collect::<Vec<_>>());
     assert_eq!(seqs(store.events("c2", 0, 10).await.unwrap()), [1]);
+    store.close().await;
+}
+
+/// The monitor stream's replay: an org's events after a stream id, in stream order across
+/// calls, with filters, paged; events of other orgs, and events without a stream id, never.
+pub async fn stream_events_after_an_id(db: &Db) {
+    let store = db.store().await;
+    let mut ada = call("c1", "ada", Some("acme"), 1_000);
+    ada.agent = "sales".into();
+    let mut writes = vec![
+        Write::CallStarted(ada),
+        Write::CallStarted(call("c2", "bob", Some("acme"), 2_000)),
+        Write::CallStarted(call("c3", "eve", Some("globex"), 3_000)),
+        Write::CallStarted(call("c4", "dan", None, 4_000)),
+    ];
+    // Stream ids interleave the calls: c1 gets 10, 13, 16..., c2 11, 14..., c3 12, 15...
+    for n in 0..30i64 {
+        let call_id = ["c1", "c2", "c3"][(n % 3) as usize];
+        let mut e = event(call_id, n / 3 + 1);
+        e.stream_id = Some(10 + n);
+        writes.push(Write::Event(e));
+    }
+    let mut unnumbered = event("c1", 99);
+    unnumbered.kind = "response_done".into();
+    writes.push(Write::Event(unnumbered));
+    let mut default_org = event("c4", 1);
+    default_org.stream_id = Some(100);
+    writes.push(Write::Event(default_org));
+    store.write(&writes).await.unwrap();
+    let query = |after: i64| StreamQuery {
+        after,
+        org: Some("acme".into()),
+        limit: 100,
+        ..StreamQuery::default()
+    };
+    let ids =
+        |rows: Vec<StreamEventRow>| -> Vec<i64> { rows.iter().map(|r| r.stream_id).collect() };
+    let acme: Vec<i64> = (10..40).filter(|n| (n - 10) % 3 != 2).collect();
+    assert_eq!(ids(store.stream_events(&query(0)).await.unwrap()), acme);
+    assert_eq!(
+        ids(store.stream_events(&query(30)).await.unwrap()),
+        [31, 32, 34, 35, 37, 38]
+    );
+    let rows = store.stream_events(&query(36)).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.call_id.as_str(), r.sub.as_str(), r.agent.as_str(), r.seq))
+            .collect::<Vec<_>>(),
+        [("c1", "ada", "sales", 10), ("c2", "bob", "support", 10)]
+    );
+    assert_eq!(rows[0].data["text"], "event 10");
+    assert_eq!(rows[0].org.as_deref(), Some("acme"));
+    // Filters, and paging.
+    let only = |f: fn(&mut StreamQuery)| {
+        let mut q = query(0);
+        f(&mut q);
+        q
+    };
+    let c1: Vec<i64> = (10..40).step_by(3).collect();
+    assert_eq!(
+        ids(store
+            .stream_events(&only(|q| q.call_id = Some("c1".into())))
+            .await
+            .unwrap()),
+        c1
+    );
+    assert_eq!(
+        ids(store
+            .stream_events(&only(|q| q.agent = Some("sales".into())))
+            .await
+            .unwrap()),
+        c1
+    );
+    assert_eq!(
+        ids(store
+            .stream_events(&only(|q| q.sub = Some("bob".into())))
+            .await
+            .unwrap()),
+        (11..40).step_by(3).collect::<Vec<_>>()
+    );
+    assert!(store
+        .stream_events(&only(|q| q.sub = Some("eve".into())))
+        .await
+        .unwrap()
+        .is_empty());
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let mut q = query(after);
+        q.limit = 4;
+        let page = store.stream_events(&q).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.stream_id;
+        paged.extend(ids(page));
+    }
+    assert_eq!(paged, acme);
+    let mut none = query(0);
+    none.org = None;
+    assert_eq!(ids(store.stream_events(&none).await.unwrap()), [100]);
+    // An org's calls, of every owner or of one.
+    let all = store
+        .list_org_calls(Some("acme"), None, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c2", "c1"]
+    );
+    let bob = store
+        .list_org_calls(Some("acme"), Some("bob"), &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(bob.len(), 1);
     store.close().await;
 }
 

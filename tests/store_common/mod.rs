@@ -210,6 +210,7 @@ pub fn event(call_id: &str, seq: i64) -> EventRow {
         at_ms: 1_700_000_000_000 + seq,
         kind: "transcript".into(),
         data: serde_json::json!({ "seq": seq, "text": format!("event {seq}") }),
+        stream_id: None,
     }
 }
 
