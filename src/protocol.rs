@@ -329,6 +329,9 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         is_final: bool,
+        /// `operator` on an operator's line; absent on the agent's own replies.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<ReplyFrom>,
     },
     AudioResponse {
         turn_id: u64,
@@ -337,12 +340,20 @@ pub enum ServerMessage {
         encoding: Encoding,
         sample_rate: u32,
         seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<ReplyFrom>,
     },
     ResponseDone {
         turn_id: u64,
         item_id: u64,
         reason: DoneReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<ReplyFrom>,
     },
+    /// An operator took the call over: the agent stops answering until `takeover_ended`.
+    TakeoverStarted,
+    /// The operator handed the call back: the agent answers again from the next turn.
+    TakeoverEnded,
     /// Stop playing this reply: the caller interrupted it. `text` is what history keeps of it.
     Interrupted {
         turn_id: u64,
@@ -396,6 +407,16 @@ pub enum EndReason {
     /// The server could not deliver to the client: a frame was not taken within
     /// `VOXWIRE_WS_WRITE_TIMEOUT_SECS` (the client stopped reading), or the connection broke.
     ConnectionLost,
+    /// An operator or admin of the call's org ended it (`POST /api/calls/{id}/end`).
+    EndedByOperator,
+}
+
+/// Who a reply's words come from, on reply frames that are not the agent's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyFrom {
+    /// An operator who took the call over typed the line; it is spoken in the agent's voice.
+    Operator,
 }
 
 /// Stable error codes carried by `error` frames and HTTP error bodies.
@@ -434,6 +455,16 @@ pub enum ErrorCode {
     RequestTimeout,
     NotFound,
     Internal,
+    /// Operator routes: the call is taken over by another operator.
+    AlreadyTakenOver,
+    /// Operator routes: `say` or `release` while this operator does not hold the call.
+    NotTakenOver,
+    /// Operator routes: the call has ended.
+    CallEnded,
+    /// Operator routes: the call did not take the command in time; try again.
+    CallBusy,
+    /// Operator routes: the call holds as many context notes as it may.
+    TooManyNotes,
 }
 
 impl ErrorCode {
@@ -469,6 +500,11 @@ impl ErrorCode {
             Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
             Self::Internal => "internal",
+            Self::AlreadyTakenOver => "already_taken_over",
+            Self::NotTakenOver => "not_taken_over",
+            Self::CallEnded => "call_ended",
+            Self::CallBusy => "call_busy",
+            Self::TooManyNotes => "too_many_notes",
         }
     }
 }

@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::caller::{Caller, Judged, Partial};
 use super::event::{CallEvent, CallInput};
+use super::operator::Takeover;
 use super::record::Recorder;
 use super::reply::Speaker;
 use super::services::CallServices;
@@ -39,6 +40,8 @@ pub struct Call {
     pub(super) caller: Caller,
     /// What the agent says, and what was heard of it.
     pub(super) speaker: Speaker,
+    /// Operators: who holds the call taken over, notes, caller turns only transcribed.
+    pub(super) takeover: Takeover,
     deadline: Instant,
     pub(super) turn_tx: mpsc::Sender<(u64, TurnEvent)>,
     turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
@@ -90,6 +93,7 @@ impl Call {
             system,
             caller,
             speaker: Speaker::default(),
+            takeover: Takeover::default(),
             deadline: Instant::now()
                 .checked_add(max_call)
                 .unwrap_or_else(far_future),
@@ -145,6 +149,11 @@ impl Call {
                 input = inputs.recv() => match input {
                     None => break EndReason::ConnectionLost,
                     Some(CallInput::End(reason)) => break reason,
+                    Some(CallInput::Operator(cmd)) => {
+                        if let Some(reason) = self.on_operator(cmd).await {
+                            break reason;
+                        }
+                    }
                     Some(input) => self.on_input(input).await,
                 },
                 Some((run, event)) = turn_rx.recv() => self.on_turn_event(run, event).await,
@@ -168,7 +177,7 @@ impl Call {
             }
             CallInput::Interrupt => self.interrupt_reply(true).await,
             CallInput::UpdateDetection(update) => self.update_detection(update).await,
-            CallInput::End(_) => {}
+            CallInput::End(_) | CallInput::Operator(_) => {}
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::operator::{OperatorCommand, OperatorEventKind};
 use crate::protocol::TurnTimings;
 use crate::protocol::{DoneReason, EndReason, ErrorCode, TurnDetection, TurnDetectionUpdate};
 
@@ -23,6 +24,9 @@ pub enum CallInput {
     UpdateDetection(TurnDetectionUpdate),
     /// End the call for this reason.
     End(EndReason),
+    /// An operator's command (take over, say, release, note, end), answered through its
+    /// own reply channel.
+    Operator(OperatorCommand),
 }
 
 /// Something a call did, in order. Subscribers get clones, so audio is shared.
@@ -85,6 +89,14 @@ pub enum CallEvent {
         timings: Box<TurnTimings>,
     },
     DetectionUpdated(TurnDetection),
+    /// An operator acted on the call. `item_id` is the operator's line (`Said`) or note
+    /// (`Note`); `text` its words.
+    Operator {
+        kind: OperatorEventKind,
+        operator: String,
+        text: Option<String>,
+        item_id: Option<u64>,
+    },
     /// Something the caller should know went wrong; the call goes on.
     Error {
         code: ErrorCode,

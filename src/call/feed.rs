@@ -23,6 +23,11 @@ pub const MONITORED: &[&str] = &[
     "response",
     "interrupted",
     "metrics",
+    "takeover_started",
+    "takeover_ended",
+    "operator_say",
+    "operator_context",
+    "operator_end",
 ];
 
 /// Reply text as it is written: sent only to monitors that ask for it, never stored.

@@ -10,6 +10,7 @@ pub mod feed;
 pub mod handle;
 pub mod history;
 pub mod listen;
+pub mod operator;
 pub mod playback;
 pub mod record;
 pub mod reply;
@@ -21,6 +22,9 @@ pub mod turn;
 pub use event::{CallEvent, CallInput};
 pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};
 pub use handle::{CallHandle, Received, Subscription};
+pub use operator::{
+    Operator, OperatorAction, OperatorCommand, OperatorEventKind, OperatorRefusal, OperatorView,
+};
 pub use services::CallServices;
 pub use start::{start, StartError, StartRequest, Started};
 pub use store::{CallState, CallStore, LiveInfo, Owner};

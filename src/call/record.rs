@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::event::CallEvent;
 use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
+use super::operator::OperatorEventKind;
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
 
 /// Milliseconds since the Unix epoch.
@@ -30,6 +31,8 @@ pub struct Recorder {
     replies: HashMap<u64, String>,
     /// User items that were typed.
     typed: HashSet<u64>,
+    /// Reply items that are an operator's lines, until their text is recorded.
+    operator_lines: HashSet<u64>,
     /// Item of the push-to-talk turn, if this is one.
     push_to_talk: bool,
     caller_samples: u64,
@@ -58,6 +61,7 @@ impl Recorder {
             prior_agent_ms: totals.agent_audio_ms,
             replies: HashMap::new(),
             typed: HashSet::new(),
+            operator_lines: HashSet::new(),
             push_to_talk: false,
             caller_samples: 0,
             agent_ms: 0.0,
@@ -192,12 +196,18 @@ impl Recorder {
                 text,
             } => {
                 self.replies.remove(item_id);
-                let source = if *turn_id == 0 { "greeting" } else { "reply" };
+                let operator = self.operator_lines.remove(item_id);
+                let source = match (operator, *turn_id) {
+                    (true, _) => "operator",
+                    (false, 0) => "greeting",
+                    (false, _) => "reply",
+                };
                 self.write(self.item(*item_id, *turn_id, "assistant", text, source));
-                (
-                    "response",
-                    json!({"turn_id": turn_id, "item_id": item_id, "text": text}),
-                )
+                let mut data = json!({"turn_id": turn_id, "item_id": item_id, "text": text});
+                if operator {
+                    data["from"] = json!("operator");
+                }
+                ("response", data)
             }
             CallEvent::ResponseDone {
                 turn_id,
@@ -215,7 +225,12 @@ impl Recorder {
             } => {
                 // A reply cut while still being written has no item yet: its text so far.
                 if let Some(text) = self.replies.remove(item_id) {
-                    self.write(self.item(*item_id, *turn_id, "assistant", text.trim(), "reply"));
+                    let source = if self.operator_lines.remove(item_id) {
+                        "operator"
+                    } else {
+                        "reply"
+                    };
+                    self.write(self.item(*item_id, *turn_id, "assistant", text.trim(), source));
                 }
                 self.heard(*item_id, heard);
                 (
@@ -236,6 +251,39 @@ impl Recorder {
                     at_ms: now_ms(),
                 }));
                 ("metrics", json!({"turn_id": turn_id, "timings": metrics}))
+            }
+            CallEvent::Operator {
+                kind,
+                operator,
+                text,
+                item_id,
+            } => {
+                match (kind, item_id, text) {
+                    (OperatorEventKind::Said, Some(item), _) => {
+                        self.operator_lines.insert(*item);
+                    }
+                    (OperatorEventKind::Note, Some(item), Some(text)) => {
+                        self.write(Write::Item(ItemRow {
+                            call_id: self.call_id.clone(),
+                            item_id: *item as i64,
+                            turn_id: None,
+                            role: "system".into(),
+                            text: text.clone(),
+                            heard: None,
+                            source: "operator_note".into(),
+                            created_at_ms: now_ms(),
+                        }));
+                    }
+                    _ => {}
+                }
+                let mut data = json!({"operator": operator});
+                if let Some(text) = text {
+                    data["text"] = json!(text);
+                }
+                if let Some(item) = item_id {
+                    data["item_id"] = json!(item);
+                }
+                (kind.as_str(), data)
             }
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
             CallEvent::Error { code, message } => {

@@ -71,8 +71,14 @@ impl Reply {
 }
 
 impl Call {
-    /// Spawns a turn task for the call; returns its key and token.
-    fn spawn_turn(&mut self, input: TurnInput, anchor: Instant) -> (u64, CancellationToken) {
+    /// Spawns a turn task for the call; returns its key and token. Without `answer` the turn
+    /// only transcribes the caller (the call is taken over).
+    pub(super) fn spawn_turn(
+        &mut self,
+        input: TurnInput,
+        anchor: Instant,
+        answer: bool,
+    ) -> (u64, CancellationToken) {
         let run = self.speaker.next_run;
         self.speaker.next_run += 1;
         let cancel = self.cancel.child_token();
@@ -84,6 +90,7 @@ impl Call {
             history: self.record.history().messages(),
             input,
             anchor,
+            answer,
         };
         let sink = TurnSink {
             turn_id: run,
@@ -136,7 +143,8 @@ impl Call {
     }
 
     /// Starts a reply now, interrupting the current one. `turn_id` is given for the greeting
-    /// (turn 0), otherwise the next number.
+    /// (turn 0), otherwise the next number. While the call is taken over, a caller's turn is
+    /// only transcribed.
     pub(super) async fn start_reply(
         &mut self,
         input: TurnInput,
@@ -144,16 +152,23 @@ impl Call {
         user_item: Option<u64>,
         turn_id: Option<u64>,
     ) {
+        if let (Some(item), true) = (user_item, self.takeover.active()) {
+            self.cancel_pending();
+            return self.start_listening(input, anchor, item);
+        }
         self.interrupt_reply(false).await;
         self.cancel_pending();
-        let (run, cancel) = self.spawn_turn(input, anchor);
+        let (run, cancel) = self.spawn_turn(input, anchor, true);
         self.new_reply(run, cancel, anchor, user_item, turn_id);
     }
 
     /// Prepares a reply to the caller's words so far, held back until the turn ends.
     pub(super) fn start_pending(&mut self, input: TurnInput, anchor: Instant) {
         self.cancel_pending();
-        let (run, cancel) = self.spawn_turn(input, anchor);
+        if self.takeover.active() {
+            return;
+        }
+        let (run, cancel) = self.spawn_turn(input, anchor, true);
         self.speaker.pending = Some(Pending {
             run,
             cancel,
@@ -176,6 +191,10 @@ impl Call {
         user_item: u64,
         end_of_turn: Option<EndOfTurn>,
     ) -> bool {
+        if self.takeover.active() {
+            self.cancel_pending();
+            return false;
+        }
         let Some(pending) = self.speaker.pending.take() else {
             return false;
         };
@@ -198,6 +217,9 @@ impl Call {
     }
 
     pub(super) async fn on_turn_event(&mut self, run: u64, event: TurnEvent) {
+        if self.on_listen_event(run, &event).await {
+            return;
+        }
         if let Some(p) = self.speaker.pending.as_mut().filter(|p| p.run == run) {
             p.held.push(event);
             if p.held.len() > MAX_HELD_EVENTS {

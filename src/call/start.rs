@@ -165,10 +165,11 @@ async fn restore(svc: &CallServices, id: &str, owner: &Owner) -> Result<(), Star
     let messages = items
         .into_iter()
         .map(|i| {
-            let role = if i.role == "user" {
-                Role::User
-            } else {
-                Role::Assistant
+            let role = match i.role.as_str() {
+                "user" => Role::User,
+                // An operator's context note.
+                "system" => Role::System,
+                _ => Role::Assistant,
             };
             (i.item_id as u64, role, i.heard.unwrap_or(i.text))
         })

@@ -43,6 +43,8 @@ pub struct CallRecord {
     started_at_ms: AtomicI64,
     /// What the call is doing ([`CallState`] as a number).
     state: AtomicU8,
+    /// The operator (`sub`) who holds the call taken over, if any; set by the call actor.
+    taken_over_by: Mutex<Option<String>>,
 }
 
 /// What a live call is doing, as far as the monitor is concerned.
@@ -65,6 +67,9 @@ pub struct LiveInfo {
     pub sub: String,
     pub started_at: i64,
     pub state: CallState,
+    /// The operator holding the call taken over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_over_by: Option<String>,
 }
 
 /// A finished call read back from the durable store.
@@ -137,6 +142,18 @@ impl CallRecord {
             2 => CallState::Speaking,
             _ => CallState::Listening,
         }
+    }
+
+    /// The operator holding the call taken over, if any.
+    pub fn taken_over_by(&self) -> Option<String> {
+        self.taken_over_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_taken_over_by(&self, sub: Option<String>) {
+        *self.taken_over_by.lock().unwrap_or_else(|p| p.into_inner()) = sub;
     }
 
     pub fn set_state(&self, state: CallState) {
@@ -243,6 +260,8 @@ impl CallStore {
                 rec.started_at_ms
                     .store(super::record::now_ms(), Ordering::SeqCst);
                 rec.set_state(CallState::Listening);
+                // A resumed call starts with the agent answering.
+                rec.set_taken_over_by(None);
                 rec
             }
             None => {
@@ -260,6 +279,7 @@ impl CallStore {
                     totals: Mutex::new(Totals::default()),
                     started_at_ms: AtomicI64::new(super::record::now_ms()),
                     state: AtomicU8::new(0),
+                    taken_over_by: Mutex::new(None),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());
                 inner.order.push_back(rec.id.clone());
@@ -325,6 +345,7 @@ impl CallStore {
                 sub: r.owner.sub.clone(),
                 started_at: r.started_at_ms.load(Ordering::SeqCst),
                 state: r.state(),
+                taken_over_by: r.taken_over_by(),
             })
             .collect();
         live.sort_by(|a, b| (a.started_at, &a.call_id).cmp(&(b.started_at, &b.call_id)));
@@ -356,6 +377,7 @@ impl CallStore {
             totals: Mutex::new(r.totals),
             started_at_ms: AtomicI64::new(0),
             state: AtomicU8::new(0),
+            taken_over_by: Mutex::new(None),
         });
         inner.calls.insert(r.id.clone(), rec);
         inner.order.push_back(r.id);

@@ -66,6 +66,8 @@ pub struct TurnRequest {
     pub input: TurnInput,
     /// End of the caller's turn: latencies are measured from here.
     pub anchor: Instant,
+    /// False: only transcribe the caller and end with an empty `Done` (the call is taken over).
+    pub answer: bool,
 }
 
 /// Sends events for one turn; `false` once nobody listens any more.
@@ -127,6 +129,15 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         }
     };
     if !sink.send(TurnEvent::Transcript(user_text.clone())).await {
+        return;
+    }
+    if !req.answer {
+        timings.total_ms = ms_since(req.anchor);
+        sink.send(TurnEvent::Done {
+            reply: String::new(),
+            timings,
+        })
+        .await;
         return;
     }
     let mut messages = req.history;

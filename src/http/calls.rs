@@ -20,7 +20,7 @@ use crate::protocol::ErrorCode;
 use crate::server::AppState;
 use crate::store::{CallRow, ListQuery, StoreError};
 
-fn unavailable(e: StoreError) -> AppError {
+pub(super) fn unavailable(e: StoreError) -> AppError {
     tracing::warn!(error = %e, "cannot read the call store");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,

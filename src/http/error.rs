@@ -14,6 +14,8 @@ pub struct AppError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// More fields for the error object (e.g. `taken_over_by`).
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl AppError {
@@ -22,7 +24,16 @@ impl AppError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// Adds a field to the error object.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.detail
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value);
+        self
     }
 
     /// An internal failure: the detail goes to the log only.
@@ -52,7 +63,13 @@ impl From<AuthError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let (Some(o), Some(detail)) = (error.as_object_mut(), self.detail) {
+            for (k, v) in detail {
+                o.entry(k).or_insert(v);
+            }
+        }
+        let body = json!({ "error": error });
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod calls;
 pub mod error;
+pub mod operate;
 
 use std::sync::Arc;
 
@@ -33,6 +34,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/calls", get(calls::list_calls))
         .route("/api/calls/{call_id}", get(calls::call_history))
+        .route("/api/calls/{call_id}/takeover", post(operate::takeover))
+        .route("/api/calls/{call_id}/release", post(operate::release))
+        .route("/api/calls/{call_id}/end", post(operate::end))
+        .route(
+            "/api/calls/{call_id}/say",
+            post(operate::say).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/api/calls/{call_id}/context",
+            post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
+        )
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

@@ -3,13 +3,15 @@
 
 use crate::audio::decode::base64_encode;
 use crate::audio::encode::OutputEncoder;
-use crate::call::CallEvent;
-use crate::protocol::{AudioFormat, ServerMessage};
+use crate::call::{CallEvent, OperatorEventKind};
+use crate::protocol::{AudioFormat, ReplyFrom, ServerMessage};
 
 pub struct Output {
     format: AudioFormat,
     /// The reply being encoded: its item, encoder and next audio `seq`.
     current: Option<(u64, OutputEncoder, u64)>,
+    /// The operator's latest line: its frames carry `from: operator`.
+    operator_item: Option<u64>,
 }
 
 impl Output {
@@ -17,7 +19,12 @@ impl Output {
         Self {
             format,
             current: None,
+            operator_item: None,
         }
+    }
+
+    fn from(&self, item_id: u64) -> Option<ReplyFrom> {
+        (self.operator_item == Some(item_id)).then_some(ReplyFrom::Operator)
     }
 
     fn audio(&mut self, turn_id: u64, item_id: u64, bytes: Vec<u8>) -> Option<ServerMessage> {
@@ -34,6 +41,7 @@ impl Output {
             encoding: self.format.encoding,
             sample_rate: self.format.sample_rate,
             seq: n,
+            from: self.from(item_id),
         })
     }
 
@@ -75,6 +83,7 @@ impl Output {
                 delta: Some(delta),
                 text: None,
                 is_final: false,
+                from: self.from(item_id),
             }],
             CallEvent::Audio {
                 turn_id,
@@ -113,6 +122,7 @@ impl Output {
                     delta: None,
                     text: Some(text),
                     is_final: true,
+                    from: self.from(item_id),
                 });
                 out
             }
@@ -124,6 +134,7 @@ impl Output {
                 turn_id,
                 item_id,
                 reason,
+                from: self.from(item_id),
             }],
             CallEvent::Interrupted {
                 turn_id,
@@ -142,6 +153,15 @@ impl Output {
                     text: heard,
                 }]
             }
+            CallEvent::Operator { kind, item_id, .. } => match kind {
+                OperatorEventKind::TakeoverStarted => vec![ServerMessage::TakeoverStarted],
+                OperatorEventKind::TakeoverEnded => vec![ServerMessage::TakeoverEnded],
+                OperatorEventKind::Said => {
+                    self.operator_item = item_id;
+                    Vec::new()
+                }
+                OperatorEventKind::Note | OperatorEventKind::Ended => Vec::new(),
+            },
             // The client sent the report; nothing to tell it.
             CallEvent::Heard { .. } => Vec::new(),
             CallEvent::Metrics { turn_id, timings } => {
