@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::access::may_read;
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
+use crate::call::store::CallRecord;
 use crate::call::Owner;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
@@ -42,6 +43,24 @@ fn summary(row: &CallRow, live: bool) -> Value {
         "caller_audio_ms": row.caller_audio_ms,
         "agent_audio_ms": row.agent_audio_ms,
     })
+}
+
+/// A call's history as the model sees it, with what its agent redacts masked.
+pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
+    let redactor = state
+        .agents
+        .get(Some(&record.agent))
+        .map(|a| a.redactor())
+        .unwrap_or_default();
+    record
+        .history()
+        .messages()
+        .into_iter()
+        .map(|mut m| {
+            m.content = redactor.redact(&m.content).into_owned();
+            json!(m)
+        })
+        .collect()
 }
 
 pub async fn call_history(
@@ -80,12 +99,7 @@ pub async fn call_history(
     // The conversation as the model sees it: from memory while the call is known here, else
     // from its stored items (a cut reply keeps what the caller heard).
     let messages: Vec<Value> = match &memory {
-        Some(r) => r
-            .history()
-            .messages()
-            .into_iter()
-            .map(|m| json!(m))
-            .collect(),
+        Some(r) => masked_messages(&state, r),
         None => items
             .iter()
             .map(|i| json!({"role": i.role, "content": i.heard.as_ref().unwrap_or(&i.text)}))

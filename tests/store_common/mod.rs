@@ -62,6 +62,11 @@ impl Db {
         }
     }
 
+    /// The folder of a SQLite database (its file and write-ahead log).
+    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        self.sqlite_dir.as_deref()
+    }
+
     /// A new database in the cluster shared by this process's tests.
     pub async fn postgres() -> Db {
         let cluster = tokio::task::spawn_blocking(shared_cluster).await.unwrap();
