@@ -257,6 +257,10 @@ mod bodies;
 #[allow(unused_imports)]
 pub use bodies::*;
 
+mod history_bodies;
+#[allow(unused_imports)]
+pub use history_bodies::*;
+
 mod writer_bodies;
 #[allow(unused_imports)]
 pub use writer_bodies::*;
