@@ -403,7 +403,7 @@ export class CallView extends EventTarget {
       ? "Spoken to the caller in the agent's voice."
       : "Take the call over to speak to the caller.";
     const sock = this.socket;
-    ui.socketState.textContent = sock && sock.open ? "operator connection open" : this.socketOpening ? "connecting…" : "HTTP commands";
+    ui.socketState.textContent = sock && sock.open ? "operator connection open" : this.socketOpening ? "connecting…" : "commands over HTTP";
   }
 
   snapshot() {

@@ -174,8 +174,8 @@ export class LiveList {
     row.cells.sub.textContent = call.sub || "–";
     const label = STATE_LABELS[call.state] || call.state || "–";
     const state = el("span", { class: "state", dataset: { state: call.state || "" } }, label);
-    if (call.taken_over_by) state.append(` by ${call.taken_over_by}`);
-    row.cells.state.replaceChildren(state);
+    const by = call.taken_over_by ? el("span", { class: "by" }, `by ${call.taken_over_by}`) : null;
+    row.cells.state.replaceChildren(...[state, by].filter(Boolean));
     row.cells.v2v.textContent = millis(call.v2v);
     row.tr.classList.toggle("selected", call.call_id === this.selected);
     this.tickRow(row);
