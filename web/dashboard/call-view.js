@@ -244,9 +244,10 @@ export class CallView extends EventTarget {
           if (callId !== this.callId) return reject(new Error("the call view was closed"));
           const sock = new OperatorSocket(callId, token);
           this.socket = sock;
-          sock.addEventListener("open", () => {
+          sock.addEventListener("open", (e) => {
             this.socketOpening = null;
-            if (this.listening) sock.send({ type: "listen", enabled: true });
+            const c = e.detail.call;
+            if (c && !this.ended) this.call = { ...this.call, state: c.state, taken_over_by: c.taken_over_by ?? null };
             this.render();
             resolve(sock);
           });
