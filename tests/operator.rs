@@ -509,3 +509,352 @@ async fn operators_conflict_plainly_roles_and_orgs_are_checked_and_end_ends() {
     let row = svc.store.call(&call_id).await.unwrap().unwrap();
     assert_eq!(row.end_reason.as_deref(), Some("ended_by_operator"));
 }
+
+/// The operator socket of `call_id`, or the HTTP status that refused it.
+async fn operator_socket(server: &TestServer, call_id: &str, token: &str) -> Result<Ws, u16> {
+    let url = format!(
+        "ws://{}/api/calls/{call_id}/operator?token={token}",
+        server.addr
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("cannot connect: {e}"),
+    }
+}
+
+/// What an operator socket sent: JSON frames, and audio frames as (stream, rate, samples).
+#[derive(Default)]
+struct Heard {
+    frames: Vec<Value>,
+    audio: Vec<(u8, u16, usize)>,
+}
+
+/// Everything the socket sends until a JSON frame of type `until` (included).
+async fn heard_until(ws: &mut Ws, until: &str) -> Heard {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut heard = Heard::default();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for `{until}`"))
+            .expect("socket closed")
+            .expect("socket error");
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let done = v["type"] == until;
+                heard.frames.push(v);
+                if done {
+                    return heard;
+                }
+            }
+            Message::Binary(b) => {
+                assert!(b.len() >= 4 && (b.len() - 4) % 2 == 0, "{} bytes", b.len());
+                assert_eq!(b[1], 0);
+                let rate = u16::from_le_bytes([b[2], b[3]]);
+                heard.audio.push((b[0], rate, (b.len() - 4) / 2));
+            }
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+async fn send_binary(ws: &mut Ws, bytes: Vec<u8>) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Binary(bytes.into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_socket_streams_a_call_listens_in_and_speaks_with_the_operators_voice() {
+    let (server, seen) = recording_server(20).await;
+    let op = token(&server, "sup", None, Role::Operator);
+    let (mut ws, call_id) = call_as(&server, "alice", None).await;
+    send(
+        &mut ws,
+        json!({"type": "text", "text": "are you open today"}),
+    )
+    .await;
+    recv_until(&mut ws, "metrics").await;
+
+    let mut sock = operator_socket(&server, &call_id, &op).await.unwrap();
+    let ready = heard_until(&mut sock, "operator_ready").await.frames;
+    let ready = ready.last().unwrap();
+    assert_eq!(ready["call"]["call_id"], call_id.as_str());
+    assert_eq!(ready["call"]["sub"], "alice");
+    assert_eq!(ready["audio"]["caller_rate"], 16000);
+    let said: Vec<&str> = ready["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(said.first(), Some(&"are you open today"), "{ready}");
+    assert_eq!(said.len(), 2, "{ready}");
+
+    // Listening in: the caller's speech and the agent's reply, each its own stream, with the
+    // call's events in order.
+    send(
+        &mut sock,
+        json!({"type": "listen", "enabled": true, "id": 1}),
+    )
+    .await;
+    let ok = heard_until(&mut sock, "result").await.frames;
+    assert_eq!(ok.last().unwrap()["listening"], true);
+    assert_eq!(ok.last().unwrap()["id"], 1);
+    let mut pcm = tone_pcm16(300, 16_000, 0.0);
+    pcm.extend(tone_pcm16(1_200, 16_000, 0.3));
+    pcm.extend(tone_pcm16(1_500, 16_000, 0.0));
+    stream_pcm16(&mut ws, &pcm, 16_000).await;
+    let heard = heard_until(&mut sock, "metrics").await;
+    let kinds: Vec<&str> = heard
+        .frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        // The first reply may still be playing when the caller speaks over it.
+        .filter(|k| *k != "response_delta" && *k != "interrupted")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "speech_started",
+            "speech_stopped",
+            "transcript",
+            "response",
+            "metrics"
+        ],
+        "{:?}",
+        heard.frames
+    );
+    assert!(heard
+        .frames
+        .iter()
+        .all(|f| f["call_id"] == call_id.as_str()));
+    assert!(heard.frames.iter().any(|f| f["type"] == "response_delta"));
+    let caller_samples: usize = heard
+        .audio
+        .iter()
+        .filter(|a| a.0 == 1)
+        .map(|a| {
+            assert_eq!(a.1, 16_000);
+            a.2
+        })
+        .sum();
+    assert_eq!(caller_samples, pcm.len() / 2, "every caller sample, once");
+    let tts_rate = server.state.call_services.engines.tts.sample_rate();
+    let agent: Vec<_> = heard.audio.iter().filter(|a| a.0 == 2).collect();
+    assert!(!agent.is_empty());
+    assert!(agent.iter().all(|a| u32::from(a.1) == tts_rate));
+    recv_until(&mut ws, "metrics").await;
+
+    // Voice before taking over is refused once, not passed on.
+    send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
+    send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
+    let refused = heard_until(&mut sock, "error").await.frames;
+    assert_eq!(refused.last().unwrap()["code"], "not_taken_over");
+
+    // Taking over over the socket; a second operator is told who holds the call.
+    send(&mut sock, json!({"type": "takeover", "id": "t"})).await;
+    let taken = heard_until(&mut sock, "result").await.frames;
+    let result = taken.last().unwrap();
+    assert_eq!(
+        (result["id"].as_str(), result["command"].as_str()),
+        (Some("t"), Some("takeover"))
+    );
+    assert_eq!(result["call"]["state"], "taken_over");
+    recv_until(&mut ws, "takeover_started").await;
+    let other = token(&server, "sup2", None, Role::Operator);
+    let mut rival = operator_socket(&server, &call_id, &other).await.unwrap();
+    heard_until(&mut rival, "operator_ready").await;
+    send(&mut rival, json!({"type": "takeover"})).await;
+    let no = heard_until(&mut rival, "error").await.frames;
+    let no = no.last().unwrap();
+    assert_eq!(no["code"], "already_taken_over");
+    assert_eq!(no["taken_over_by"], "sup");
+    drop(rival);
+
+    // The operator's live voice reaches the caller as reply audio marked as theirs, and goes
+    // into history as their words once they stop.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..12 {
+        send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
+    }
+    send(&mut sock, json!({"type": "voice_end"})).await;
+    assert_eq!(
+        heard_until(&mut sock, "result")
+            .await
+            .frames
+            .last()
+            .unwrap()["command"],
+        "voice_end"
+    );
+    let line = recv_until(&mut ws, "response_done").await;
+    let audio: usize = line
+        .iter()
+        .filter(|f| f["type"] == "audio_response")
+        .map(|f| {
+            assert_eq!(f["from"], "operator", "{f}");
+            f["audio"].as_str().unwrap().len()
+        })
+        .sum();
+    assert!(audio > 0, "{line:?}");
+    let text = line
+        .iter()
+        .find(|f| f["type"] == "response" && f["is_final"] == true)
+        .unwrap();
+    assert_eq!(text["text"], "audio of 1.2 seconds");
+    assert_eq!(text["from"], "operator");
+    assert_eq!(line.last().unwrap()["reason"], "completed");
+
+    // Typed lines, release, and the agent answers knowing what the operator said.
+    send(
+        &mut sock,
+        json!({"type": "say", "text": "One moment please."}),
+    )
+    .await;
+    assert_eq!(
+        heard_until(&mut sock, "result")
+            .await
+            .frames
+            .last()
+            .unwrap()["command"],
+        "say"
+    );
+    let typed = recv_until(&mut ws, "response_done").await;
+    assert!(typed
+        .iter()
+        .any(|f| f["type"] == "response" && f["text"] == "One moment please."));
+    send(&mut sock, json!({"type": "release"})).await;
+    let back = heard_until(&mut sock, "result").await.frames;
+    assert_eq!(back.last().unwrap()["call"]["taken_over_by"], Value::Null);
+    recv_until(&mut ws, "takeover_ended").await;
+    send(&mut ws, json!({"type": "text", "text": "thanks"})).await;
+    let answer = recv_until(&mut ws, "response_done").await;
+    assert!(answer.iter().any(|f| f["type"] == "response"
+        && f["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("You said: thanks"))));
+    let request = seen.lock().unwrap().last().unwrap().clone();
+    let context: Vec<(&str, &str)> = request
+        .messages
+        .iter()
+        .map(|m| (m.role.as_str(), m.content.as_str()))
+        .collect();
+    assert!(
+        context.contains(&("assistant", "audio of 1.2 seconds")),
+        "{context:?}"
+    );
+    assert!(
+        context.contains(&("assistant", "One moment please.")),
+        "{context:?}"
+    );
+
+    // Ending over the socket: the result, `call_ended`, then the socket closes.
+    send(&mut sock, json!({"type": "end"})).await;
+    let end = heard_until(&mut sock, "call_ended").await.frames;
+    let result = end.iter().find(|f| f["type"] == "result").unwrap();
+    assert_eq!(result["call"]["end_reason"], "ended_by_operator");
+    assert_eq!(end.last().unwrap()["reason"], "ended_by_operator");
+    assert_eq!(recv_close(&mut sock).await, Some(1000));
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(Duration::from_secs(10)).await);
+    let items = svc.store.items(&call_id).await.unwrap();
+    assert!(items.iter().any(|i| i.source == "operator"
+        && i.role == "assistant"
+        && i.text == "audio of 1.2 seconds"));
+}
+
+#[tokio::test]
+async fn the_operator_socket_refuses_callers_other_orgs_ended_calls_and_bad_frames() {
+    let (server, _) = recording_server(0).await;
+    let (mut ws, call_id) = call_as(&server, "alice", Some("acme")).await;
+    let op = token(&server, "sup", Some("acme"), Role::Operator);
+    let spy = token(&server, "spy", Some("globex"), Role::Operator);
+    let caller = server
+        .state
+        .auth
+        .issue("alice", Some("acme"), None, Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(
+        operator_socket(&server, &call_id, &caller).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        operator_socket(&server, &call_id, &spy).await.err(),
+        Some(404)
+    );
+    assert_eq!(
+        operator_socket(&server, "call_nope", &op).await.err(),
+        Some(404)
+    );
+    assert_eq!(
+        operator_socket(&server, &call_id, "bad").await.err(),
+        Some(401)
+    );
+
+    let mut sock = operator_socket(&server, &call_id, &op).await.unwrap();
+    heard_until(&mut sock, "operator_ready").await;
+    let code = |frames: Vec<Value>| frames.last().unwrap()["code"].as_str().unwrap().to_string();
+    send_raw(&mut sock, "{nope").await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "invalid_json"
+    );
+    send(&mut sock, json!({"type": "dance", "id": 5})).await;
+    let e = heard_until(&mut sock, "error").await.frames;
+    assert_eq!(e.last().unwrap()["id"], 5);
+    assert_eq!(code(e), "invalid_message");
+    send(&mut sock, json!({"type": "say"})).await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "invalid_message"
+    );
+    send(&mut sock, json!({"type": "listen"})).await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "invalid_message"
+    );
+    send(&mut sock, json!({"type": "takeover", "force": true})).await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "forbidden"
+    );
+    send_raw(
+        &mut sock,
+        &format!("{{\"type\":\"say\",\"text\":\"{}\"}}", "a".repeat(10_000)),
+    )
+    .await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "payload_too_large"
+    );
+    send(
+        &mut sock,
+        json!({"type": "context", "text": "b".repeat(2001)}),
+    )
+    .await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "text_too_long"
+    );
+    send_binary(&mut sock, vec![0; 40_000]).await;
+    assert_eq!(
+        code(heard_until(&mut sock, "error").await.frames),
+        "payload_too_large"
+    );
+    // The call is unharmed.
+    assert_alive(&mut ws).await;
+
+    // A call that ended: its socket closes after `call_ended`; a new one is refused.
+    send(&mut ws, json!({"type": "end_call"})).await;
+    recv_until(&mut ws, "call_ended").await;
+    let end = heard_until(&mut sock, "call_ended").await.frames;
+    assert_eq!(end.last().unwrap()["reason"], "client_ended");
+    assert_eq!(recv_close(&mut sock).await, Some(1000));
+    assert_eq!(
+        operator_socket(&server, &call_id, &op).await.err(),
+        Some(409)
+    );
+}

@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::caller::{Caller, Judged, Partial};
 use super::event::{CallEvent, CallInput};
+use super::handle::{AudioStream, ListenAudio};
 use super::operator::Takeover;
 use super::record::Recorder;
 use super::reply::Speaker;
@@ -54,6 +55,8 @@ pub struct Call {
     owner: mpsc::Sender<CallEvent>,
     owner_open: bool,
     events: broadcast::Sender<CallEvent>,
+    /// Both sides' audio for operators listening in; copied only while someone listens.
+    listen: broadcast::Sender<ListenAudio>,
     /// Writes the call's record from its events.
     pub(super) recorder: Recorder,
 }
@@ -78,6 +81,7 @@ impl Call {
         max_call: Duration,
         owner: mpsc::Sender<CallEvent>,
         events: broadcast::Sender<CallEvent>,
+        listen: broadcast::Sender<ListenAudio>,
         recorder: Recorder,
     ) -> Self {
         let (turn_tx, turn_rx) = mpsc::channel(64);
@@ -106,6 +110,7 @@ impl Call {
             owner,
             owner_open: true,
             events,
+            listen,
             recorder,
             svc,
         }
@@ -177,6 +182,10 @@ impl Call {
             }
             CallInput::Interrupt => self.interrupt_reply(true).await,
             CallInput::UpdateDetection(update) => self.update_detection(update).await,
+            CallInput::OperatorVoice { operator, samples } => {
+                self.operator_voice(operator, samples).await
+            }
+            CallInput::OperatorVoiceEnd { operator } => self.operator_voice_end(&operator),
             CallInput::End(_) | CallInput::Operator(_) => {}
         }
     }
@@ -195,12 +204,36 @@ impl Call {
             }
             _ => {}
         }
+        if let CallEvent::Audio {
+            samples,
+            sample_rate,
+            ..
+        } = &event
+        {
+            self.listened(AudioStream::Agent, samples, *sample_rate);
+        }
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event.clone());
         }
         if self.owner_open && self.owner.send(event).await.is_err() {
             self.owner_open = false;
         }
+    }
+
+    /// Hands a chunk of the call's audio to operators listening in, if any.
+    pub(super) fn listened(&self, stream: AudioStream, samples: &Arc<[f32]>, sample_rate: u32) {
+        if self.listen.receiver_count() > 0 {
+            let _ = self.listen.send(ListenAudio {
+                stream,
+                samples: samples.clone(),
+                sample_rate,
+            });
+        }
+    }
+
+    /// Whether any operator listens to the call's audio.
+    pub(super) fn has_listeners(&self) -> bool {
+        self.listen.receiver_count() > 0
     }
 
     pub(super) async fn send_error(&mut self, code: ErrorCode, message: impl Into<String>) {

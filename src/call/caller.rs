@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::actor::Call;
 use super::event::CallEvent;
+use super::handle::AudioStream;
 use super::listen::{energy_scorer, Heard, Listener};
 use super::turn::TurnInput;
 use crate::audio::resample::StreamResampler;
@@ -176,6 +177,10 @@ impl Call {
     /// Caller audio at the engine rate: buffered, scored for speech, and acted on.
     pub(super) async fn on_audio(&mut self, samples: Vec<f32>) {
         self.recorder.caller_audio(samples.len());
+        if self.has_listeners() {
+            let copy: Arc<[f32]> = samples.as_slice().into();
+            self.listened(AudioStream::Caller, &copy, ENGINE_RATE);
+        }
         // Audio held back while the detector was busy goes first.
         let samples = match std::mem::take(&mut self.caller.backlog) {
             held if held.is_empty() => samples,
@@ -461,9 +466,12 @@ impl Call {
         let Some(l) = self.caller.listener.as_ref() else {
             return;
         };
+        // An operator talking live is a person on the line, not a reply to cut: both may
+        // speak at once, as on any phone call.
         if l.in_speech()
             && l.speech_ms() >= self.caller.settings.min_interrupt_ms
             && self.agent_speaking()
+            && !self.speaker.live_voice()
         {
             self.interrupt_reply(true).await;
         }

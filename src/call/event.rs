@@ -27,6 +27,11 @@ pub enum CallInput {
     /// An operator's command (take over, say, release, note, end), answered through its
     /// own reply channel.
     Operator(OperatorCommand),
+    /// The live voice of the operator holding the call: mono samples at the engine rate
+    /// (16 kHz), spoken to the caller as they arrive. Ignored from anyone else.
+    OperatorVoice { operator: String, samples: Vec<f32> },
+    /// The operator stopped talking: their line is complete.
+    OperatorVoiceEnd { operator: String },
 }
 
 /// Something a call did, in order. Subscribers get clones, so audio is shared.

@@ -1,6 +1,8 @@
 //! A live call's handle: send it input, subscribe to its events. Any part of the server that
 //! holds one can reach the call; the registry in `store.rs` hands them out by call id.
 
+use std::sync::Arc;
+
 use tokio::sync::{broadcast, mpsc};
 
 use super::event::{CallEvent, CallInput};
@@ -8,6 +10,26 @@ use super::event::{CallEvent, CallInput};
 /// Events kept for each subscriber; past that, a slow subscriber loses the oldest. The buffer
 /// is allocated with the call (about 20 KB), so it stays small: a few turns of events.
 pub const SUBSCRIBER_BUFFER: usize = 256;
+/// Audio chunks kept for each listener (a few seconds of either side); past that, a slow
+/// listener loses the oldest.
+pub const LISTEN_BUFFER: usize = 128;
+
+/// Whose audio a listened chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioStream {
+    /// What the caller says, as the call received it (16 kHz).
+    Caller = 1,
+    /// What the caller hears: the agent's replies and the operator's lines and voice.
+    Agent = 2,
+}
+
+/// A chunk of a call's audio for listeners (operators listening in).
+#[derive(Debug, Clone)]
+pub struct ListenAudio {
+    pub stream: AudioStream,
+    pub samples: Arc<[f32]>,
+    pub sample_rate: u32,
+}
 
 #[derive(Clone)]
 pub struct CallHandle {
@@ -16,6 +38,8 @@ pub struct CallHandle {
     /// Weak, so that subscribers see the stream close when the call ends even while handles
     /// are held.
     events: broadcast::WeakSender<CallEvent>,
+    /// The call's audio, both sides; weak like `events`.
+    listen: broadcast::WeakSender<ListenAudio>,
 }
 
 /// The call has ended (or is ending): it takes no more input.
@@ -28,11 +52,13 @@ impl CallHandle {
         call_id: String,
         inputs: mpsc::Sender<CallInput>,
         events: broadcast::Sender<CallEvent>,
+        listen: broadcast::Sender<ListenAudio>,
     ) -> Self {
         Self {
             call_id,
             inputs,
             events: events.downgrade(),
+            listen: listen.downgrade(),
         }
     }
 
@@ -50,6 +76,12 @@ impl CallHandle {
             None => broadcast::channel(1).1,
         };
         Subscription { rx }
+    }
+
+    /// The call's audio from now on, caller and agent, while it is live: `None` once it ended.
+    /// The call copies its audio only while someone listens, and never waits for a listener.
+    pub fn listen(&self) -> Option<broadcast::Receiver<ListenAudio>> {
+        self.listen.upgrade().map(|tx| tx.subscribe())
     }
 
     pub fn is_ended(&self) -> bool {

@@ -21,7 +21,7 @@ pub mod turn;
 
 pub use event::{CallEvent, CallInput};
 pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};
-pub use handle::{CallHandle, Received, Subscription};
+pub use handle::{AudioStream, CallHandle, ListenAudio, Received, Subscription};
 pub use operator::{
     Operator, OperatorAction, OperatorCommand, OperatorEventKind, OperatorRefusal, OperatorView,
 };

@@ -7,7 +7,8 @@
 use std::collections::VecDeque;
 
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,9 @@ pub const MAX_NOTES: usize = 20;
 /// Caller turns transcribed at once while the call is taken over; past that the oldest is
 /// dropped.
 const MAX_LISTENING: usize = 4;
+/// Chunks of an operator's live voice queued for the turn speaking them; past that (the turn is
+/// behind) a chunk is dropped rather than held.
+const VOICE_QUEUE: usize = 64;
 
 /// Who sends a command: the token's `sub`, and whether it is an admin's (who may force).
 #[derive(Debug, Clone)]
@@ -158,6 +162,8 @@ pub struct Takeover {
     by: Option<String>,
     notes: usize,
     listening: VecDeque<Listening>,
+    /// The operator's live voice being spoken: its turn takes the chunks.
+    voice: Option<mpsc::Sender<Vec<f32>>>,
 }
 
 impl Takeover {
@@ -232,6 +238,7 @@ impl Call {
         // what was heard. A reply prepared ahead is dropped.
         self.interrupt_reply(true).await;
         self.cancel_pending();
+        self.takeover.voice = None;
         self.takeover.by = Some(by.sub.clone());
         self.record.set_taken_over_by(Some(by.sub.clone()));
         self.operator_event(OperatorEventKind::TakeoverStarted, by, None, None)
@@ -245,6 +252,7 @@ impl Call {
             other => return Err(OperatorRefusal::NotTakenOver(other.clone())),
         }
         self.takeover.by = None;
+        self.takeover.voice = None;
         self.record.set_taken_over_by(None);
         self.operator_event(OperatorEventKind::TakeoverEnded, by, None, None)
             .await;
@@ -263,6 +271,48 @@ impl Call {
         self.operator_event(OperatorEventKind::Said, by, Some(text), item_id)
             .await;
         Ok(())
+    }
+
+    /// A chunk of the holding operator's live voice: goes on the line being spoken, or starts
+    /// one (a reply marked as the operator's, like `say`). Anyone else's voice is dropped.
+    pub(super) async fn operator_voice(&mut self, operator: String, samples: Vec<f32>) {
+        if self.takeover.by.as_deref() != Some(operator.as_str()) || samples.is_empty() {
+            return;
+        }
+        let samples = match self.takeover.voice.as_ref() {
+            None => samples,
+            Some(tx) => match tx.try_send(samples) {
+                Ok(()) | Err(TrySendError::Full(_)) => return,
+                // The line ended (cut, or long enough): the audio starts a new one.
+                Err(TrySendError::Closed(s)) => s,
+            },
+        };
+        self.start_voice(operator, samples).await;
+    }
+
+    async fn start_voice(&mut self, operator: String, samples: Vec<f32>) {
+        let (tx, rx) = mpsc::channel(VOICE_QUEUE);
+        let _ = tx.try_send(samples);
+        self.takeover.voice = Some(tx);
+        self.start_reply(TurnInput::Voice(rx), Instant::now(), None, None)
+            .await;
+        let item_id = self.reply_mut().map(|r| {
+            r.live_voice = true;
+            r.item_id
+        });
+        let by = Operator {
+            sub: operator,
+            admin: false,
+        };
+        self.operator_event(OperatorEventKind::Said, &by, None, item_id)
+            .await;
+    }
+
+    /// The holding operator stopped talking: the line being spoken is complete.
+    pub(super) fn operator_voice_end(&mut self, operator: &str) {
+        if self.takeover.by.as_deref() == Some(operator) {
+            self.takeover.voice = None;
+        }
     }
 
     async fn add_note(&mut self, by: &Operator, text: String) -> Result<(), OperatorRefusal> {

@@ -61,6 +61,17 @@ pub struct Reply {
     /// How the caller's turn was found to be over (semantic mode).
     pub end_of_turn: Option<EndOfTurn>,
     first_audio_ms: Option<f64>,
+    /// The live voice of an operator rather than a spoken text.
+    pub live_voice: bool,
+}
+
+impl Speaker {
+    /// Whether the current reply is an operator's live voice still coming in.
+    pub fn live_voice(&self) -> bool {
+        self.reply
+            .as_ref()
+            .is_some_and(|r| r.live_voice && r.running && !r.interrupted)
+    }
 }
 
 impl Reply {
@@ -134,6 +145,7 @@ impl Call {
             end_of_speech_ms: None,
             end_of_turn: None,
             first_audio_ms: None,
+            live_voice: false,
         });
     }
 
@@ -299,7 +311,8 @@ impl Call {
                 r.running = false;
                 timings.end_of_speech_ms = r.end_of_speech_ms;
                 timings.end_of_turn = r.end_of_turn;
-                timings.voice_to_voice_ms = r.first_audio_ms;
+                // An operator's live voice answers nobody's turn: no voice-to-voice figure.
+                timings.voice_to_voice_ms = r.first_audio_ms.filter(|_| !r.live_voice);
                 self.record
                     .history()
                     .push_item(Role::Assistant, reply.clone(), Some(item_id));

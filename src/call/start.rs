@@ -13,7 +13,7 @@ use super::actor::Call;
 use super::caller::Caller;
 use super::event::CallEvent;
 use super::feed::CallMeta;
-use super::handle::{CallHandle, SUBSCRIBER_BUFFER};
+use super::handle::{CallHandle, LISTEN_BUFFER, SUBSCRIBER_BUFFER};
 use super::listen::{energy_scorer, Listener};
 use super::record::{Recorder, Totals};
 use super::services::CallServices;
@@ -280,7 +280,8 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     let (input_tx, input_rx) = mpsc::channel(INPUT_BUFFER);
     let (owner_tx, owner_rx) = mpsc::channel(OWNER_BUFFER);
     let (events, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-    let handle = CallHandle::new(call_id.clone(), input_tx, events.clone());
+    let (listen, _) = broadcast::channel(LISTEN_BUFFER);
+    let handle = CallHandle::new(call_id.clone(), input_tx, events.clone(), listen.clone());
     svc.calls.attach(&call_id, handle.clone());
     let max_call = Duration::from_secs(svc.limits.max_call_secs);
     let call = Call::new(
@@ -293,6 +294,7 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         max_call,
         owner_tx,
         events,
+        listen,
         recorder,
     );
     let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);

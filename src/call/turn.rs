@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::agents::Agent;
+use crate::audio::resample::StreamResampler;
+use crate::audio::ENGINE_RATE;
 use crate::engines::llm::{ChatMessage, ChatRequest, Role};
 use crate::engines::stt::Transcription;
 use crate::engines::tts::piece::{speak_piece, Piece};
@@ -32,9 +34,16 @@ pub enum TurnInput {
     },
     /// A typed message.
     Text(String),
-    /// Words the agent says without asking the model (the greeting).
+    /// Words the agent says without asking the model (the greeting, an operator's line).
     Say(String),
+    /// The live voice of the operator holding the call, 16 kHz chunks as they are spoken: sent
+    /// on as reply audio, then transcribed for history when the sender is dropped.
+    Voice(mpsc::Receiver<Vec<f32>>),
 }
+
+/// Longest stretch of an operator's live voice kept as one line (60 s at 16 kHz); past that
+/// the line ends and the next audio starts another.
+pub const MAX_VOICE_SAMPLES: usize = 60 * crate::audio::ENGINE_RATE as usize;
 
 #[derive(Debug)]
 pub enum TurnEvent {
@@ -110,6 +119,7 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             )
             .await
         }
+        TurnInput::Voice(rx) => return voice(&req.engines, &cancel, &sink, rx).await,
         TurnInput::Text(t) => t,
         input @ (TurnInput::Audio(_) | TurnInput::Live { .. }) => {
             let started = Instant::now();
@@ -195,7 +205,9 @@ async fn transcribe(
             ok => return ok,
         },
         TurnInput::Audio(audio) => audio,
-        TurnInput::Text(_) | TurnInput::Say(_) => return Ok(Transcription::default()),
+        TurnInput::Text(_) | TurnInput::Say(_) | TurnInput::Voice(_) => {
+            return Ok(Transcription::default())
+        }
     };
     engines.stt.transcribe(audio, cancel.clone()).await
 }
@@ -237,6 +249,92 @@ async fn say(
         }
     }
 }
+
+/// Speaks an operator's live voice as it arrives (at the text-to-speech rate, like any reply),
+/// then transcribes it: the text is what history keeps of the line.
+async fn voice(
+    engines: &Engines,
+    cancel: &CancellationToken,
+    sink: &TurnSink,
+    mut rx: mpsc::Receiver<Vec<f32>>,
+) {
+    let started = Instant::now();
+    let rate = engines.tts.sample_rate();
+    let mut resampler = match StreamResampler::new(ENGINE_RATE, rate) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = EngineError::failed("voice", format!("cannot play it: {e}"));
+            sink.send(TurnEvent::Failed { error }).await;
+            return;
+        }
+    };
+    let mut kept: Vec<f32> = Vec::new();
+    let mut first_audio = None;
+    let mut forward = |chunk: Vec<f32>, kept: &mut Vec<f32>| {
+        let room = MAX_VOICE_SAMPLES.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        resampler.push(&chunk)
+    };
+    while let Some(chunk) = rx.recv().await {
+        let samples = forward(chunk, &mut kept);
+        if !samples.is_empty() {
+            first_audio.get_or_insert_with(|| ms_since(started));
+            let audio = TurnEvent::Audio {
+                samples,
+                sentence: None,
+            };
+            if !sink.send(audio).await {
+                return;
+            }
+        }
+        if kept.len() >= MAX_VOICE_SAMPLES {
+            // The line is long enough: what is queued goes with it, the next audio starts a
+            // new one.
+            rx.close();
+        }
+    }
+    let tail = resampler.finish();
+    if !tail.is_empty()
+        && !sink
+            .send(TurnEvent::Audio {
+                samples: tail,
+                sentence: None,
+            })
+            .await
+    {
+        return;
+    }
+    let text = match engines.stt.transcribe(kept.into(), cancel.clone()).await {
+        Ok(t) => t.text.trim().to_string(),
+        Err(EngineError::Cancelled) => return,
+        Err(error) => {
+            warn!(%error, "cannot transcribe the operator's voice");
+            String::new()
+        }
+    };
+    let text = if text.is_empty() {
+        INAUDIBLE.to_string()
+    } else {
+        text
+    };
+    if !sink.send(TurnEvent::Delta(text.clone())).await {
+        return;
+    }
+    let timings = TurnTimings {
+        stt_ms: None,
+        tts_first_audio_ms: first_audio,
+        total_ms: ms_since(started),
+        ..TurnTimings::default()
+    };
+    sink.send(TurnEvent::Done {
+        reply: text,
+        timings,
+    })
+    .await;
+}
+
+/// What history keeps of an operator's live voice in which no words were recognised.
+pub const INAUDIBLE: &str = "[inaudible]";
 
 /// Streams the reply text, handing complete sentences to the speaker as they form.
 async fn write_reply(

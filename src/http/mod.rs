@@ -15,7 +15,7 @@ use axum::Router;
 use tower_http::services::ServeDir;
 
 use crate::server::AppState;
-use crate::transport::{monitor, ptt, ws};
+use crate::transport::{monitor, operator, ptt, ws};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/calls/{call_id}/takeover", post(operate::takeover))
         .route("/api/calls/{call_id}/release", post(operate::release))
         .route("/api/calls/{call_id}/end", post(operate::end))
+        .route("/api/calls/{call_id}/operator", get(operator::upgrade))
         .route(
             "/api/calls/{call_id}/say",
             post(operate::say).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),

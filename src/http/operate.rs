@@ -20,7 +20,9 @@ use super::calls::unavailable;
 use super::error::AppError;
 use crate::auth::{Claims, Role};
 use crate::call::operator::MAX_OPERATOR_TEXT;
-use crate::call::{CallInput, Operator, OperatorAction, OperatorCommand, OperatorView, Owner};
+use crate::call::{
+    CallHandle, CallInput, Operator, OperatorAction, OperatorCommand, OperatorView, Owner,
+};
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -46,7 +48,7 @@ fn conflict(code: ErrorCode, message: impl Into<String>) -> AppError {
     AppError::new(StatusCode::CONFLICT, code, message)
 }
 
-fn call_ended() -> AppError {
+pub fn call_ended() -> AppError {
     conflict(ErrorCode::CallEnded, "the call has ended")
 }
 
@@ -81,6 +83,12 @@ fn text_body(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
             format!("the body must be {{\"text\": \"...\"}}: {e}"),
         )
     })?;
+    check_text(&text)
+}
+
+/// An operator's line or note, trimmed: 400 `invalid_message` when empty, 413 `text_too_long`
+/// past the limit.
+pub fn check_text(text: &str) -> Result<String, AppError> {
     let text = text.trim().to_string();
     if text.is_empty() {
         return Err(AppError::new(
@@ -134,13 +142,13 @@ fn operator(
     Ok((claims, force))
 }
 
-/// Sends `action` to live call `call_id` of the operator's org and returns its answer.
-async fn act(
+/// The handle of live call `call_id` of the operator's org: 404 `not_found` when there is no
+/// such call in the org, 409 `call_ended` when it is no longer live.
+pub async fn live_handle(
     state: &AppState,
     call_id: &str,
     claims: &Claims,
-    action: OperatorAction,
-) -> Result<Json<OperatorView>, AppError> {
+) -> Result<CallHandle, AppError> {
     let allowed = |o: &Owner| may_read(claims, &o.sub, o.org.as_deref());
     let handle = match state.calls.get_if(call_id, allowed) {
         Some(record) if record.is_live() => state.calls.handle(call_id),
@@ -162,9 +170,17 @@ async fn act(
             None
         }
     };
-    let Some(handle) = handle.filter(|h| !h.is_ended()) else {
-        return Err(call_ended());
-    };
+    handle.filter(|h| !h.is_ended()).ok_or_else(call_ended)
+}
+
+/// Sends `action` to live call `call_id` of the operator's org and returns its answer.
+pub async fn command(
+    state: &AppState,
+    call_id: &str,
+    claims: &Claims,
+    action: OperatorAction,
+) -> Result<OperatorView, AppError> {
+    let handle = live_handle(state, call_id, claims).await?;
     let by = Operator {
         sub: claims.sub.clone(),
         admin: claims.role() == Role::Admin,
@@ -185,7 +201,7 @@ async fn act(
     match answer {
         Ok(view) => {
             tracing::info!(call_id, operator = %claims.sub, action = %kind, "operator command");
-            Ok(Json(view))
+            Ok(view)
         }
         Err(refusal) => {
             let holder = refusal.holder().map(str::to_string);
@@ -193,6 +209,15 @@ async fn act(
             Err(e.with("taken_over_by", json!(holder)))
         }
     }
+}
+
+async fn act(
+    state: &AppState,
+    call_id: &str,
+    claims: &Claims,
+    action: OperatorAction,
+) -> Result<Json<OperatorView>, AppError> {
+    command(state, call_id, claims, action).await.map(Json)
 }
 
 pub async fn takeover(

@@ -91,6 +91,23 @@ impl Drop for MonitorSlot {
     }
 }
 
+/// A slot for one more monitor stream or operator socket of `org`: 429 `too_many_monitors`
+/// when the org holds `VOXWIRE_MAX_MONITORS` already.
+pub fn watch_slot(state: &AppState, org: Option<String>) -> Result<MonitorSlot, AppError> {
+    state.monitors.acquire(org).ok_or_else(|| {
+        state.metrics.error(ErrorCode::TooManyMonitors);
+        AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyMonitors,
+            format!(
+                "this org already has {} monitor streams and operator sockets open \
+                 (VOXWIRE_MAX_MONITORS)",
+                state.config.net.max_monitors
+            ),
+        )
+    })
+}
+
 #[derive(Deserialize, Default)]
 pub struct MonitorParams {
     pub token: Option<String>,
@@ -187,17 +204,7 @@ pub async fn events(
         agent: p.agent.filter(|s| !s.is_empty()),
         sub: p.sub.filter(|s| !s.is_empty()),
     };
-    let Some(slot) = state.monitors.acquire(filter.org.clone()) else {
-        state.metrics.error(ErrorCode::TooManyMonitors);
-        return Err(AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyMonitors,
-            format!(
-                "this org already has {} monitor streams open (VOXWIRE_MAX_MONITORS)",
-                state.config.net.max_monitors
-            ),
-        ));
-    };
+    let slot = watch_slot(&state, filter.org.clone())?;
     let svc = &state.call_services;
     // Subscribe first: whatever is published from here on arrives live; whatever came before
     // is in the store once the writer has caught up.

@@ -38,6 +38,23 @@ const FATAL_LINGER: Duration = Duration::from_secs(1);
 /// buffer to fit it, and a 500 ms PCM16 chunk (about 21 KB of JSON) takes two reads.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
+/// A browser's socket from an origin not in `VOXWIRE_ALLOWED_ORIGINS` (when set) is refused.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let allowed = &state.config.allowed_origins;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
+            state.metrics.error(ErrorCode::Forbidden);
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Query(query): Query<TokenQuery>,
@@ -48,18 +65,8 @@ pub async fn upgrade(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-        let allowed = &state.config.allowed_origins;
-        if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
-            state.metrics.error(ErrorCode::Forbidden);
-            return AppError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden,
-                "origin not allowed",
-            )
-            .into_response();
-        }
+    if let Err(e) = check_origin(&state, &headers) {
+        return e.into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,
