@@ -86,13 +86,17 @@ export class Transcript {
     this.announce(`${this.labels.agent}: ${text}`);
   }
 
-  /** A line an operator said to the caller (in the agent's voice). */
-  operatorFinal(group, itemId, text) {
+  /** A line an operator said to the caller (in the agent's voice); `partial` while they talk. */
+  operatorFinal(group, itemId, text, partial = false) {
     const e = this.entry(group, itemId, "operator");
     if (e.role !== "operator") {
       e.role = "operator";
       e.li.classList.replace("agent", "operator");
       e.li.querySelector(".who").textContent = this.labels.operator;
+    }
+    if (partial) {
+      if (!e.full) this.render(e, text, true);
+      return;
     }
     if (e.full === text && !e.li.classList.contains("partial")) return;
     e.full = text;

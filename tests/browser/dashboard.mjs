@@ -4,10 +4,12 @@
 //
 // Checks: the operator signs in with a demo token and sees the caller's call in the live list;
 // the call's view shows the caller's words and the agent's reply; the operator takes the call
-// over (the caller's next question is still transcribed, the agent stays silent), types a line
-// that the caller's page shows as a reply and plays; hands back, and the agent answers the
-// caller's next question; the finished call is in the history with its transcript; the layout
-// fits a phone; and neither page logs an error or a warning.
+// over (over HTTP: the caller's next question is still transcribed, the agent stays silent),
+// listens in (the operator socket: the caller's audio, then the operator's line, played), types
+// a line that the caller's page shows as a reply and plays, leaves a note, talks with the
+// microphone (transcribed as the operator's line, played on the caller's page); hands back,
+// and the agent answers the caller's next question; the finished call is in the history with
+// its transcript; the layout fits a phone; and no page logs an error or a warning.
 //
 // Usage: node tests/browser/dashboard.mjs (the server binary is built by scripts/test).
 // Screenshots: target/browser/dashboard*.png.
@@ -138,6 +140,15 @@ async function run() {
     return `list shows "${listState}"; "${held.text}" (item ${held.item}) transcribed, no agent reply`;
   });
 
+  await step("listening in: the operator socket opens and plays the caller's audio", async () => {
+    await dash.click("#listen");
+    const v = await poll("caller audio frames", 20_000, async () => {
+      const view = (await dashSnap()).view;
+      return view.socket && view.socket.open && view.listener && view.listener.playedMs.caller > 0 ? view : null;
+    });
+    return `${v.socket.audioFrames.caller} caller frames, ${v.listener.playedMs.caller} ms played; commands now go over the socket ("${await dash.textContent("#socket-state")}")`;
+  });
+
   await step("the operator's typed line reaches the caller as a reply and is played", async () => {
     await dash.fill("#say-input", OPERATOR_LINE);
     await dash.press("#say-input", "Enter");
@@ -152,7 +163,11 @@ async function run() {
     const op = await poll("the operator's line in the call view", 15_000, async () =>
       (await lines(dash, "#call-transcript")).find((l) => l.role === "operator" && l.text === OPERATOR_LINE),
     );
-    return `caller page: "${shown.text}" (item ${shown.item}), ${played} ms played; dashboard labels it "${op.who}"`;
+    const v = await poll("the line in the listen-in audio", 15_000, async () => {
+      const view = (await dashSnap()).view;
+      return view.listener.playedMs.agent > 0 ? view : null;
+    });
+    return `caller page: "${shown.text}" (item ${shown.item}), ${played} ms played; dashboard labels it "${op.who}", listen-in played ${v.listener.playedMs.agent} ms of it (${v.socket.audioFrames.agent} frames)`;
   });
 
   await step("a note for the agent shows in the call view", async () => {
@@ -161,6 +176,27 @@ async function run() {
     await poll("the note", 15_000, async () =>
       (await dash.$$eval("#call-transcript li.note", (els) => els.map((e) => e.textContent))).some((t) => t.includes(NOTE)),
     );
+  });
+
+  await step("the operator talks to the caller with the microphone", async () => {
+    // The operator's fake microphone says the question too, from the start when it opens.
+    const before = (await dashSnap()).view.talk.chunks;
+    const box = await dash.locator("#talk").boundingBox();
+    await dash.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await dash.mouse.down();
+    await poll("the microphone to stream", 15_000, async () => (await dashSnap()).view.talk.chunks > before);
+    await dash.waitForTimeout(3000);
+    await dash.mouse.up();
+    const sent = (await dashSnap()).view.talk.chunks - before;
+    const said = await poll("the operator's spoken line, transcribed", 60_000, async () =>
+      (await lines(dash, "#call-transcript")).find((l) => l.role === "operator" && !l.partial && wordShare(l.text, SENTENCE) >= MIN_WORD_SHARE),
+    );
+    const heard = await poll("the spoken line on the caller's page", 30_000, async () => {
+      const shown = (await lines(caller, "#transcript")).find((l) => l.role !== "caller" && l.item === said.item);
+      const ms = shown && (await callerSnap()).player.playedMs[`s${shown.group}:${shown.item}`];
+      return ms > 0 ? { shown, ms } : null;
+    });
+    return `${sent} frames of 100 ms sent; transcribed "${said.text}"; the caller's page shows "${heard.shown.text}" and played ${heard.ms} ms`;
   });
 
   await step("screenshots of both pages during the takeover", async () => {

@@ -189,7 +189,9 @@ export class CallView extends EventTarget {
         if (this.listener) this.listener.flushAgent();
         break;
       case "operator_say":
-        t.operatorFinal(GROUP, ev.item_id, ev.text);
+        // A typed line has its text; a spoken one gets its words when transcribed (`response`).
+        if (ev.text) t.operatorFinal(GROUP, ev.item_id, ev.text);
+        else t.operatorFinal(GROUP, ev.item_id, `${ev.operator === this.me ? "You are" : `${ev.operator} is`} speaking…`, true);
         break;
       case "operator_context":
         t.noteAt(GROUP, ev.item_id, `Note from ${ev.operator}: ${ev.text}`);
