@@ -152,6 +152,17 @@ export class History {
     (btn || this.ui.heading).focus();
   }
 
+  /** Forgets what is shown (signed out). */
+  clear() {
+    this.ui.body.replaceChildren();
+    this.ui.summary.textContent = "";
+    this.ui.more.hidden = true;
+    this.nextBefore = null;
+    this.transcript.clear();
+    this.ui.detail.hidden = true;
+    this.ui.list.hidden = false;
+  }
+
   async export(format) {
     const btn = format === "csv" ? this.ui.exportCsv : this.ui.exportJson;
     btn.disabled = true;

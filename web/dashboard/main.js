@@ -168,6 +168,7 @@ function showSignedIn() {
     today.clear();
     view.close({ quiet: true });
     live.clear();
+    history.clear();
   }
 }
 
