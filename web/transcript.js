@@ -73,7 +73,7 @@ export class Transcript {
 
   agentDelta(group, itemId, delta) {
     const e = this.entry(group, itemId, "agent");
-    if (e.cut) return;
+    if (e.cut || e.final) return; // a late delta (from a second source) after the whole reply
     e.full = (e.full || "") + delta;
     this.render(e, e.full, true);
   }
@@ -81,6 +81,7 @@ export class Transcript {
   agentFinal(group, itemId, text) {
     const e = this.entry(group, itemId, "agent");
     e.full = text;
+    e.final = true;
     if (e.cut) return this.renderCut(e);
     this.render(e, text, false);
     this.announce(`${this.labels.agent}: ${text}`);
@@ -100,6 +101,7 @@ export class Transcript {
     }
     if (e.full === text && !e.li.classList.contains("partial")) return;
     e.full = text;
+    e.final = true;
     if (e.cut) return this.renderCut(e);
     this.render(e, text, false);
     this.announce(`${this.labels.operator}: ${text}`);

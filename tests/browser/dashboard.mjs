@@ -179,7 +179,11 @@ async function run() {
   });
 
   await step("the operator talks to the caller with the microphone", async () => {
-    // The operator's fake microphone says the question too, from the start when it opens.
+    // The operator's fake microphone says the question too, from the start when it opens. Right
+    // after the caller's question, with nothing playing to the caller, so the line plays whole.
+    const lastItem = Math.max(0, ...(await lines(dash, "#call-transcript")).map((l) => l.item));
+    await poll("the caller's next question", 60_000, () => questionAfter(lastItem));
+    await poll("the caller's page to be quiet", 30_000, async () => !(await callerSnap()).player.playing);
     const before = (await dashSnap()).view.talk.chunks;
     const box = await dash.locator("#talk").boundingBox();
     await dash.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
@@ -189,7 +193,7 @@ async function run() {
     await dash.mouse.up();
     const sent = (await dashSnap()).view.talk.chunks - before;
     const said = await poll("the operator's spoken line, transcribed", 60_000, async () =>
-      (await lines(dash, "#call-transcript")).find((l) => l.role === "operator" && !l.partial && wordShare(l.text, SENTENCE) >= MIN_WORD_SHARE),
+      (await lines(dash, "#call-transcript")).find((l) => l.role === "operator" && !l.partial && !l.cut && wordShare(l.text, SENTENCE) >= MIN_WORD_SHARE),
     );
     const heard = await poll("the spoken line on the caller's page", 30_000, async () => {
       const shown = (await lines(caller, "#transcript")).find((l) => l.role !== "caller" && l.item === said.item);

@@ -65,7 +65,9 @@ export function wordShare(text, sentence) {
 /** Collects a page's console errors and warnings and its uncaught exceptions into `problems`. */
 export function watchConsole(p, name, problems) {
   p.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") problems.push(`${name}: console ${m.type()}: ${m.text()}`);
+    if (m.type() !== "error" && m.type() !== "warning") return;
+    const where = m.location() && m.location().url;
+    problems.push(`${name}: console ${m.type()}: ${m.text()}${where ? ` (${where})` : ""}`);
   });
   p.on("pageerror", (e) => problems.push(`${name}: uncaught ${e.message}`));
 }

@@ -58,7 +58,10 @@ export class Talk {
       this.mic.streaming = false;
       this.mic.clearPending();
     }
-    if (this.live) this.live.send({ type: "voice_end" });
+    if (this.live) {
+      this.live.send({ type: "voice_end" });
+      this.status("Stopped talking: your words are being transcribed for the call's history.", "info");
+    }
     this.live = null;
     this.render();
   }
