@@ -235,15 +235,14 @@ async function run() {
     await poll("the hand-back", 15_000, async () => !/taken over/.test(await dash.textContent("#call-state")));
     const lastItem = Math.max(0, ...(await lines(dash, "#call-transcript")).map((l) => l.item));
     const next = await poll("the caller's next question", 60_000, () => questionAfter(lastItem));
-    const reply = await poll("the agent's reply on the caller's page", 120_000, async () => {
-      const shown = await lines(caller, "#transcript");
-      const q = shown.filter(isQuestion).pop();
-      return q && shown.find((l) => l.role === "agent" && l.group === q.group && l.item > q.item && l.text && !l.text.startsWith(OPERATOR_LINE) && !l.partial);
-    });
+    // Item ids are the call's, the same on both pages.
+    const reply = await poll("the agent's reply on the caller's page", 120_000, async () =>
+      (await lines(caller, "#transcript")).find((l) => l.role === "agent" && l.item > next.item && l.text && !l.partial),
+    );
     const inView = await poll("the agent's reply in the call view", 30_000, async () =>
       (await lines(dash, "#call-transcript")).find((l) => l.role === "agent" && l.item > next.item && l.text && !l.partial),
     );
-    return `"${next.text}" -> caller hears "${reply.text}"; dashboard: ${inView.who}`;
+    return `"${next.text}" (item ${next.item}) -> caller hears "${reply.text}" (item ${reply.item}); the dashboard labels it ${inView.who}`;
   });
 
   await step("the finished call is in the history with its transcript", async () => {
