@@ -9,11 +9,13 @@
 // a line that the caller's page shows as a reply and plays, leaves a note, talks with the
 // microphone (transcribed as the operator's line, played on the caller's page); hands back,
 // and the agent answers the caller's next question; the finished call is in the history with
-// its transcript; the layout fits a phone; and no page logs an error or a warning.
+// its transcript, found again by the operator's words and exported as CSV and JSON; today's
+// figures count it; the layout fits a phone; and no page logs an error or a warning.
 //
 // Usage: node tests/browser/dashboard.mjs (the server binary is built by scripts/test).
 // Screenshots: target/browser/dashboard*.png.
 
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import {
   ARTIFACTS,
@@ -73,7 +75,9 @@ async function run() {
 
   let base;
   await step("server started (demo mode, local engines)", async () => {
-    base = await startServer(dir, { logName: "dashboard-server.log" });
+    // A fresh store in the scratch directory: the history holds this test's call only.
+    const store = `sqlite://${path.join(dir, "calls.db")}`;
+    base = await startServer(dir, { logName: "dashboard-server.log", env: { VOXWIRE_DATABASE_URL: store } });
     return base;
   });
 
@@ -259,6 +263,51 @@ async function run() {
     const metrics = await dash.$$eval("#detail-metrics tbody tr", (trs) => trs.length);
     await dash.click("#detail-back");
     return `${shown.length} lines (${who.join(", ")}), ${metrics} measured turns`;
+  });
+
+  await step("searching the history for the operator's words finds the call", async () => {
+    await dash.fill("#f-sub", "");
+    await dash.fill("#f-q", "front desk");
+    const today = await dash.evaluate(() => new Date().toLocaleDateString("en-CA")); // YYYY-MM-DD
+    await dash.fill("#f-from", today);
+    await dash.fill("#f-to", today);
+    await dash.click('#history-form button[type="submit"]');
+    await poll("the search's answer", 15_000, async () => {
+      const ids = await dash.$$eval("#history-body tr", (trs) => trs.map((tr) => tr.dataset.callId));
+      return ids.length > 0 && ids.every((id) => id === callId) ? ids : null;
+    });
+    return `q "front desk", from and to ${today}: only ${callId}`;
+  });
+
+  await step("the history exports as CSV and JSON with the same filters", async () => {
+    const got = [];
+    for (const [button, format] of [["#export-csv", "csv"], ["#export-json", "json"]]) {
+      const [download] = await Promise.all([dash.waitForEvent("download", { timeout: 15_000 }), dash.click(button)]);
+      const file = path.join(ARTIFACTS, `dashboard-export.${format}`);
+      await download.saveAs(file);
+      const text = readFileSync(file, "utf8");
+      if (format === "csv") {
+        const rows = text.trim().split(/\r?\n/);
+        if (!rows[0].startsWith("call_id,agent,sub,started_at") || rows.length !== 2 || !rows[1].startsWith(callId)) {
+          throw new Error(`unexpected CSV: ${text.slice(0, 300)}`);
+        }
+      } else {
+        const body = JSON.parse(text);
+        if (body.calls.length !== 1 || body.calls[0].call_id !== callId) throw new Error(`unexpected JSON: ${text.slice(0, 300)}`);
+      }
+      got.push(`${download.suggestedFilename()} (${text.length} bytes)`);
+    }
+    return got.join(", ");
+  });
+
+  await step("today's figures count the call", async () => {
+    await dash.reload();
+    const calls = await poll("today's figures", 15_000, async () => {
+      const t = await dash.textContent('.today dd[data-field="calls"]');
+      return /^\d+$/.test(t) && Number(t) >= 1 ? t : null;
+    });
+    const fig = await dash.$$eval(".today .tile", (tiles) => tiles.map((t) => `${t.querySelector("dt").textContent} ${t.querySelector("dd").textContent}`));
+    return `${fig.join(", ")} (calls: ${calls})`;
   });
 
   await step("no console errors or warnings on either page", async () => {
