@@ -118,3 +118,64 @@ test("a caller's token, an expired one and garbage are refused at sign-in", () =
   assert.throws(() => auth.usePasted("not a token"), /not a token/);
   assert.equal(auth.signedIn, false);
 });
+
+class FakeEventSource {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.closed = false;
+    FakeEventSource.all.push(this);
+  }
+  close() {
+    this.closed = true;
+    this.readyState = 2;
+  }
+  receive(ev) {
+    this.onmessage({ data: JSON.stringify(ev) });
+  }
+}
+
+test("the monitor stream: a token in the URL, a fresh snapshot after `lagged`, a new token after a refusal", async (t) => {
+  globalThis.location = { href: "http://127.0.0.1:3001/dashboard/" };
+  const realFetch = globalThis.fetch;
+  t.after(() => {
+    globalThis.fetch = realFetch;
+    delete globalThis.location;
+  });
+  const { Monitor } = await import("../../web/dashboard/monitor.js");
+  let n = 0;
+  let invalidated = 0;
+  const tokens = { get: async () => `tok${++n}`, invalidate: () => invalidated++ };
+  FakeEventSource.all = [];
+  const m = new Monitor(tokens, { EventSourceImpl: FakeEventSource });
+  const got = [];
+  let resyncs = 0;
+  m.addEventListener("event", (e) => got.push(e.detail.type));
+  m.addEventListener("resync", () => resyncs++);
+  m.start();
+  await new Promise((r) => setTimeout(r, 0));
+  const first = FakeEventSource.all[0];
+  assert.match(first.url, /\/api\/monitor\/events\?deltas=true&token=tok1$/);
+  first.onopen();
+  assert.equal(m.state, "live");
+  first.receive({ type: "live_calls", calls: [] });
+  first.receive({ type: "lagged", missed: 12, reason: "slow_reader" });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(got, ["live_calls"]);
+  assert.equal(resyncs, 1);
+  assert.ok(first.closed, "the lagging stream is closed");
+  const second = FakeEventSource.all[1];
+  assert.ok(second, "and a new one opened for a fresh snapshot");
+  // Refused (the token expired): EventSource gives up; the monitor asks why and retries.
+  globalThis.fetch = async () =>
+    new Response(JSON.stringify({ error: { code: "unauthorized", message: "token has expired" } }), { status: 401 });
+  second.readyState = 2;
+  second.onerror();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(m.state, "error");
+  assert.match(m.detail, /401 unauthorized: token has expired; retrying in 1 s/);
+  assert.equal(invalidated, 1);
+  m.stop();
+  assert.equal(FakeEventSource.all.length, 2, "stopped: no retry");
+});
