@@ -23,6 +23,21 @@ const ACTIONS = {
   context: "Note",
 };
 
+/** A stored conversation item (GET /api/calls/{id}) as a transcript line. */
+export function showItem(transcript, group, item) {
+  const id = item.item_id;
+  if (item.role === "user") {
+    transcript.callerFinal(group, id, item.text);
+  } else if (item.role === "assistant" && item.source === "operator") {
+    transcript.operatorFinal(group, id, item.text);
+  } else if (item.role === "assistant") {
+    transcript.agentFinal(group, id, item.text);
+    if (item.heard !== null && item.heard !== undefined) transcript.agentCut(group, id, item.heard);
+  } else {
+    transcript.noteAt(group, id, `Note: ${item.text}`);
+  }
+}
+
 export class CallView extends EventTarget {
   /**
    * @param {Record<string, HTMLElement>} ui  the view's elements (see dashboard/index.html)
@@ -104,24 +119,10 @@ export class CallView extends EventTarget {
     try {
       const call = await this.api.get(`/api/calls/${encodeURIComponent(callId)}`);
       if (callId !== this.callId) return;
-      for (const item of call.items || []) this.showItem(item);
+      for (const item of call.items || []) showItem(this.transcript, GROUP, item);
       if (!call.live) this.markEnded(call.end_reason);
     } catch (e) {
       if (callId === this.callId) this.fail("Reading the call", e);
-    }
-  }
-
-  showItem(item) {
-    const id = item.item_id;
-    if (item.role === "user") {
-      this.transcript.callerFinal(GROUP, id, item.text);
-    } else if (item.role === "assistant" && item.source === "operator") {
-      this.transcript.operatorFinal(GROUP, id, item.text);
-    } else if (item.role === "assistant") {
-      this.transcript.agentFinal(GROUP, id, item.text);
-      if (item.heard !== null && item.heard !== undefined) this.transcript.agentCut(GROUP, id, item.heard);
-    } else {
-      this.transcript.noteAt(GROUP, id, `Note: ${item.text}`);
     }
   }
 

@@ -3,6 +3,7 @@
 // GET /api/calls/{id}, and the same filters exported as CSV or JSON.
 
 import { Transcript } from "../transcript.js";
+import { showItem } from "./call-view.js";
 import { clock, dateTime, dayStart, el, millis } from "./format.js";
 
 const PAGE = 20;
@@ -108,15 +109,7 @@ export class History {
       const call = await this.api.get(`/api/calls/${encodeURIComponent(callId)}`);
       this.stats.opened = callId;
       this.transcript.clear();
-      for (const item of call.items || []) {
-        const id = item.item_id;
-        if (item.role === "user") this.transcript.callerFinal(1, id, item.text);
-        else if (item.role === "assistant" && item.source === "operator") this.transcript.operatorFinal(1, id, item.text);
-        else if (item.role === "assistant") {
-          this.transcript.agentFinal(1, id, item.text);
-          if (item.heard !== null && item.heard !== undefined) this.transcript.agentCut(1, id, item.heard);
-        } else this.transcript.noteAt(1, id, `Note: ${item.text}`);
-      }
+      for (const item of call.items || []) showItem(this.transcript, 1, item);
       const ended = call.ended_at_ms ? `, ended ${dateTime(call.ended_at_ms)} (${(call.end_reason || "").replace(/_/g, " ")})` : " (live)";
       this.ui.detailHeading.textContent = `Call ${callId}`;
       this.ui.detailMeta.textContent = `${call.agent}, started ${dateTime(call.started_at_ms)}${ended}; ${call.turns} turns; caller audio ${clock(call.caller_audio_ms)}, agent audio ${clock(call.agent_audio_ms)}.`;
