@@ -164,7 +164,8 @@ export class History {
       const got = await this.api.download("/api/calls/export", { format, ...filters }, `calls.${format}`);
       this.stats.exports.push({ format, ...got });
       const more = got.truncated ? " Only the newest 10 000 matching calls are in it: narrow the filters for the rest." : "";
-      this.status(`Downloaded ${got.filename} (${Math.max(1, Math.round(got.bytes / 1024))} KB).${more}`, got.truncated ? "warn" : "info");
+      const size = got.bytes < 1024 ? `${got.bytes} bytes` : `${Math.round(got.bytes / 1024)} KB`;
+      this.status(`Downloaded ${got.filename} (${size}).${more}`, got.truncated ? "warn" : "info");
     } catch (e) {
       this.status(`Export failed: ${e.describe ? e.describe() : e.message}`, "error");
     } finally {
