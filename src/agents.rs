@@ -35,6 +35,9 @@ pub struct Agent {
     pub llm: Option<Vec<String>>,
     #[serde(default)]
     pub tts: Option<Vec<String>>,
+    /// What is masked in everything the call leaves behind: `card`, `phone`, `email`.
+    #[serde(default)]
+    pub redact: Vec<crate::redact::Sensitive>,
 }
 
 fn default_temperature() -> f32 {
@@ -88,6 +91,11 @@ fn fill(
 }
 
 impl Agent {
+    /// Masks what the agent's `redact` names.
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::new(&self.redact)
+    }
+
     /// The agent's own engine chain for `kind`, if it sets one.
     pub fn chain(&self, kind: crate::engines::providers::EngineKind) -> Option<&Vec<String>> {
         use crate::engines::providers::EngineKind;

@@ -16,6 +16,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod models;
 pub mod protocol;
+pub mod redact;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -677,7 +677,6 @@ async fn the_operator_socket_streams_a_call_listens_in_and_speaks_with_the_opera
 
     // The operator's live voice reaches the caller as reply audio marked as theirs, and goes
     // into history as their words once they stop.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
     for _ in 0..12 {
         send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
     }

@@ -28,6 +28,16 @@ async fn list_calls_pages_newest_first_for_the_owner_only() {
 }
 
 #[tokio::test]
+async fn list_filters_by_range_and_literal_text() {
+    store_common::list_filters_by_range_and_literal_text(&Db::postgres().await).await;
+}
+
+#[tokio::test]
+async fn stats_rows_over_a_range() {
+    store_common::stats_rows_over_a_range(&Db::postgres().await).await;
+}
+
+#[tokio::test]
 async fn stream_events_after_an_id() {
     store_common::stream_events_after_an_id(&Db::postgres().await).await;
 }

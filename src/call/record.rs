@@ -11,6 +11,7 @@ use serde_json::json;
 use super::event::CallEvent;
 use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use super::operator::OperatorEventKind;
+use crate::redact::Redactor;
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
 
 /// Milliseconds since the Unix epoch.
@@ -40,6 +41,8 @@ pub struct Recorder {
     /// Audio of the call before this stretch of it (a resumed call).
     prior_caller_ms: i64,
     prior_agent_ms: i64,
+    /// Masks the agent's sensitive kinds in every text written or published.
+    redactor: Redactor,
 }
 
 /// What a call's record carries from one stretch of the call to the next.
@@ -65,7 +68,14 @@ impl Recorder {
             push_to_talk: false,
             caller_samples: 0,
             agent_ms: 0.0,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Masks what `redactor` masks in everything recorded and published from here on.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Publishes the call's monitored events to `feed` as well.
@@ -74,7 +84,20 @@ impl Recorder {
         self
     }
 
-    fn write(&self, w: Write) {
+    fn write(&self, mut w: Write) {
+        let r = &self.redactor;
+        match &mut w {
+            Write::Item(item) if r.is_active() => {
+                item.text = r.redact(&item.text).into_owned();
+                if let Some(heard) = item.heard.as_mut() {
+                    *heard = r.redact(heard).into_owned();
+                }
+            }
+            Write::ItemHeard { heard, .. } if r.is_active() => {
+                *heard = r.redact(heard).into_owned();
+            }
+            _ => {}
+        }
         if let Some(writer) = &self.writer {
             writer.send(w);
         }
@@ -176,7 +199,10 @@ impl Recorder {
                 delta,
             } => {
                 self.replies.entry(*item_id).or_default().push_str(delta);
-                if let Some((feed, meta)) = self.feed.as_ref().filter(|(f, _)| f.wants_deltas()) {
+                // A number split across deltas cannot be masked: a redacting call's deltas
+                // stay off the monitor feed (the whole reply follows in `response`).
+                let feed = self.feed.as_ref().filter(|(f, _)| f.wants_deltas());
+                if let Some((feed, meta)) = feed.filter(|_| !self.redactor.is_active()) {
                     let data = json!({"turn_id": turn_id, "item_id": item_id, "delta": delta});
                     feed.publish(meta, 0, RESPONSE_DELTA, now_ms(), &data, |_| {});
                 }
@@ -329,7 +355,8 @@ impl Recorder {
 
     /// Appends to the event log and, for what the monitor shows, to the monitor feed (the
     /// store write first; see [`Feed::publish`]).
-    fn log(&mut self, kind: &str, data: serde_json::Value) {
+    fn log(&mut self, kind: &str, mut data: serde_json::Value) {
+        self.redactor.redact_fields(&mut data, &["text", "heard"]);
         let seq = self.seq;
         self.seq += 1;
         let at_ms = now_ms();

@@ -263,7 +263,8 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         agent: agent.name.clone(),
     };
     let mut recorder = Recorder::new(Some(svc.writer.clone()), &call_id, live.record.totals())
-        .with_feed(svc.feed.clone(), meta);
+        .with_feed(svc.feed.clone(), meta)
+        .with_redactor(agent.redactor());
     if req.push_to_talk {
         recorder.set_push_to_talk();
     }

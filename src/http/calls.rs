@@ -1,7 +1,8 @@
 //! `GET /api/calls` and `GET /api/calls/{id}`: a user's calls and one call's history, for its
 //! owner only (same `sub` and `org`), or for an operator or admin of the call's org (who lists
 //! every call of the org, `?sub=` narrowing it to one user). Live calls answer from memory;
-//! every call, live or not, from the durable store, so history survives restarts.
+//! every call, live or not, from the durable store, so history survives restarts. The list
+//! takes filters (time range, agent, caller, text search) shared with the export.
 
 use std::sync::Arc;
 
@@ -9,12 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::access::may_read;
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
+use super::filters::{invalid, CallFilter, Params};
+use crate::call::store::CallRecord;
 use crate::call::Owner;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
@@ -29,7 +31,14 @@ pub(super) fn unavailable(e: StoreError) -> AppError {
     )
 }
 
-fn summary(row: &CallRow, live: bool) -> Value {
+/// How long a finished call lasted (`None` while live); never negative, whatever the clocks of
+/// the nodes that wrote it.
+pub(super) fn duration_ms(row: &CallRow) -> Option<i64> {
+    row.ended_at_ms
+        .map(|end| end.saturating_sub(row.started_at_ms).max(0))
+}
+
+pub(super) fn summary(row: &CallRow, live: bool) -> Value {
     json!({
         "call_id": row.id,
         "agent": row.agent,
@@ -37,11 +46,30 @@ fn summary(row: &CallRow, live: bool) -> Value {
         "live": live,
         "started_at_ms": row.started_at_ms,
         "ended_at_ms": row.ended_at_ms,
+        "duration_ms": duration_ms(row),
         "end_reason": row.end_reason,
         "turns": row.turns,
         "caller_audio_ms": row.caller_audio_ms,
         "agent_audio_ms": row.agent_audio_ms,
     })
+}
+
+/// A call's history as the model sees it, with what its agent redacts masked.
+pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
+    let redactor = state
+        .agents
+        .get(Some(&record.agent))
+        .map(|a| a.redactor())
+        .unwrap_or_default();
+    record
+        .history()
+        .messages()
+        .into_iter()
+        .map(|mut m| {
+            m.content = redactor.redact(&m.content).into_owned();
+            json!(m)
+        })
+        .collect()
 }
 
 pub async fn call_history(
@@ -80,12 +108,7 @@ pub async fn call_history(
     // The conversation as the model sees it: from memory while the call is known here, else
     // from its stored items (a cut reply keeps what the caller heard).
     let messages: Vec<Value> = match &memory {
-        Some(r) => r
-            .history()
-            .messages()
-            .into_iter()
-            .map(|m| json!(m))
-            .collect(),
+        Some(r) => masked_messages(&state, r),
         None => items
             .iter()
             .map(|i| json!({"role": i.role, "content": i.heard.as_ref().unwrap_or(&i.text)}))
@@ -112,32 +135,34 @@ pub async fn call_history(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
-pub struct ListParams {
-    pub token: Option<String>,
-    pub limit: Option<u32>,
-    pub before: Option<i64>,
-    pub agent: Option<String>,
-    /// Operators and admins: only this user's calls.
-    pub sub: Option<String>,
-}
-
+/// `GET /api/calls`: a page of the caller's calls (an operator's: the org's), newest first,
+/// narrowed by the filters of [`CallFilter`].
 pub async fn list_calls(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<ListParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
-    let claims = authenticate(&state, &headers, &TokenQuery { token: p.token })?;
+    let p = Params(pairs);
+    let claims = authenticate(&state, &headers, &p.token()?)?;
+    let filter = CallFilter::parse(&p)?;
+    let limit = match p.one("limit")? {
+        None | Some("") => 20,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| invalid("`limit` must be a number of calls, 1 to 100"))?
+            .clamp(1, i64::from(ListQuery::MAX_LIMIT)) as u32,
+    };
     let query = ListQuery {
-        limit: p.limit.unwrap_or(20).clamp(1, ListQuery::MAX_LIMIT),
-        before_ms: p.before,
-        agent: p.agent,
+        before_ms: p.ms("before")?,
+        ..filter.query(limit)
     };
     let store = &state.call_services.store;
     let org = claims.org.as_deref();
     let rows = if claims.role().is_operator() {
-        let sub = p.sub.as_deref().filter(|s| !s.is_empty());
-        store.list_org_calls(org, sub, &query).await
+        store
+            .list_org_calls(org, filter.sub.as_deref(), &query)
+            .await
     } else {
         store.list_calls(&claims.sub, org, &query).await
     }

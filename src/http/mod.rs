@@ -1,11 +1,15 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, health, metrics, and the static `web/` folder).
+//! tokens, the monitor stream, history export and figures, health, metrics, and the static
+//! `web/` folder).
 
 pub mod access;
 pub mod api;
 pub mod calls;
 pub mod error;
+pub mod export;
+pub mod filters;
 pub mod operate;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -33,6 +37,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route("/api/calls", get(calls::list_calls))
+        // A static segment wins over `{call_id}` whatever the order: no call is named `export`.
+        .route("/api/calls/export", get(export::export))
         .route("/api/calls/{call_id}", get(calls::call_history))
         .route("/api/calls/{call_id}/takeover", post(operate::takeover))
         .route("/api/calls/{call_id}/release", post(operate::release))
@@ -46,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/calls/{call_id}/context",
             post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
         )
+        .route("/api/stats", get(stats::stats))
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

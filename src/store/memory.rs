@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::rows::{
-    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
+    Write,
 };
 use super::StoreError;
 
@@ -74,28 +75,62 @@ impl MemoryStore {
             .collect()
     }
 
-    pub(crate) fn list_calls(&self, sub: &str, org: Option<&str>, q: &ListQuery) -> Vec<CallRow> {
-        self.list_org_calls(org, Some(sub), q)
-    }
-
     pub(crate) fn list_org_calls(
         &self,
         org: Option<&str>,
         sub: Option<&str>,
         q: &ListQuery,
+        limit: i64,
     ) -> Vec<CallRow> {
         let t = self.tables();
         let mut calls: Vec<CallRow> = t
             .calls
             .values()
             .filter(|c| c.org.as_deref() == org && sub.is_none_or(|s| c.sub == s))
-            .filter(|c| q.before_ms.is_none_or(|b| c.started_at_ms < b))
+            .filter(|c| q.in_range(c.started_at_ms))
             .filter(|c| q.agent.as_ref().is_none_or(|a| &c.agent == a))
+            .filter(|c| {
+                q.text.is_none() || of_call(&t.items, &c.id).any(|i| q.text_matches(&i.text))
+            })
             .cloned()
             .collect();
         calls.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
-        calls.truncate(q.clamped_limit() as usize);
+        calls.truncate(usize::try_from(limit).unwrap_or(0));
         calls
+    }
+
+    pub(crate) fn stats(&self, org: Option<&str>, from_ms: i64, to_ms: i64) -> StatsRows {
+        let t = self.tables();
+        let mut calls: Vec<&CallRow> = t
+            .calls
+            .values()
+            .filter(|c| c.org.as_deref() == org && c.started_at_ms >= from_ms)
+            .filter(|c| c.started_at_ms < to_ms)
+            .collect();
+        calls.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        let cap = StatsRows::MAX_VALUES as usize;
+        let mut rows = StatsRows {
+            calls: calls.len() as i64,
+            ..StatsRows::default()
+        };
+        rows.durations_ms = calls
+            .iter()
+            .filter_map(|c| Some(c.ended_at_ms? - c.started_at_ms))
+            .take(cap)
+            .collect();
+        rows.voice_to_voice_ms = calls
+            .iter()
+            .flat_map(|c| of_call(&t.turn_metrics, &c.id))
+            .filter_map(|m| m.metrics.get("voice_to_voice_ms")?.as_f64())
+            .take(cap)
+            .collect();
+        for i in calls.iter().flat_map(|c| of_call(&t.items, &c.id)) {
+            if i.role == "assistant" && i.source != "operator" {
+                rows.replies += 1;
+                rows.replies_interrupted += i64::from(i.heard.is_some());
+            }
+        }
+        rows
     }
 }
 

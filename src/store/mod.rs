@@ -6,6 +6,7 @@
 //! fate is unknown is simply written again.
 
 mod error;
+mod figures;
 mod memory;
 mod postgres;
 mod rows;
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 pub use error::{redact_url, StoreError};
 pub use rows::{
-    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
+    Write,
 };
 pub use writer::StoreWriter;
 
@@ -173,35 +175,91 @@ impl Store {
         }
     }
 
-    /// The calls of one owner, newest first: same `sub` and same `org` (a `None` org matches
-    /// only calls without one).
+    /// The calls of one owner that match `q`, newest first: same `sub` and same `org` (a
+    /// `None` org matches only calls without one).
     pub async fn list_calls(
         &self,
         sub: &str,
         org: Option<&str>,
         q: &ListQuery,
     ) -> Result<Vec<CallRow>, StoreError> {
-        let op = StoreError::query("listing calls");
-        match &self.backend {
-            Backend::Sqlite(s) => sql::list_calls(&s.pool, sub, org, q).await.map_err(op),
-            Backend::Postgres(p) => sql::list_calls(&p.pool, sub, org, q).await.map_err(op),
-            Backend::Memory(m) => Ok(m.list_calls(sub, org, q)),
-        }
+        self.list_org_calls(org, Some(sub), q).await
     }
 
-    /// The calls of one org, newest first, of every owner or of `sub` only (a `None` org is
-    /// the default org: calls stored without one).
+    /// The calls of one org that match `q`, newest first, of every owner or of `sub` only (a
+    /// `None` org is the default org: calls stored without one).
     pub async fn list_org_calls(
         &self,
         org: Option<&str>,
         sub: Option<&str>,
         q: &ListQuery,
     ) -> Result<Vec<CallRow>, StoreError> {
-        let op = StoreError::query("listing an org's calls");
+        self.select_calls(org, sub, q, q.clamped_limit()).await
+    }
+
+    /// Like [`Store::list_org_calls`] without paging (`q.limit` and `q.before_ms` aside): up
+    /// to [`ListQuery::EXPORT_MAX`] calls, and whether more matched.
+    pub async fn export_org_calls(
+        &self,
+        org: Option<&str>,
+        sub: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<(Vec<CallRow>, bool), StoreError> {
+        let q = ListQuery {
+            before_ms: None,
+            ..q.clone()
+        };
+        let max = i64::from(ListQuery::EXPORT_MAX);
+        let mut rows = self.select_calls(org, sub, &q, max + 1).await?;
+        let truncated = rows.len() as i64 > max;
+        rows.truncate(ListQuery::EXPORT_MAX as usize);
+        Ok((rows, truncated))
+    }
+
+    async fn select_calls(
+        &self,
+        org: Option<&str>,
+        sub: Option<&str>,
+        q: &ListQuery,
+        limit: i64,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let op = StoreError::query("listing calls");
         match &self.backend {
-            Backend::Sqlite(s) => sql::list_org_calls(&s.pool, org, sub, q).await.map_err(op),
-            Backend::Postgres(p) => sql::list_org_calls(&p.pool, org, sub, q).await.map_err(op),
-            Backend::Memory(m) => Ok(m.list_org_calls(org, sub, q)),
+            Backend::Sqlite(s) => {
+                sql::list_org_calls(&s.pool, sql::Dialect::Sqlite, org, sub, q, limit)
+                    .await
+                    .map_err(op)
+            }
+            Backend::Postgres(p) => {
+                sql::list_org_calls(&p.pool, sql::Dialect::Postgres, org, sub, q, limit)
+                    .await
+                    .map_err(op)
+            }
+            Backend::Memory(m) => Ok(m.list_org_calls(org, sub, q, limit)),
+        }
+    }
+
+    /// What the figures of `org` over `[from_ms, to_ms)` are computed from (see
+    /// [`StatsRows`]).
+    pub async fn stats(
+        &self,
+        org: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<StatsRows, StoreError> {
+        let op = StoreError::query("reading an org's figures");
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                figures::stats(&s.pool, sql::Dialect::Sqlite, org, from_ms, to_ms)
+                    .await
+                    .map_err(op)
+            }
+            Backend::Postgres(p) => {
+                figures::stats(&p.pool, sql::Dialect::Postgres, org, from_ms, to_ms)
+                    .await
+                    .map_err(op)
+            }
+            Backend::Memory(m) => Ok(m.stats(org, from_ms, to_ms)),
         }
     }
 

@@ -106,7 +106,7 @@ impl StreamQuery {
     }
 }
 
-/// A page of one owner's calls, newest first.
+/// A page of calls, newest first, narrowed by filters that all apply together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     /// Calls per page, 1..=100 (values outside are clamped).
@@ -116,13 +116,54 @@ pub struct ListQuery {
     pub before_ms: Option<i64>,
     /// Only calls of this agent.
     pub agent: Option<String>,
+    /// Only calls that started at or after this (unix ms).
+    pub from_ms: Option<i64>,
+    /// Only calls that started strictly before this (unix ms).
+    pub to_ms: Option<i64>,
+    /// Only calls with an item whose text holds this, ASCII letters matched without regard
+    /// to case (other characters exactly); `%` and `_` are plain characters here.
+    pub text: Option<String>,
 }
 
 impl ListQuery {
     pub const MAX_LIMIT: u32 = 100;
+    /// The most calls an export holds.
+    pub const EXPORT_MAX: u32 = 10_000;
 
     pub(crate) fn clamped_limit(&self) -> i64 {
         i64::from(self.limit.clamp(1, Self::MAX_LIMIT))
+    }
+
+    /// The `LIKE` pattern for [`Self::text`]: lower-cased ASCII letters, `\`, `%` and `_`
+    /// escaped with `\` (the statements say `ESCAPE '\'`), between two `%`.
+    pub(crate) fn text_pattern(&self) -> Option<String> {
+        let text = self.text.as_deref()?;
+        let mut p = String::with_capacity(text.len() + 2);
+        p.push('%');
+        for c in text.chars() {
+            if matches!(c, '\\' | '%' | '_') {
+                p.push('\\');
+            }
+            p.push(c.to_ascii_lowercase());
+        }
+        p.push('%');
+        Some(p)
+    }
+
+    /// Whether `text` matches [`Self::text`] (no text filter: every text does), as the
+    /// statements decide it: a substring, ASCII letters without regard to case.
+    pub(crate) fn text_matches(&self, text: &str) -> bool {
+        self.text
+            .as_deref()
+            .is_none_or(|t| text.to_ascii_lowercase().contains(&t.to_ascii_lowercase()))
+    }
+
+    /// Whether a call that started at `started_at_ms` is in the time range and before the
+    /// page's end.
+    pub(crate) fn in_range(&self, started_at_ms: i64) -> bool {
+        self.before_ms.is_none_or(|b| started_at_ms < b)
+            && self.from_ms.is_none_or(|f| started_at_ms >= f)
+            && self.to_ms.is_none_or(|t| started_at_ms < t)
     }
 }
 
@@ -132,8 +173,34 @@ impl Default for ListQuery {
             limit: 20,
             before_ms: None,
             agent: None,
+            from_ms: None,
+            to_ms: None,
+            text: None,
         }
     }
+}
+
+/// What the figures of an org over a time range are computed from: every call that started
+/// in `[from_ms, to_ms)`, with their turns and replies.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatsRows {
+    /// Calls started in the range.
+    pub calls: i64,
+    /// `ended_at_ms - started_at_ms` of the finished ones, newest first, at most
+    /// [`StatsRows::MAX_VALUES`].
+    pub durations_ms: Vec<i64>,
+    /// The turns' `voice_to_voice_ms`, of the newest calls first, at most
+    /// [`StatsRows::MAX_VALUES`].
+    pub voice_to_voice_ms: Vec<f64>,
+    /// The agent's replies (assistant items that are not an operator's line).
+    pub replies: i64,
+    /// Those the caller did not hear in full (they carry `heard`).
+    pub replies_interrupted: i64,
+}
+
+impl StatsRows {
+    /// The most values a median is computed over.
+    pub const MAX_VALUES: u32 = 100_000;
 }
 
 /// One change to the store. Every write is idempotent: applying a batch twice leaves the same

@@ -190,32 +190,114 @@ where
     .await
 }
 
-/// One owner's calls, newest first.
-pub(crate) async fn list_calls<DB>(
-    db: &Pool<DB>,
-    sub: &str,
-    org: Option<&str>,
-    q: &ListQuery,
-) -> Result<Vec<CallRow>, sqlx::Error>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
-{
-    list_org_calls(db, org, Some(sub), q).await
+/// Where SQLite and Postgres differ in a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
-/// An org's calls (of one owner when `sub` is given), newest first. Each condition is written
-/// out only when it applies, so the `(sub, org, started_at_ms)` index serves an owner's list
-/// and the `(org, started_at_ms)` one an org's: the equality, the `before` range and the order.
+impl Dialect {
+    /// `LIKE` on `col` with ASCII letters matched without regard to case and nothing else
+    /// folded, the same in both: SQLite's `LIKE` already works so; Postgres's `lower` and
+    /// `ILIKE` follow the database's locale, so its ASCII capitals are lowered by `translate`
+    /// (the pattern comes lowered).
+    pub(crate) fn like(self, col: &str, param: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("{col} LIKE ${param} ESCAPE '\\'"),
+            Dialect::Postgres => format!(
+                "translate({col}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') \
+                 LIKE ${param} ESCAPE '\\'"
+            ),
+        }
+    }
+
+    /// A number inside a JSON column, as a double (NULL when absent or not a number).
+    pub(crate) fn json_number(self, col: &str, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "CASE WHEN json_type({col}, '$.{key}') IN ('integer', 'real') \
+                 THEN CAST(json_extract({col}, '$.{key}') AS REAL) END"
+            ),
+            Dialect::Postgres => format!(
+                "CASE WHEN jsonb_typeof({col}->'{key}') = 'number' \
+                 THEN ({col}->>'{key}')::float8 END"
+            ),
+        }
+    }
+}
+
+/// A value bound to a `$N` parameter.
+pub(crate) enum Arg<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// The `WHERE` conditions of a call listing and their arguments, numbered from `$1`. Each
+/// condition is written out only when it applies, so the `(sub, org, started_at_ms)` index
+/// serves an owner's list and the `(org, started_at_ms)` one an org's: the equality, the time
+/// range and the order. The text search looks into each candidate call's items by their
+/// primary key `(call_id, item_id)`.
+pub(crate) fn call_conditions<'a>(
+    dialect: Dialect,
+    org: Option<&'a str>,
+    sub: Option<&'a str>,
+    q: &'a ListQuery,
+    pattern: Option<&'a str>,
+) -> (String, Vec<Arg<'a>>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    let mut add = |cond: &dyn Fn(usize) -> String, arg: Arg<'a>| {
+        args.push(arg);
+        if !sql.is_empty() {
+            sql += " AND ";
+        }
+        sql += &cond(args.len());
+    };
+    if let Some(org) = org {
+        add(&|n| format!("calls.org = ${n}"), Arg::Str(org));
+    }
+    if let Some(sub) = sub {
+        add(&|n| format!("calls.sub = ${n}"), Arg::Str(sub));
+    }
+    for (bound, op) in [(q.before_ms, "<"), (q.from_ms, ">="), (q.to_ms, "<")] {
+        if let Some(ms) = bound {
+            add(&|n| format!("calls.started_at_ms {op} ${n}"), Arg::Int(ms));
+        }
+    }
+    if let Some(agent) = &q.agent {
+        add(&|n| format!("calls.agent = ${n}"), Arg::Str(agent));
+    }
+    if let Some(pattern) = pattern {
+        add(
+            &|n| {
+                format!(
+                    "EXISTS (SELECT 1 FROM call_items i WHERE i.call_id = calls.id AND {})",
+                    dialect.like("i.text", n)
+                )
+            },
+            Arg::Str(pattern),
+        );
+    }
+    if org.is_none() {
+        sql = if sql.is_empty() {
+            "calls.org IS NULL".into()
+        } else {
+            format!("calls.org IS NULL AND {sql}")
+        };
+    }
+    (sql, args)
+}
+
+/// An org's calls (of one owner when `sub` is given) that match `q`, newest first, at most
+/// `limit`.
 pub(crate) async fn list_org_calls<DB>(
     db: &Pool<DB>,
+    dialect: Dialect,
     org: Option<&str>,
     sub: Option<&str>,
     q: &ListQuery,
+    limit: i64,
 ) -> Result<Vec<CallRow>, sqlx::Error>
 where
     DB: Database,
@@ -225,40 +307,21 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'r> CallRow: sqlx::FromRow<'r, DB::Row>,
 {
-    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ");
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
-    };
-    match org {
-        Some(_) => sql += &format!("org = ${}", next()),
-        None => sql += "org IS NULL",
-    }
-    if sub.is_some() {
-        sql += &format!(" AND sub = ${}", next());
-    }
-    if q.before_ms.is_some() {
-        sql += &format!(" AND started_at_ms < ${}", next());
-    }
-    if q.agent.is_some() {
-        sql += &format!(" AND agent = ${}", next());
-    }
-    sql += &format!(" ORDER BY started_at_ms DESC, id DESC LIMIT ${}", next());
+    let pattern = q.text_pattern();
+    let (conditions, args) = call_conditions(dialect, org, sub, q, pattern.as_deref());
+    let sql = format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE {conditions} \
+         ORDER BY calls.started_at_ms DESC, calls.id DESC LIMIT ${}",
+        args.len() + 1
+    );
     let mut query = sqlx::query_as(&sql);
-    if let Some(org) = org {
-        query = query.bind(org);
+    for arg in args {
+        query = match arg {
+            Arg::Str(s) => query.bind(s),
+            Arg::Int(i) => query.bind(i),
+        };
     }
-    if let Some(sub) = sub {
-        query = query.bind(sub);
-    }
-    if let Some(before) = q.before_ms {
-        query = query.bind(before);
-    }
-    if let Some(agent) = &q.agent {
-        query = query.bind(agent.as_str());
-    }
-    query.bind(q.clamped_limit()).fetch_all(db).await
+    query.bind(limit).fetch_all(db).await
 }
 
 /// An org's monitor-stream events after a stream id, in stream order, read by the

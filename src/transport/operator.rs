@@ -32,6 +32,7 @@ use crate::call::record::now_ms;
 use crate::call::{CallHandle, CallInput, FeedItem, ListenAudio, OperatorAction};
 use crate::http::access;
 use crate::http::api::TokenQuery;
+use crate::http::calls::masked_messages;
 use crate::http::error::AppError;
 use crate::http::operate::{self, check_text, MAX_BODY_BYTES};
 use crate::protocol::ErrorCode;
@@ -100,7 +101,8 @@ pub async fn upgrade(
 /// The operator's voice in progress.
 struct Voice {
     last: Instant,
-    /// Refused (the operator does not hold the call): said once, then dropped till it stops.
+    /// Refused (the operator does not hold the call): said once, then dropped until it stops
+    /// or the operator takes the call over.
     refused: bool,
     /// Carries an odd byte from one frame to the next.
     carry: Option<u8>,
@@ -202,7 +204,7 @@ impl Session {
             .state
             .calls
             .get_if(&call_id, |_| true)
-            .map(|r| r.history().messages())
+            .map(|r| masked_messages(&self.state, &r))
             .unwrap_or_default();
         let ready = json!({
             "type": "operator_ready",
@@ -405,7 +407,9 @@ impl Session {
             carry: None,
         });
         v.last = now;
-        if !self.holding {
+        if self.holding {
+            v.refused = false;
+        } else {
             if std::mem::replace(&mut v.refused, true) {
                 return Ok(());
             }

@@ -2,6 +2,7 @@
 //! drives it over real WebSocket and HTTP connections.
 #![allow(dead_code)]
 
+pub mod history;
 pub mod hosted;
 pub mod providers;
 

@@ -206,6 +206,7 @@ pub async fn list_calls_pages_newest_first_for_the_owner_only(db: &Db) {
         limit,
         before_ms,
         agent: agent.map(Into::into),
+        ..ListQuery::default()
     };
     let ids = |rows: Vec<voxwire::store::CallRow>| -> Vec<String> {
         rows.into_iter().map(|c| c.id).collect()

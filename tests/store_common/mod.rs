@@ -62,6 +62,11 @@ impl Db {
         }
     }
 
+    /// The folder of a SQLite database (its file and write-ahead log).
+    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        self.sqlite_dir.as_deref()
+    }
+
     /// A new database in the cluster shared by this process's tests.
     pub async fn postgres() -> Db {
         let cluster = tokio::task::spawn_blocking(shared_cluster).await.unwrap();
@@ -251,6 +256,10 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 mod bodies;
 #[allow(unused_imports)]
 pub use bodies::*;
+
+mod history_bodies;
+#[allow(unused_imports)]
+pub use history_bodies::*;
 
 mod writer_bodies;
 #[allow(unused_imports)]
