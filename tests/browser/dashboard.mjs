@@ -276,7 +276,11 @@ async function run() {
       const ids = await dash.$$eval("#history-body tr", (trs) => trs.map((tr) => tr.dataset.callId));
       return ids.length > 0 && ids.every((id) => id === callId) ? ids : null;
     });
-    return `q "front desk", from and to ${today}: only ${callId}`;
+    await dash.fill("#f-q", "zebra crossing");
+    await dash.click('#history-form button[type="submit"]');
+    await dash.waitForSelector("#history-empty:not([hidden])", { timeout: 15_000 });
+    await dash.fill("#f-q", "front desk");
+    return `q "front desk", from and to ${today}: only ${callId}; "zebra crossing": none`;
   });
 
   await step("the history exports as CSV and JSON with the same filters", async () => {
