@@ -120,7 +120,11 @@ export class CallView extends EventTarget {
       const call = await this.api.get(`/api/calls/${encodeURIComponent(callId)}`);
       if (callId !== this.callId) return;
       for (const item of call.items || []) showItem(this.transcript, GROUP, item);
+      // The last measured turn, until the next `metrics` event.
+      const last = [...(call.metrics || [])].reverse().find((m) => m.timings && Number.isFinite(m.timings.voice_to_voice_ms));
+      if (last && this.call && !Number.isFinite(this.call.v2v)) this.call.v2v = last.timings.voice_to_voice_ms;
       if (!call.live) this.markEnded(call.end_reason);
+      this.render();
     } catch (e) {
       if (callId === this.callId) this.fail("Reading the call", e);
     }
