@@ -687,9 +687,26 @@ async fn the_operator_socket_streams_a_call_listens_in_and_speaks_with_the_opera
     for _ in 0..12 {
         send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
     }
+    // The caller talks over it (another pitch than the operator's): heard, and not cutting the
+    // operator off, as on any phone line.
+    let over: Vec<u8> = (0..16_000 * 2)
+        .map(|i| {
+            let speaking = (4_800..24_000).contains(&i);
+            let s = if speaking {
+                (i as f32 * 290.0 * std::f32::consts::TAU / 16_000.0).sin() * 0.4
+            } else {
+                0.0
+            };
+            (s * 32767.0) as i16
+        })
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    stream_pcm16(&mut ws, &over, 16_000).await;
+    let mut line = recv_until(&mut ws, "speech_stopped").await;
     let ended = command(&mut sock, json!({"type": "voice_end"})).await;
     assert_eq!(ended["command"], "voice_end");
-    let line = recv_until(&mut ws, "response_done").await;
+    line.extend(recv_until(&mut ws, "response_done").await);
+    assert!(!types(&line).iter().any(|t| t == "interrupted"), "{line:?}");
     let audio: usize = line
         .iter()
         .filter(|f| f["type"] == "audio_response")

@@ -111,6 +111,8 @@ export async function startServer(dir, { logName = "server.log", env: extra = {}
   Object.assign(env, {
     VOXWIRE_WEB_DIR: path.join(ROOT, "web"),
     VOXWIRE_AGENTS: path.join(ROOT, "agents.toml"),
+    // A scratch store in the scratch directory: a test never writes to the user's own.
+    VOXWIRE_DATABASE_URL: `sqlite://${path.join(dir, "calls.db")}`,
     RUST_LOG: "voxwire=info",
     ...extra,
   });
