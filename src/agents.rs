@@ -38,6 +38,23 @@ pub struct Agent {
     /// What is masked in everything the call leaves behind: `card`, `phone`, `email`.
     #[serde(default)]
     pub redact: Vec<crate::redact::Sensitive>,
+    /// Record this agent's calls (unless a call's `start_call.record` is false).
+    #[serde(default)]
+    pub record: bool,
+    /// Spoken first on a recorded call; the recording holds it.
+    #[serde(default = "default_recording_notice")]
+    pub recording_notice: String,
+    /// Words that, said (or typed) by the caller, stop the recording and delete it.
+    #[serde(default = "default_opt_out")]
+    pub recording_opt_out: Vec<String>,
+}
+
+fn default_recording_notice() -> String {
+    "This call is recorded.".into()
+}
+
+fn default_opt_out() -> Vec<String> {
+    vec!["do not record".into(), "don't record".into()]
 }
 
 fn default_temperature() -> f32 {
@@ -91,6 +108,14 @@ fn fill(
 }
 
 impl Agent {
+    /// Whether `text` (a caller's words) asks not to be recorded.
+    pub fn opts_out(&self, text: &str) -> bool {
+        let text = text.to_lowercase().replace(['\u{2019}'], "'");
+        self.recording_opt_out
+            .iter()
+            .any(|p| !p.trim().is_empty() && text.contains(&p.trim().to_lowercase()))
+    }
+
     /// Masks what the agent's `redact` names.
     pub fn redactor(&self) -> crate::redact::Redactor {
         crate::redact::Redactor::new(&self.redact)

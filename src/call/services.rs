@@ -33,4 +33,6 @@ pub struct CallServices {
     pub writer: StoreWriter,
     /// Every call publishes its monitored events here.
     pub feed: Arc<Feed>,
+    /// Where recordings are written (`VOXWIRE_RECORDINGS_DIR`).
+    pub recordings: std::path::PathBuf,
 }

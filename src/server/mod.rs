@@ -91,6 +91,7 @@ impl AppState {
             store,
             writer,
             feed: Feed::new(config.net.monitor_buffer),
+            recordings: config.store.recordings_dir.clone(),
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
