@@ -47,7 +47,14 @@ pub struct Agent {
     /// Words that, said (or typed) by the caller, stop the recording and delete it.
     #[serde(default = "default_opt_out")]
     pub recording_opt_out: Vec<String>,
+    /// Days this agent's ended calls are kept, instead of `VOXWIRE_RETENTION_DAYS` (0: kept
+    /// forever).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
+
+/// The longest retention that can be set, in days (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 fn default_recording_notice() -> String {
     "This call is recorded.".into()
@@ -200,6 +207,12 @@ impl Agents {
                     a.name
                 ));
             }
+            if a.retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
+                return Err(format!(
+                    "agent `{}`: retention_days must be between 0 (keep forever) and {MAX_RETENTION_DAYS}",
+                    a.name
+                ));
+            }
             if a.system_prompt.trim().is_empty() {
                 return Err(format!("agent `{}`: system_prompt is empty", a.name));
             }
@@ -292,6 +305,8 @@ mod tests {
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nvoise = \"x\"", "unknown field"),
             ("default = \"a\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"q\"", "twice"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"b\"\nsystem_prompt = \"q\"", "default"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nretention_days = 40000", "retention_days"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nretention_days = -1", "retention_days"),
             ("not toml at all [", ""),
         ];
         for (text, want) in cases {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod protocol;
 pub mod redact;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod transport;

@@ -400,6 +400,29 @@ impl CallStore {
         }
     }
 
+    /// Forgets the ended calls among `ids` whatever their writes (their rows were deleted), so
+    /// they can no longer be resumed; live ones stay. Returns how many were forgotten.
+    pub fn remove_ended(&self, ids: &[String]) -> usize {
+        let mut inner = self.lock();
+        let mut removed = 0;
+        for id in ids {
+            if inner.calls.get(id).is_some_and(|r| !r.is_live()) {
+                inner.calls.remove(id);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let Inner { calls, order, .. } = &mut *inner;
+            order.retain(|o| calls.contains_key(o));
+        }
+        removed
+    }
+
+    /// Whether `owner` has a live call on this node.
+    pub fn has_live(&self, owner: &Owner) -> bool {
+        self.lock().live_per_user.get(owner).is_some_and(|n| *n > 0)
+    }
+
     /// Calls held in memory: the live ones and ended ones still being written.
     pub fn held(&self) -> usize {
         self.lock().calls.len()
@@ -508,6 +531,24 @@ mod tests {
         assert_eq!(store.held(), 1);
         store.forget(&id, first + 1);
         assert_eq!(store.held(), 0);
+        assert!(store.lock().order.is_empty());
+    }
+
+    #[test]
+    fn removes_ended_calls_but_never_live_ones() {
+        let store = CallStore::new(100, 10, 5);
+        let live = store.start(&owner("a"), "x", None).unwrap();
+        let ended = store.start(&owner("a"), "x", None).unwrap();
+        let ids = vec![live.record.id.clone(), ended.record.id.clone()];
+        assert!(store.has_live(&owner("a")));
+        drop(ended);
+        assert_eq!(store.remove_ended(&ids), 1);
+        assert_eq!(store.held(), 1);
+        assert!(store.get_owned(&ids[0], &owner("a")).is_ok());
+        assert!(store.start(&owner("a"), "x", Some(&ids[1])).is_err());
+        drop(live);
+        assert!(!store.has_live(&owner("a")));
+        assert_eq!(store.remove_ended(&ids), 1);
         assert!(store.lock().order.is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! Where calls are kept (`VOXWIRE_DATABASE_URL`) and how many writes may wait for the database
-//! (`VOXWIRE_STORE_QUEUE`).
+//! Where calls are kept (`VOXWIRE_DATABASE_URL`), how many writes may wait for the database
+//! (`VOXWIRE_STORE_QUEUE`), where recordings go and how long calls are kept
+//! (`VOXWIRE_RETENTION_DAYS`).
 
 use super::{invalid, parse_num, ConfigError, Env};
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub struct StoreSettings {
     /// Where call recordings are written (`VOXWIRE_RECORDINGS_DIR`): by default `recordings/`
     /// next to the SQLite file, else in the data folder.
     pub recordings_dir: PathBuf,
+    /// Ended calls that started more than this many days ago are deleted with everything of
+    /// them (`VOXWIRE_RETENTION_DAYS`); 0, the default, keeps them forever. Agents may set
+    /// their own `retention_days`.
+    pub retention_days: u32,
 }
 
 impl std::fmt::Debug for StoreSettings {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for StoreSettings {
             .field("database_url", &redact_url(&self.database_url))
             .field("queue", &self.queue)
             .field("recordings_dir", &self.recordings_dir)
+            .field("retention_days", &self.retention_days)
             .finish()
     }
 }
@@ -64,6 +70,7 @@ impl StoreSettings {
             database_url,
             queue: parse_num(env, "VOXWIRE_STORE_QUEUE", 10_000, 100, 10_000_000)?,
             recordings_dir,
+            retention_days: parse_num(env, "VOXWIRE_RETENTION_DAYS", 0, 0, 36_500)?,
         })
     }
 }
@@ -98,5 +105,12 @@ mod tests {
         assert!(!e.to_string().contains("hunter22"), "{e}");
         let e = StoreSettings::from_env(&env(&[("VOXWIRE_STORE_QUEUE", "10")])).unwrap_err();
         assert!(e.to_string().starts_with("VOXWIRE_STORE_QUEUE:"), "{e}");
+        assert_eq!(s.retention_days, 0);
+        let s = StoreSettings::from_env(&env(&[("VOXWIRE_RETENTION_DAYS", "30")])).unwrap();
+        assert_eq!(s.retention_days, 30);
+        for bad in ["-1", "forever", "40000"] {
+            let e = StoreSettings::from_env(&env(&[("VOXWIRE_RETENTION_DAYS", bad)])).unwrap_err();
+            assert!(e.to_string().starts_with("VOXWIRE_RETENTION_DAYS:"), "{e}");
+        }
     }
 }

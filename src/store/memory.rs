@@ -8,6 +8,7 @@ use super::rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
     Write,
 };
+use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 use super::StoreError;
 
 #[derive(Default)]
@@ -24,6 +25,7 @@ struct Tables {
     items: BTreeMap<(String, i64), ItemRow>,
     turn_metrics: BTreeMap<(String, i64), TurnMetricsRow>,
     events: BTreeMap<(String, i64), EventRow>,
+    audit: Vec<AuditRow>,
 }
 
 impl MemoryStore {
@@ -135,6 +137,86 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    pub(crate) fn subject_calls(&self, org: Option<&str>, sub: &str) -> Vec<String> {
+        let t = self.tables();
+        let mut ids: Vec<String> = t
+            .calls
+            .values()
+            .filter(|c| c.org.as_deref() == org && c.sub == sub)
+            .map(|c| c.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub(crate) fn expired_calls(
+        &self,
+        before_ms: i64,
+        scope: &AgentScope,
+        limit: i64,
+    ) -> Vec<String> {
+        let t = self.tables();
+        let mut calls: Vec<&CallRow> = t
+            .calls
+            .values()
+            .filter(|c| c.ended_at_ms.is_some() && c.started_at_ms < before_ms)
+            .filter(|c| match scope {
+                AgentScope::Only(a) => &c.agent == a,
+                AgentScope::Except(v) => !v.contains(&c.agent),
+            })
+            .collect();
+        calls.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
+        calls
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub(crate) fn delete(&self, ids: &[String], audit: Option<&AuditEntry>) -> Deleted {
+        let mut t = self.tables();
+        let mut d = Deleted::default();
+        for id in ids {
+            let key = |k: &(String, i64)| &k.0 != id;
+            let before = (t.items.len(), t.turn_metrics.len(), t.events.len());
+            t.items.retain(|k, _| key(k));
+            t.turn_metrics.retain(|k, _| key(k));
+            t.events.retain(|k, _| key(k));
+            d.items += (before.0 - t.items.len()) as i64;
+            d.metrics += (before.1 - t.turn_metrics.len()) as i64;
+            d.events += (before.2 - t.events.len()) as i64;
+            d.calls += i64::from(t.calls.remove(id).is_some());
+        }
+        if let Some(a) = audit {
+            d.recordings = a.recordings;
+            let id = t.audit.len() as i64 + 1;
+            t.audit.push(AuditRow {
+                id,
+                at_ms: a.at_ms,
+                actor: a.actor.clone(),
+                org: a.org.clone(),
+                action: a.action.clone(),
+                calls: d.calls,
+                items: d.items,
+                metrics: d.metrics,
+                events: d.events,
+                recordings: a.recordings,
+            });
+        }
+        d
+    }
+
+    pub(crate) fn audit_log(&self, org: Option<&str>, limit: i64) -> Vec<AuditRow> {
+        let t = self.tables();
+        t.audit
+            .iter()
+            .rev()
+            .filter(|a| a.org.as_deref() == org)
+            .take(usize::try_from(limit).unwrap_or(0))
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn stream_events(&self, q: &StreamQuery) -> Vec<StreamEventRow> {
         let t = self.tables();
         let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);

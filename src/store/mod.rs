@@ -5,6 +5,7 @@
 //! a call wait; the API reads through [`Store`]. Every [`Write`] is idempotent, so a batch whose
 //! fate is unknown is simply written again.
 
+mod erase;
 mod error;
 mod figures;
 mod memory;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 pub use error::{redact_url, StoreError};
 pub use rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
@@ -271,6 +273,71 @@ impl Store {
             Backend::Sqlite(s) => sql::stream_events(&s.pool, q).await.map_err(op),
             Backend::Postgres(p) => sql::stream_events(&p.pool, q).await.map_err(op),
             Backend::Memory(m) => Ok(m.stream_events(q)),
+        }
+    }
+
+    /// The ids of every call of `sub` in `org` (`None`: the default org).
+    pub async fn subject_calls(
+        &self,
+        org: Option<&str>,
+        sub: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let op = StoreError::query("finding a subject's calls");
+        match &self.backend {
+            Backend::Sqlite(s) => erase::subject_calls(&s.pool, org, sub).await.map_err(op),
+            Backend::Postgres(p) => erase::subject_calls(&p.pool, org, sub).await.map_err(op),
+            Backend::Memory(m) => Ok(m.subject_calls(org, sub)),
+        }
+    }
+
+    /// Up to `limit` ended calls of `scope` that started before `before_ms`, oldest first.
+    pub async fn expired_calls(
+        &self,
+        before_ms: i64,
+        scope: &AgentScope,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let op = StoreError::query("finding expired calls");
+        match &self.backend {
+            Backend::Sqlite(s) => erase::expired_calls(&s.pool, before_ms, scope, limit)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => erase::expired_calls(&p.pool, before_ms, scope, limit)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.expired_calls(before_ms, scope, limit)),
+        }
+    }
+
+    /// Deletes the calls `ids` with their items, turn metrics and events, and writes `audit`
+    /// with the counts, in one transaction: all or nothing. Nothing of the deleted rows is
+    /// left in SQLite's file or log; Postgres frees their space (see `delete` there).
+    pub async fn delete_calls(
+        &self,
+        ids: &[String],
+        audit: Option<&AuditEntry>,
+    ) -> Result<Deleted, StoreError> {
+        if ids.is_empty() && audit.is_none() {
+            return Ok(Deleted::default());
+        }
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete(ids, audit).await,
+            Backend::Postgres(p) => p.delete(ids, audit).await,
+            Backend::Memory(m) => Ok(m.delete(ids, audit)),
+        }
+    }
+
+    /// The newest `limit` audit entries of `org` (`None`: the default org), newest first.
+    pub async fn audit_log(
+        &self,
+        org: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let op = StoreError::query("reading the audit log");
+        match &self.backend {
+            Backend::Sqlite(s) => erase::audit_log(&s.pool, org, limit).await.map_err(op),
+            Backend::Postgres(p) => erase::audit_log(&p.pool, org, limit).await.map_err(op),
+            Backend::Memory(m) => Ok(m.audit_log(org, limit)),
         }
     }
 

@@ -7,6 +7,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::error::redact_url;
+use super::erase::{self, AuditEntry, Deleted};
 use super::{sql, StoreError, StoreOptions, Write};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
@@ -78,5 +79,36 @@ impl PgStore {
         tx.commit()
             .await
             .map_err(StoreError::query("committing a write"))
+    }
+
+    /// Deletes the calls `ids` (and their rows) and writes `audit` in one transaction, then
+    /// vacuums the tables so the space of the deleted rows is freed (Postgres does not zero it
+    /// until the pages are reused; `VACUUM FULL` rewrites the tables).
+    pub(crate) async fn delete(
+        &self,
+        ids: &[String],
+        audit: Option<&AuditEntry>,
+    ) -> Result<Deleted, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("starting a deletion"))?;
+        let deleted = erase::delete_calls::<sqlx::Postgres>(&mut tx, ids, audit)
+            .await
+            .map_err(StoreError::query("deleting calls"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("committing a deletion"))?;
+        if deleted.calls + deleted.items + deleted.metrics + deleted.events > 0 {
+            // The rows are gone; a vacuum that fails is left to autovacuum.
+            if let Err(e) = sqlx::query("VACUUM calls, call_items, call_turn_metrics, call_events")
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot vacuum after a deletion");
+            }
+        }
+        Ok(deleted)
     }
 }

@@ -1,6 +1,8 @@
 //! SQLite, the default: one file (created with its folders), write-ahead logging so reads never
 //! wait for the writer, and a busy timeout so a writer waits for another's lock instead of
-//! failing at once.
+//! failing at once. `secure_delete` is on, so deleted rows are overwritten with zeros rather
+//! than left in free pages; after a deletion the log is checkpointed and truncated, so no old
+//! copy of a deleted row stays in it either.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -11,6 +13,7 @@ use sqlx::sqlite::{
 };
 
 use super::error::redact_url;
+use super::erase::{self, AuditEntry, Deleted};
 use super::{sql, StoreError, StoreOptions, Write};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -32,7 +35,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL never corrupts the file; a power cut may lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(opts.busy_timeout);
+            .busy_timeout(opts.busy_timeout)
+            .pragma("secure_delete", "ON");
         let file = options.get_filename().to_path_buf();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir)
@@ -87,5 +91,35 @@ impl SqliteStore {
         tx.commit()
             .await
             .map_err(StoreError::query("committing a write"))
+    }
+
+    /// Deletes the calls `ids` (and their rows) and writes `audit` in one transaction, then
+    /// moves the zeroed pages from the write-ahead log into the file and empties the log.
+    pub(crate) async fn delete(
+        &self,
+        ids: &[String],
+        audit: Option<&AuditEntry>,
+    ) -> Result<Deleted, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::query("starting a deletion"))?;
+        let deleted = erase::delete_calls::<sqlx::Sqlite>(&mut tx, ids, audit)
+            .await
+            .map_err(StoreError::query("deleting calls"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("committing a deletion"))?;
+        // The rows are gone; a log that cannot be emptied now is by a later checkpoint.
+        match sqlx::query_as::<_, (i64,)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok((0,)) => {}
+            Ok(_) => tracing::warn!("the log was busy and not emptied after a deletion"),
+            Err(e) => tracing::warn!(error = %e, "cannot empty the log after a deletion"),
+        }
+        Ok(deleted)
     }
 }
