@@ -1,4 +1,4 @@
-//! The `voxwire` command: `serve` (the default), `token`, `models` and `loadgen`.
+//! The `voxwire` command: `serve` (the default), `token`, `models`, `retention` and `loadgen`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,6 +58,18 @@ enum Command {
     },
     /// Simulate callers against a running server; print latency, CPU and memory figures.
     Loadgen(voxwire::loadgen::Options),
+    /// Delete expired calls (VOXWIRE_RETENTION_DAYS, agents' retention_days).
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Delete the expired calls now, with their items, events, metrics and recordings, from
+    /// the configured store; print the counts.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +127,9 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Loadgen(options) => loadgen(options),
         Command::Models { action } => models(action, &config),
+        Command::Retention {
+            action: RetentionAction::Run,
+        } => retention(&config),
         Command::Token {
             sub,
             org,
@@ -245,6 +260,44 @@ fn loadgen(options: voxwire::loadgen::Options) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn retention(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let policy = voxwire::retention::Policy::new(config.store.retention_days, &config.agents);
+    if policy.keeps_forever() {
+        println!("retention is off (VOXWIRE_RETENTION_DAYS is 0 or unset, no agent sets retention_days): nothing to delete");
+        return ExitCode::SUCCESS;
+    }
+    runtime.block_on(async {
+        let store = match voxwire::store::Store::connect(&config.store.database_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot open the call store (VOXWIRE_DATABASE_URL): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let now = voxwire::call::record::now_ms();
+        let dir = &config.store.recordings_dir;
+        let result = voxwire::retention::run(&store, dir, &policy, now, &|_| {}).await;
+        store.close().await;
+        match result {
+            Ok(d) => {
+                println!("{}", voxwire::retention::report(&d));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("retention: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn serve(config: Config) -> ExitCode {

@@ -468,6 +468,8 @@ pub enum ErrorCode {
     CallBusy,
     /// Operator routes: the call holds as many context notes as it may.
     TooManyNotes,
+    /// `DELETE /api/subjects/{sub}`: the subject has a live call; nothing was erased.
+    SubjectLive,
 }
 
 impl ErrorCode {
@@ -508,6 +510,7 @@ impl ErrorCode {
             Self::CallEnded => "call_ended",
             Self::CallBusy => "call_busy",
             Self::TooManyNotes => "too_many_notes",
+            Self::SubjectLive => "subject_live",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, health, metrics, and the static
+//! tokens, the monitor stream, history export and figures, erasure, health, metrics, and the static
 //! `web/` folder).
 
 pub mod access;
@@ -10,11 +10,12 @@ pub mod export;
 pub mod filters;
 pub mod operate;
 pub mod stats;
+pub mod subjects;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::services::ServeDir;
 
@@ -54,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
         )
         .route("/api/stats", get(stats::stats))
+        .route("/api/subjects/{sub}", delete(subjects::erase))
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

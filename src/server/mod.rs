@@ -133,6 +133,19 @@ pub async fn run(
     info!("listening on http://{addr}");
     let app = crate::http::router(state.clone());
     let root = state.shutdown.clone();
+    // Background jobs: retention, at start and then hourly, when calls are not kept forever.
+    let background = TaskTracker::new();
+    let policy = crate::retention::Policy::new(state.config.store.retention_days, &state.agents);
+    if policy.keeps_forever() {
+        debug!("retention off: calls are kept forever");
+    } else {
+        info!(days = policy.default_days, agents = ?policy.agents, "retention on");
+        background.spawn(crate::retention::every_hour(
+            state.call_services.clone(),
+            policy,
+            root.clone(),
+        ));
+    }
     let connections = TaskTracker::new();
     let header_timeout = state.config.net.header_read_timeout;
     tokio::pin!(shutdown);
@@ -169,6 +182,7 @@ pub async fn run(
     root.cancel();
     connections.close();
     state.sessions.close();
+    background.close();
     let calls = &state.call_services.tasks;
     calls.close();
     let grace = state.config.shutdown_grace;
@@ -176,6 +190,7 @@ pub async fn run(
         connections.wait().await;
         state.sessions.wait().await;
         calls.wait().await;
+        background.wait().await;
     };
     let started = tokio::time::Instant::now();
     if tokio::time::timeout(grace, drained).await.is_err() {
