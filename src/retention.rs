@@ -140,7 +140,9 @@ pub async fn every_hour(svc: Arc<CallServices>, policy: Policy, stop: Cancellati
                 recordings = d.recordings,
                 "retention: expired calls deleted"
             ),
-            Err(e) => tracing::warn!(error = %e, "retention: cannot delete expired calls; next hour"),
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: cannot delete expired calls; next hour")
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::history::*;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::{Connection, Row};
 use store_common::{eventually, Db};
 use voxwire::auth::Role;
@@ -151,9 +151,21 @@ async fn held(db: &Db, sub: &str) -> [i64; 4] {
     let of = format!("(SELECT id FROM calls WHERE sub = '{sub}' AND org IS NULL)");
     [
         scalar(db, &format!("SELECT COUNT(*) FROM calls WHERE id IN {of}")).await,
-        scalar(db, &format!("SELECT COUNT(*) FROM call_items WHERE call_id IN {of}")).await,
-        scalar(db, &format!("SELECT COUNT(*) FROM call_turn_metrics WHERE call_id IN {of}")).await,
-        scalar(db, &format!("SELECT COUNT(*) FROM call_events WHERE call_id IN {of}")).await,
+        scalar(
+            db,
+            &format!("SELECT COUNT(*) FROM call_items WHERE call_id IN {of}"),
+        )
+        .await,
+        scalar(
+            db,
+            &format!("SELECT COUNT(*) FROM call_turn_metrics WHERE call_id IN {of}"),
+        )
+        .await,
+        scalar(
+            db,
+            &format!("SELECT COUNT(*) FROM call_events WHERE call_id IN {of}"),
+        )
+        .await,
     ]
 }
 
@@ -181,14 +193,20 @@ async fn erasing_a_subject(db: Db) {
         token(&server, "sup", Role::Operator),
     ] {
         let (status, body) = erase(&server, "alice", &t).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden"))
+        );
     }
     let (mut live_ws, live) = call_as(&server, "alice", None).await;
     turn(&mut live_ws, "still talking").await;
     flush(&server).await;
     let before_live = held(&db, "alice").await;
     let (status, body) = erase(&server, "alice", &admin).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("subject_live")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("subject_live"))
+    );
     assert_eq!(held(&db, "alice").await, before_live);
     assert!(recording_path(&recordings, &a1).is_file());
     hang_up(&mut live_ws).await;
@@ -224,7 +242,10 @@ async fn erasing_a_subject(db: Db) {
     assert_eq!(files_holding(&db, PHRASE), Vec::<String>::new());
     // Bob's calls, and alice's in another org, stay.
     assert_eq!(held(&db, "bob").await, bob_before);
-    assert_eq!(ids(&json_of(&server, "/api/calls", &admin).await), [b1.as_str()]);
+    assert_eq!(
+        ids(&json_of(&server, "/api/calls", &admin).await),
+        [b1.as_str()]
+    );
     assert!(recording_path(&recordings, &b1).is_file());
     assert!(recording_path(&recordings, &elsewhere).is_file());
     let globex = scalar(
@@ -234,17 +255,36 @@ async fn erasing_a_subject(db: Db) {
     .await;
     assert_eq!(globex, 1);
     // Alice cannot resume an erased call.
+    let (mut ws, _) = server.connect("alice").await;
+    send(&mut ws, json!({"type": "start_call", "call_id": a1})).await;
+    let refused = recv(&mut ws).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("call_not_found")),
+        "{refused}"
+    );
     let store = &server.state.call_services.store;
     let audit = store.audit_log(None, 10).await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     let entry = &audit[0];
     assert_eq!(
-        (entry.actor.as_str(), entry.action.as_str(), entry.calls, entry.items),
+        (
+            entry.actor.as_str(),
+            entry.action.as_str(),
+            entry.calls,
+            entry.items
+        ),
         ("root", "erase_subject", calls, items)
     );
-    assert_eq!((entry.metrics, entry.events, entry.recordings), (metrics, events, 3));
+    assert_eq!(
+        (entry.metrics, entry.events, entry.recordings),
+        (metrics, events, 3)
+    );
     assert!(entry.at_ms > 0);
-    assert_eq!(holding(&db, "alice", &["audit_log"]).await, Vec::<String>::new());
+    assert_eq!(
+        holding(&db, "alice", &["audit_log"]).await,
+        Vec::<String>::new()
+    );
     // Erasing again finds nothing and says so.
     let (status, again) = erase(&server, "alice", &admin).await;
     assert_eq!((status, again["calls"].as_i64()), (200, Some(0)));
@@ -428,7 +468,11 @@ async fn the_cli_prints_counts() {
         .unwrap();
     let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
     assert!(out.0.status.success() && text(&out.0).contains("retention is off"));
-    assert!(out.1.status.success(), "{}", String::from_utf8_lossy(&out.1.stderr));
+    assert!(
+        out.1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.1.stderr)
+    );
     assert_eq!(
         text(&out.1).trim(),
         "deleted 1 calls, 1 items, 1 events, 1 metrics, 1 recordings"

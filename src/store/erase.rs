@@ -230,10 +230,13 @@ where
         "id, at_ms, actor, org, action, calls, items, metrics, events, recordings";
     match org {
         Some(org) => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE org = $1 ORDER BY id DESC LIMIT $2"
-            );
-            sqlx::query_as(&sql).bind(org).bind(limit).fetch_all(db).await
+            let sql =
+                format!("SELECT {COLUMNS} FROM audit_log WHERE org = $1 ORDER BY id DESC LIMIT $2");
+            sqlx::query_as(&sql)
+                .bind(org)
+                .bind(limit)
+                .fetch_all(db)
+                .await
         }
         None => {
             let sql = format!(

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 use super::rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
     Write,
 };
-use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 use super::StoreError;
 
 #[derive(Default)]

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::error::redact_url;
 use super::erase::{self, AuditEntry, Deleted};
+use super::error::redact_url;
 use super::{sql, StoreError, StoreOptions, Write};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");

@@ -12,8 +12,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::error::redact_url;
 use super::erase::{self, AuditEntry, Deleted};
+use super::error::redact_url;
 use super::{sql, StoreError, StoreOptions, Write};
 
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
