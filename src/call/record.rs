@@ -1,6 +1,8 @@
 //! The call's record in the durable store, written from its own events: the store writer is a
 //! subscriber that never loses an event (its queue is bounded and counts what it drops) and
 //! never makes the call wait. Conversation items, per-turn metrics and an append-only event log.
+//! The call's webhook, if its agent has one, hears of its start, end and takeovers the same
+//! way (after the writes they follow).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use super::operator::OperatorEventKind;
 use crate::redact::Redactor;
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
+use crate::webhooks::CallHook;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -43,6 +46,8 @@ pub struct Recorder {
     prior_agent_ms: i64,
     /// Masks the agent's sensitive kinds in every text written or published.
     redactor: Redactor,
+    /// The call's webhook, if its agent has one.
+    hook: Option<CallHook>,
 }
 
 /// What a call's record carries from one stretch of the call to the next.
@@ -69,7 +74,14 @@ impl Recorder {
             caller_samples: 0,
             agent_ms: 0.0,
             redactor: Redactor::default(),
+            hook: None,
         }
+    }
+
+    /// Tells `hook` of the call's start, end and takeovers.
+    pub fn with_hook(mut self, hook: Option<CallHook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     /// Masks what `redactor` masks in everything recorded and published from here on.
@@ -127,7 +139,11 @@ impl Recorder {
             caller_audio_ms: 0,
             agent_audio_ms: 0,
         }));
-        self.log("call_started", json!({"resumed": self.seq > 1}));
+        let resumed = self.seq > 1;
+        self.log("call_started", json!({"resumed": resumed}));
+        if let Some(hook) = &self.hook {
+            hook.started(resumed);
+        }
     }
 
     pub fn typed(&mut self, item_id: u64) {
@@ -309,6 +325,14 @@ impl Recorder {
                 if let Some(item) = item_id {
                     data["item_id"] = json!(item);
                 }
+                let takeover = match kind {
+                    OperatorEventKind::TakeoverStarted => Some(true),
+                    OperatorEventKind::TakeoverEnded => Some(false),
+                    _ => None,
+                };
+                if let (Some(started), Some(hook)) = (takeover, &self.hook) {
+                    hook.takeover(started, operator);
+                }
                 (kind.as_str(), data)
             }
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
@@ -324,11 +348,15 @@ impl Recorder {
                 self.write(Write::CallEnded {
                     call_id: self.call_id.clone(),
                     ended_at_ms: now_ms(),
-                    reason: reason_name,
+                    reason: reason_name.clone(),
                     turns: *turns as i64,
                     caller_audio_ms: self.totals().caller_audio_ms,
                     agent_audio_ms: self.totals().agent_audio_ms,
                 });
+                // After the call's last write, which the webhook's transcript waits for.
+                if let Some(hook) = &self.hook {
+                    hook.ended(&reason_name, *turns);
+                }
                 return;
             }
         };
