@@ -27,3 +27,13 @@ async fn a_restart_mid_retry_delivers_once() {
 async fn a_4xx_is_a_permanent_failure() {
     webhooks_common::a_4xx_is_a_permanent_failure(&Db::postgres().await).await;
 }
+
+#[tokio::test]
+async fn a_stop_mid_request_sends_again_with_the_same_id() {
+    webhooks_common::a_stop_mid_request_sends_again_with_the_same_id(&Db::postgres().await).await;
+}
+
+#[tokio::test]
+async fn claims_are_exclusive_and_delivered_is_final() {
+    webhooks_common::claims_are_exclusive_and_delivered_is_final(&Db::postgres().await).await;
+}

@@ -26,3 +26,18 @@ async fn a_restart_mid_retry_delivers_once() {
 async fn a_4xx_is_a_permanent_failure() {
     webhooks_common::a_4xx_is_a_permanent_failure(&Db::sqlite()).await;
 }
+
+#[tokio::test]
+async fn a_stop_mid_request_sends_again_with_the_same_id() {
+    webhooks_common::a_stop_mid_request_sends_again_with_the_same_id(&Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn claims_are_exclusive_and_delivered_is_final() {
+    webhooks_common::claims_are_exclusive_and_delivered_is_final(&Db::sqlite()).await;
+}
+
+#[test]
+fn a_webhook_without_its_secret_stops_the_start() {
+    webhooks_common::a_webhook_without_its_secret_stops_the_start();
+}

@@ -4,6 +4,7 @@
 //! `protocol.md` tells receivers to.
 #![allow(dead_code)]
 
+pub mod claims;
 pub mod receiver;
 
 use std::collections::HashMap;
@@ -14,10 +15,12 @@ use voxwire::agents::Agents;
 use voxwire::auth::Role;
 use voxwire::config::WebhookSettings;
 use voxwire::engines::Engines;
+use voxwire::store::{DeliveryQuery, PENDING};
 use voxwire::Config;
 
 use crate::common::{self, recv_until, send, TestServer};
 use crate::store_common::Db;
+pub use claims::claims_are_exclusive_and_delivered_is_final;
 use receiver::Receiver;
 
 pub const SECRET: &str = "whsec-test-secret-0123456789abcdef";
@@ -117,7 +120,16 @@ pub async fn deliveries_until(
     what: &str,
     cond: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + LONG;
+    deliveries_within(server, LONG, what, cond).await
+}
+
+pub async fn deliveries_within(
+    server: &TestServer,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let list = deliveries(server).await;
         if cond(&list) {
@@ -396,4 +408,94 @@ pub async fn a_4xx_is_a_permanent_failure(db: &Db) {
     })
     .await;
     stop(server).await;
+}
+
+/// The server stops in the middle of requests: the attempts are abandoned and their claims let
+/// go, so the next server sends them again at once (not after the claims lapse), with the same
+/// delivery ids, which the receiver recognises as seen.
+pub async fn a_stop_mid_request_sends_again_with_the_same_id(db: &Db) {
+    let receiver = Receiver::start(SECRET).await;
+    receiver.delay(Duration::from_secs(30));
+    let mut hanging = config(&receiver.url());
+    hanging.shutdown_grace = Duration::ZERO;
+    // A claim lasts the timeout and 30 s more: 90 s.
+    hanging.webhooks.timeout = Duration::from_secs(60);
+    let first = common::start_with_store(hanging, Engines::fake(), db.store().await).await;
+    a_call(&first).await;
+    receiver.until(2, LONG).await;
+    stop(first).await;
+
+    let store = db.store().await;
+    let q = DeliveryQuery {
+        limit: 10,
+        ..DeliveryQuery::default()
+    };
+    let rows = store.list_deliveries(&q).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!((r.state.as_str(), r.attempts), (PENDING, 1), "{r:?}");
+        assert!(
+            r.last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("interrupted"),
+            "{r:?}"
+        );
+    }
+    store.close().await;
+
+    receiver.delay(Duration::ZERO);
+    let second = server(db, &receiver.url()).await;
+    deliveries_within(&second, Duration::from_secs(20), "sent again", |l| {
+        all_in(l, 2, "delivered")
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got.iter().all(|g| g.verified.is_ok()));
+    let (again, first_time): (Vec<&receiver::Got>, Vec<&receiver::Got>) =
+        got.iter().partition(|g| g.duplicate);
+    assert_eq!(again.len(), 2);
+    for g in again {
+        assert!(first_time.iter().any(|f| f.id == g.id && f.body == g.body));
+    }
+    stop(second).await;
+}
+
+/// A webhook whose secret variable is unset, or too short, stops the server at start with
+/// exit code 64 and a message naming the agent and the variable, never the value.
+pub fn a_webhook_without_its_secret_stops_the_start() {
+    let dir = std::env::temp_dir().join(format!("voxwire-hook-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let agents = dir.join("agents.toml");
+    std::fs::write(
+        &agents,
+        format!(
+            "[[agent]]\nname = \"desk\"\nsystem_prompt = \"p\"\n\
+             webhook_url = \"https://hooks.example/voxwire\"\nwebhook_secret_env = \"{SECRET_VAR}\"\n"
+        ),
+    )
+    .unwrap();
+    for secret in [None, Some("tiny-s3cret")] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_voxwire"));
+        cmd.args(["serve", "--offline", "--bind", "127.0.0.1:0"])
+            .env("VOXWIRE_AGENTS", &agents)
+            .env("VOXWIRE_DATABASE_URL", "memory")
+            .env_remove(SECRET_VAR);
+        if let Some(s) = secret {
+            cmd.env(SECRET_VAR, s);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(
+            stderr.contains("agent `desk`") && stderr.contains(SECRET_VAR),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("tiny-s3cret"),
+            "the secret was shown: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 //! already has without acting on it again. It records every request.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,8 @@ struct Inner {
     secret: Vec<u8>,
     /// 0: answer 200 to what verifies and 400 to the rest; else this status to everything.
     answer: AtomicU16,
+    /// How long to wait before answering, in ms.
+    delay_ms: AtomicU64,
     got: Mutex<Vec<Got>>,
     seen: Mutex<HashSet<String>>,
 }
@@ -133,6 +135,10 @@ async fn hook(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
     let ok = got.verified.is_ok();
     let duplicate = ok && !inner.seen.lock().unwrap().insert(got.id.clone());
     inner.got.lock().unwrap().push(Got { duplicate, ..got });
+    let delay = inner.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     match inner.answer.load(Ordering::SeqCst) {
         0 if ok => StatusCode::OK,
         0 => StatusCode::BAD_REQUEST,
@@ -171,6 +177,13 @@ impl Receiver {
     /// Answer every request with `status` (0: by the verification).
     pub fn answer(&self, status: u16) {
         self.inner.answer.store(status, Ordering::SeqCst);
+    }
+
+    /// Answer each request after `delay`.
+    pub fn delay(&self, delay: Duration) {
+        self.inner
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn got(&self) -> Vec<Got> {
