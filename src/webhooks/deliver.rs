@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +18,7 @@ use super::sign;
 use crate::call::record::now_ms;
 use crate::config::{WebhookSettings, WebhookTarget};
 use crate::metrics::WebhookMetrics;
-use crate::store::{ClaimedDelivery, Settle, Store, DELIVERED, FAILED, PENDING};
+use crate::store::{ClaimedDelivery, Settle, Store, StoreError, DELIVERED, FAILED, PENDING};
 
 /// A claim lasts the request's timeout and this much more: a worker that dies holding one lets
 /// the delivery be claimed again after it.
@@ -114,7 +115,7 @@ impl Worker {
     }
 
     /// Claims as many due deliveries as there are free slots and starts their attempts.
-    async fn claim_due(&self, tracker: &TaskTracker) -> Result<(), crate::store::StoreError> {
+    async fn claim_due(&self, tracker: &TaskTracker) -> Result<(), StoreError> {
         let free = self.slots.available_permits();
         if free == 0 || self.closing.is_cancelled() {
             return Ok(());
@@ -273,23 +274,26 @@ async fn attempt(s: Arc<Shared>, d: ClaimedDelivery, claim: String, _slot: Owned
 /// Records the outcome, retrying while the database is away (the claim keeps others off it
 /// meanwhile; if it lapses first, the delivery may be attempted again).
 async fn settle_outcome(s: &Shared, d: &ClaimedDelivery, claim: &str, settle: &Settle) {
-    let mut delay = Duration::from_millis(100);
-    let settled = loop {
-        match s.store.settle_delivery(&d.id, claim, settle).await {
-            Ok(held) => break Some(held),
-            Err(e) if e.retryable() && !s.abort.is_cancelled() => {
-                tracing::warn!(error = %e, delivery_id = %d.id, "cannot record a webhook attempt yet");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = s.abort.cancelled() => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let retried = (|| s.store.settle_delivery(&d.id, claim, settle))
+        .retry(backoff)
+        .when(StoreError::retryable)
+        .notify(|e, _| {
+            tracing::warn!(error = %e, delivery_id = %d.id, "cannot record a webhook attempt yet");
+        });
+    let settled = tokio::select! {
+        r = retried => match r {
+            Ok(held) => Some(held),
             Err(e) => {
                 tracing::error!(error = %e, delivery_id = %d.id, "cannot record a webhook attempt");
-                break None;
+                None
             }
-        }
+        },
+        () = s.abort.cancelled() => None,
     };
     if settled != Some(true) {
         return;
