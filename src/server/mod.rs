@@ -203,7 +203,10 @@ pub async fn run(
             .max(Duration::from_secs(min))
     };
     if !state.call_services.webhooks.close(left(2)).await {
-        warn!("webhook work left at exit is picked up by the next start (see the deliveries)");
+        warn!(
+            "the grace period ended with webhook work left: requests in flight are made again \
+             at the next start, events not yet stored are lost (voxwire_webhook_dropped_total)"
+        );
     }
     let left = left(1);
     let writer = &state.call_services.writer;

@@ -229,3 +229,40 @@ impl CallHook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let (tx, rx) = mpsc::channel(2);
+        let metrics = WebhookMetrics::default();
+        let inner = Arc::new(Inner {
+            tx,
+            targets: Arc::default(),
+            metrics: metrics.clone(),
+            closing: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            intake: TaskTracker::new(),
+            worker: TaskTracker::new(),
+            next_warning_ms: AtomicU64::new(0),
+        });
+        let hook = CallHook {
+            inner,
+            call: Arc::new(CallMeta {
+                call_id: "call_1".into(),
+                org: None,
+                sub: "ada".into(),
+                agent: "desk".into(),
+            }),
+        };
+        for _ in 0..5 {
+            hook.started(false);
+        }
+        assert_eq!(metrics.dropped(), 3);
+        drop(rx);
+        hook.ended("client_ended", 1);
+        assert_eq!(metrics.dropped(), 4);
+    }
+}
