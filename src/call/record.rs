@@ -48,6 +48,8 @@ pub struct Recorder {
     redactor: Redactor,
     /// The call's webhook, if its agent has one.
     hook: Option<CallHook>,
+    /// The operator holding the call, as the webhook was told.
+    taken_over_by: Option<String>,
 }
 
 /// What a call's record carries from one stretch of the call to the next.
@@ -75,6 +77,7 @@ impl Recorder {
             agent_ms: 0.0,
             redactor: Redactor::default(),
             hook: None,
+            taken_over_by: None,
         }
     }
 
@@ -332,6 +335,7 @@ impl Recorder {
                 };
                 if let (Some(started), Some(hook)) = (takeover, &self.hook) {
                     hook.takeover(started, operator);
+                    self.taken_over_by = started.then(|| operator.clone());
                 }
                 (kind.as_str(), data)
             }
@@ -353,8 +357,12 @@ impl Recorder {
                     caller_audio_ms: self.totals().caller_audio_ms,
                     agent_audio_ms: self.totals().agent_audio_ms,
                 });
-                // After the call's last write, which the webhook's transcript waits for.
+                // After the call's last write, which the webhook's transcript waits for. A
+                // takeover the call ends in ends with it.
                 if let Some(hook) = &self.hook {
+                    if let Some(operator) = self.taken_over_by.take() {
+                        hook.takeover(false, &operator);
+                    }
                     hook.ended(&reason_name, *turns);
                 }
                 return;

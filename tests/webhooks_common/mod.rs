@@ -306,8 +306,35 @@ pub async fn signed_events_reach_a_verifying_receiver(db: &Db) {
     send(&mut ws, json!({"type": "end_call"})).await;
     recv_until(&mut ws, "call_ended").await;
     assert_eq!(deliveries(&server).await.len(), 4);
+
+    // A call that ends while taken over ends its takeover first.
+    let (mut ws, call_id) = server.call("ada", json!({})).await;
+    let path = |what: &str| format!("/api/calls/{call_id}/{what}");
+    assert_eq!(post(&server, &path("takeover"), &op).await, 200);
+    recv_until(&mut ws, "takeover_started").await;
+    send(&mut ws, json!({"type": "end_call"})).await;
+    recv_until(&mut ws, "call_ended").await;
+    let got = receiver.until(10, LONG).await;
+    let mut events: Vec<&str> = got[6..].iter().map(|g| g.event.as_str()).collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "call.ended",
+            "call.started",
+            "takeover.ended",
+            "takeover.started"
+        ]
+    );
+    assert!(got[6..].iter().all(|g| g.verified.is_ok()));
+    let ended = got[6..]
+        .iter()
+        .find(|g| g.event == "takeover.ended")
+        .unwrap();
+    assert_eq!(ended.json()["data"]["operator"], "olive");
+    assert_eq!(ended.json()["data"]["call_id"], call_id.as_str());
     stop(server).await;
-    assert_eq!(receiver.got().len(), 6, "nothing more was sent");
+    assert_eq!(receiver.got().len(), 10, "nothing more was sent");
 }
 
 /// The receiver is down, then up: each event is delivered once, after retries.
