@@ -44,6 +44,23 @@ pub struct Agent {
     /// The environment variable that holds the webhook's signing secret (never the secret).
     #[serde(default)]
     pub webhook_secret_env: Option<String>,
+    /// Record this agent's calls (unless a call's `start_call.record` is false).
+    #[serde(default)]
+    pub record: bool,
+    /// Spoken first on a recorded call; the recording holds it.
+    #[serde(default = "default_recording_notice")]
+    pub recording_notice: String,
+    /// Words that, said (or typed) by the caller, stop the recording and delete it.
+    #[serde(default = "default_opt_out")]
+    pub recording_opt_out: Vec<String>,
+}
+
+fn default_recording_notice() -> String {
+    "This call is recorded.".into()
+}
+
+fn default_opt_out() -> Vec<String> {
+    vec!["do not record".into(), "don't record".into()]
 }
 
 fn default_temperature() -> f32 {
@@ -137,6 +154,14 @@ fn check_webhook(a: &Agent) -> Result<(), String> {
 }
 
 impl Agent {
+    /// Whether `text` (a caller's words) asks not to be recorded.
+    pub fn opts_out(&self, text: &str) -> bool {
+        let text = text.to_lowercase().replace(['\u{2019}'], "'");
+        self.recording_opt_out
+            .iter()
+            .any(|p| !p.trim().is_empty() && text.contains(&p.trim().to_lowercase()))
+    }
+
     /// Masks what the agent's `redact` names.
     pub fn redactor(&self) -> crate::redact::Redactor {
         crate::redact::Redactor::new(&self.redact)

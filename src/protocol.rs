@@ -45,6 +45,9 @@ pub enum ClientMessage {
         variables: HashMap<String, String>,
         #[serde(default)]
         turn_detection: Option<TurnDetectionUpdate>,
+        /// `false`: do not record this call; `true`: record it (the agent must record calls).
+        #[serde(default)]
+        record: Option<bool>,
     },
     /// Changes the call's settings mid-call; answered by `call_updated`.
     UpdateCall {

@@ -38,6 +38,7 @@ async fn start_call(svc: &Arc<CallServices>) -> Started {
             detection: None,
             greet: false,
             push_to_talk: false,
+            record: None,
         },
     )
     .await

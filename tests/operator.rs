@@ -561,6 +561,13 @@ async fn heard_until(ws: &mut Ws, until: &str) -> Heard {
     }
 }
 
+/// Sends a command on an operator socket and returns its `result` frame.
+async fn command(sock: &mut Ws, cmd: Value) -> Value {
+    send(sock, cmd).await;
+    let frames = heard_until(sock, "result").await.frames;
+    frames.last().unwrap().clone()
+}
+
 async fn send_binary(ws: &mut Ws, bytes: Vec<u8>) {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
@@ -680,16 +687,26 @@ async fn the_operator_socket_streams_a_call_listens_in_and_speaks_with_the_opera
     for _ in 0..12 {
         send_binary(&mut sock, tone_pcm16(100, 16_000, 0.3)).await;
     }
-    send(&mut sock, json!({"type": "voice_end"})).await;
-    assert_eq!(
-        heard_until(&mut sock, "result")
-            .await
-            .frames
-            .last()
-            .unwrap()["command"],
-        "voice_end"
-    );
-    let line = recv_until(&mut ws, "response_done").await;
+    // The caller talks over it (another pitch than the operator's): heard, and not cutting the
+    // operator off, as on any phone line.
+    let over: Vec<u8> = (0..16_000 * 2)
+        .map(|i| {
+            let speaking = (4_800..24_000).contains(&i);
+            let s = if speaking {
+                (i as f32 * 290.0 * std::f32::consts::TAU / 16_000.0).sin() * 0.4
+            } else {
+                0.0
+            };
+            (s * 32767.0) as i16
+        })
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    stream_pcm16(&mut ws, &over, 16_000).await;
+    let mut line = recv_until(&mut ws, "speech_stopped").await;
+    let ended = command(&mut sock, json!({"type": "voice_end"})).await;
+    assert_eq!(ended["command"], "voice_end");
+    line.extend(recv_until(&mut ws, "response_done").await);
+    assert!(!types(&line).iter().any(|t| t == "interrupted"), "{line:?}");
     let audio: usize = line
         .iter()
         .filter(|f| f["type"] == "audio_response")
@@ -708,19 +725,12 @@ async fn the_operator_socket_streams_a_call_listens_in_and_speaks_with_the_opera
     assert_eq!(line.last().unwrap()["reason"], "completed");
 
     // Typed lines, release, and the agent answers knowing what the operator said.
-    send(
+    let said = command(
         &mut sock,
         json!({"type": "say", "text": "One moment please."}),
     )
     .await;
-    assert_eq!(
-        heard_until(&mut sock, "result")
-            .await
-            .frames
-            .last()
-            .unwrap()["command"],
-        "say"
-    );
+    assert_eq!(said["command"], "say");
     let typed = recv_until(&mut ws, "response_done").await;
     assert!(typed
         .iter()

@@ -37,6 +37,19 @@ const SAID: &str =
 const SAID_PLAIN: &str = "my card is 5500 0000 0000 0004";
 const MASKED: &str = "my card is [card], call me on [phone] or write to [email]";
 
+/// `GET /api/calls/{id}` as `token` sees it.
+async fn history_of(server: &TestServer, call_id: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(server.url(&format!("/api/calls/{call_id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_redacting_agent_hears_numbers_live_and_stores_only_masks() {
     let db = Db::sqlite();
@@ -67,15 +80,7 @@ async fn a_redacting_agent_hears_numbers_live_and_stores_only_masks() {
         .unwrap();
     assert!(reply["text"].as_str().unwrap().contains(SAID), "{reply}");
     // The live call's history over HTTP is masked too.
-    let live: Value = reqwest::Client::new()
-        .get(server.url(&format!("/api/calls/{call_id}")))
-        .bearer_auth(&op)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = history_of(&server, &call_id, &op).await;
     assert_eq!(live["live"], true);
     assert_eq!(live["messages"][0]["content"], MASKED, "{live}");
     let (mut plain_ws, plain_id) = server.call("bob", json!({})).await;
@@ -140,15 +145,7 @@ async fn a_redacting_agent_hears_numbers_live_and_stores_only_masks() {
         let s = e.data.to_string();
         assert!(!s.contains("4111") && !s.contains("jane"), "{s}");
     }
-    let history: Value = reqwest::Client::new()
-        .get(server.url(&format!("/api/calls/{call_id}")))
-        .bearer_auth(&op)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = history_of(&server, &call_id, &op).await;
     let body = history.to_string();
     assert!(body.contains(MASKED), "{body}");
     assert!(

@@ -1,5 +1,6 @@
 // The live transcript: caller lines (partial, then final for the same item), agent replies
-// streamed from deltas, and replies cut short by an interruption. Lines are ordered by group
+// streamed from deltas, replies cut short by an interruption, and (on the operators' dashboard)
+// an operator's lines and notes. Lines are ordered by group
 // (one per call start or push-to-talk turn) and then by item_id. Final lines are also spoken
 // through a polite live region, so screen readers hear each line once, not every partial.
 
@@ -9,10 +10,12 @@ export class Transcript {
   /**
    * @param {HTMLOListElement} list      the visible transcript
    * @param {HTMLElement} announcer      an aria-live="polite" region
+   * @param {{caller?: string, agent?: string, operator?: string}} [labels]  who says a line
    */
-  constructor(list, announcer) {
+  constructor(list, announcer, labels = {}) {
     this.list = list;
     this.announcer = announcer;
+    this.labels = { caller: "You", agent: "Agent", operator: "Operator", ...labels };
     this.group = 0;
     this.entries = new Map();
     this.lastOrder = 0;
@@ -39,6 +42,17 @@ export class Transcript {
     this.insert(li, this.lastOrder + 0.001);
   }
 
+  /** A line from outside the conversation at its place (an operator's note, item `itemId`). */
+  noteAt(group, itemId, text) {
+    const k = key(group, itemId);
+    if (this.entries.has(k)) return;
+    const li = document.createElement("li");
+    li.className = "note";
+    li.textContent = text;
+    this.entries.set(k, { li, role: "note", text, full: text, cut: false, kept: "" });
+    this.insert(li, group * GROUP_SPAN + Number(itemId));
+  }
+
   /** The caller started speaking: a placeholder until the first transcript. */
   callerListening(group, itemId) {
     const e = this.entry(group, itemId, "caller");
@@ -54,12 +68,12 @@ export class Transcript {
     if (!text) return this.remove(group, itemId);
     const e = this.entry(group, itemId, "caller");
     this.render(e, text, false);
-    this.announce(`You: ${text}`);
+    this.announce(`${this.labels.caller}: ${text}`);
   }
 
   agentDelta(group, itemId, delta) {
     const e = this.entry(group, itemId, "agent");
-    if (e.cut) return;
+    if (e.cut || e.final) return; // a late delta (from a second source) after the whole reply
     e.full = (e.full || "") + delta;
     this.render(e, e.full, true);
   }
@@ -67,9 +81,30 @@ export class Transcript {
   agentFinal(group, itemId, text) {
     const e = this.entry(group, itemId, "agent");
     e.full = text;
+    e.final = true;
     if (e.cut) return this.renderCut(e);
     this.render(e, text, false);
-    this.announce(`Agent: ${text}`);
+    this.announce(`${this.labels.agent}: ${text}`);
+  }
+
+  /** A line an operator said to the caller (in the agent's voice); `partial` while they talk. */
+  operatorFinal(group, itemId, text, partial = false) {
+    const e = this.entry(group, itemId, "operator");
+    if (e.role !== "operator") {
+      e.role = "operator";
+      e.li.classList.replace("agent", "operator");
+      e.li.querySelector(".who").textContent = this.labels.operator;
+    }
+    if (partial) {
+      if (!e.full) this.render(e, text, true);
+      return;
+    }
+    if (e.full === text && !e.li.classList.contains("partial")) return;
+    e.full = text;
+    e.final = true;
+    if (e.cut) return this.renderCut(e);
+    this.render(e, text, false);
+    this.announce(`${this.labels.operator}: ${text}`);
   }
 
   /** The reply was interrupted: `kept` is what the caller heard of it. */
@@ -78,7 +113,8 @@ export class Transcript {
     e.cut = true;
     e.kept = kept || "";
     this.renderCut(e);
-    this.announce(kept ? `Agent, cut off: ${kept}` : "Agent reply cut off");
+    const who = this.labels[e.role] || this.labels.agent;
+    this.announce(kept ? `${who}, cut off: ${kept}` : `${who} cut off`);
   }
 
   agentDone(group, itemId, reason) {
@@ -124,7 +160,7 @@ export class Transcript {
     li.dataset.item = String(itemId);
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = role === "caller" ? "You" : "Agent";
+    who.textContent = this.labels[role] || role;
     const text = document.createElement("p");
     text.className = "text";
     li.append(who, text);

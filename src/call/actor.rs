@@ -17,6 +17,7 @@ use super::event::{CallEvent, CallInput};
 use super::handle::{AudioStream, ListenAudio};
 use super::operator::Takeover;
 use super::record::Recorder;
+use super::recording::Mixer;
 use super::reply::Speaker;
 use super::services::CallServices;
 use super::store::{CallRecord, CallState, LiveCall};
@@ -59,6 +60,8 @@ pub struct Call {
     listen: broadcast::Sender<ListenAudio>,
     /// Writes the call's record from its events.
     pub(super) recorder: Recorder,
+    /// The call's recording, if it is recorded.
+    pub(super) recording: Option<Mixer>,
 }
 
 /// How long an ended call waits for its writes before checking again (the database may be away).
@@ -112,8 +115,15 @@ impl Call {
             events,
             listen,
             recorder,
+            recording: None,
             svc,
         }
+    }
+
+    /// Records the call into `recording`.
+    pub(super) fn with_recording(mut self, recording: Option<Mixer>) -> Self {
+        self.recording = recording;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -212,11 +222,40 @@ impl Call {
         {
             self.listened(AudioStream::Agent, samples, *sample_rate);
         }
+        self.record_audio(&event);
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event.clone());
         }
         if self.owner_open && self.owner.send(event).await.is_err() {
             self.owner_open = false;
+        }
+    }
+
+    /// The recording follows what the caller hears; a caller who opts out ends it.
+    fn record_audio(&mut self, event: &CallEvent) {
+        let Some(m) = self.recording.as_mut() else {
+            return;
+        };
+        m.catch_up(Instant::now());
+        match event {
+            CallEvent::Audio {
+                samples,
+                sample_rate,
+                ..
+            } => m.heard(samples, *sample_rate),
+            CallEvent::Interrupted { .. } => m.cut(),
+            CallEvent::Transcript {
+                is_final: true,
+                text,
+                ..
+            } if self.agent.opts_out(text) => {
+                if let Some(m) = self.recording.take() {
+                    m.discard();
+                    info!(call_id = %self.record.id, "the caller opted out of the recording");
+                    self.recorder.recording_opted_out();
+                }
+            }
+            _ => {}
         }
     }
 
@@ -278,6 +317,9 @@ impl Call {
 
     async fn finish(mut self, reason: EndReason) {
         self.interrupt_reply(false).await;
+        if let Some(m) = self.recording.take() {
+            m.finish(Instant::now());
+        }
         // Stops the running turn, any speculative one and the warm-up with them.
         self.cancel.cancel();
         self.engines.llm.release(self.id());

@@ -177,6 +177,9 @@ impl Call {
     /// Caller audio at the engine rate: buffered, scored for speech, and acted on.
     pub(super) async fn on_audio(&mut self, samples: Vec<f32>) {
         self.recorder.caller_audio(samples.len());
+        if let Some(m) = self.recording.as_mut() {
+            m.caller(&samples);
+        }
         if self.has_listeners() {
             let copy: Arc<[f32]> = samples.as_slice().into();
             self.listened(AudioStream::Caller, &copy, ENGINE_RATE);

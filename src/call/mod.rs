@@ -13,6 +13,7 @@ pub mod listen;
 pub mod operator;
 pub mod playback;
 pub mod record;
+pub mod recording;
 pub mod reply;
 pub mod services;
 pub mod start;

@@ -149,6 +149,21 @@ impl Recorder {
         }
     }
 
+    /// The call is recorded from now on, after `notice` (spoken first; `None` when the call
+    /// goes on an earlier stretch's recording).
+    pub fn recording_started(&mut self, notice: Option<&str>) {
+        self.log(
+            "recording_started",
+            json!({"notice": notice, "format": "wav", "sample_rate": crate::audio::ENGINE_RATE,
+                "channels": super::recording::CHANNELS}),
+        );
+    }
+
+    /// The caller opted out: the recording was deleted.
+    pub fn recording_opted_out(&mut self) {
+        self.log("recording_opted_out", json!({}));
+    }
+
     pub fn typed(&mut self, item_id: u64) {
         self.typed.insert(item_id);
     }

@@ -66,11 +66,11 @@ pub struct Reply {
 }
 
 impl Speaker {
-    /// Whether the current reply is an operator's live voice still coming in.
+    /// Whether the current reply is an operator's live voice (coming in or still playing).
     pub fn live_voice(&self) -> bool {
         self.reply
             .as_ref()
-            .is_some_and(|r| r.live_voice && r.running && !r.interrupted)
+            .is_some_and(|r| r.live_voice && !r.interrupted)
     }
 }
 

@@ -36,4 +36,6 @@ pub struct CallServices {
     pub feed: Arc<Feed>,
     /// Calls whose agent has a webhook tell it of their start, end and takeovers.
     pub webhooks: Webhooks,
+    /// Where recordings are written (`VOXWIRE_RECORDINGS_DIR`).
+    pub recordings: std::path::PathBuf,
 }

@@ -16,6 +16,7 @@ use super::feed::CallMeta;
 use super::handle::{CallHandle, LISTEN_BUFFER, SUBSCRIBER_BUFFER};
 use super::listen::{energy_scorer, Listener};
 use super::record::{Recorder, Totals};
+use super::recording::{recording_path, Mixer};
 use super::services::CallServices;
 use super::store::{Owner, Restored, StoreError};
 use super::turn::TurnInput;
@@ -42,6 +43,8 @@ pub struct StartRequest {
     pub greet: bool,
     /// One push-to-talk turn (recorded as such).
     pub push_to_talk: bool,
+    /// `start_call.record`: `Some(false)` keeps the call unrecorded.
+    pub record: Option<bool>,
 }
 
 /// A started call.
@@ -222,6 +225,13 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
             format!("unknown agent `{name}` (known: {known})"),
         ));
     };
+    if req.record == Some(true) && !agent.record {
+        return Err(refuse(
+            ErrorCode::InvalidSetting,
+            format!("agent `{}` does not record calls", agent.name),
+        ));
+    }
+    let recorded = agent.record && req.record != Some(false) && !req.push_to_talk;
     let listener = Listener::new(
         detection,
         svc.scorer(&detection),
@@ -250,6 +260,13 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     } else {
         agent.render_greeting(&req.variables)
     };
+    // A recorded call opens with its notice, so the recording holds it.
+    let notice = (recorded && !resumed).then(|| agent.recording_notice.trim().to_string());
+    let greeting = match (notice.as_deref(), greeting) {
+        (Some(n), Some(g)) => Some(format!("{n} {g}")),
+        (Some(n), None) => Some(n.to_string()),
+        (None, g) => g,
+    };
     // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
     let system = match live.record.system_prompt() {
         Some(p) if resumed && req.variables.is_empty() => p,
@@ -267,6 +284,10 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         .with_feed(svc.feed.clone(), meta)
         .with_redactor(agent.redactor())
         .with_hook(hook);
+    let recording = recorded.then(|| {
+        recorder.recording_started(notice.as_deref());
+        Mixer::start(recording_path(&svc.recordings, &call_id), &svc.tasks)
+    });
     if req.push_to_talk {
         recorder.set_push_to_talk();
     }
@@ -299,7 +320,8 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         events,
         listen,
         recorder,
-    );
+    )
+    .with_recording(recording);
     let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);
     svc.tasks.spawn(
         call.run(input_rx, greeting.map(TurnInput::Say))

@@ -2,7 +2,23 @@
 //! (`VOXWIRE_STORE_QUEUE`).
 
 use super::{invalid, parse_num, ConfigError, Env};
+use std::path::PathBuf;
+
 use crate::store::{default_url, redact_url, scheme_supported};
+
+/// `recordings/` next to a SQLite database, else next to the default database file.
+fn default_recordings_dir(database_url: &str) -> PathBuf {
+    let sqlite_file = |url: &str| {
+        url.strip_prefix("sqlite://")
+            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p)))
+    };
+    let db = sqlite_file(database_url)
+        .filter(|p| !p.as_os_str().is_empty() && !p.starts_with(":memory:"))
+        .or_else(|| sqlite_file(&default_url()))
+        .unwrap_or_else(|| PathBuf::from("voxwire.db"));
+    db.parent()
+        .map_or_else(|| PathBuf::from("recordings"), |d| d.join("recordings"))
+}
 
 #[derive(Clone)]
 pub struct StoreSettings {
@@ -11,6 +27,9 @@ pub struct StoreSettings {
     pub database_url: String,
     /// Writes that may wait for the database before new ones are dropped.
     pub queue: usize,
+    /// Where call recordings are written (`VOXWIRE_RECORDINGS_DIR`): by default `recordings/`
+    /// next to the SQLite file, else in the data folder.
+    pub recordings_dir: PathBuf,
 }
 
 impl std::fmt::Debug for StoreSettings {
@@ -18,6 +37,7 @@ impl std::fmt::Debug for StoreSettings {
         f.debug_struct("StoreSettings")
             .field("database_url", &redact_url(&self.database_url))
             .field("queue", &self.queue)
+            .field("recordings_dir", &self.recordings_dir)
             .finish()
     }
 }
@@ -36,9 +56,14 @@ impl StoreSettings {
                 "expected sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DB or memory",
             ));
         }
+        let recordings_dir = match env.get("VOXWIRE_RECORDINGS_DIR") {
+            Some(d) if !d.trim().is_empty() => PathBuf::from(d.trim()),
+            _ => default_recordings_dir(&database_url),
+        };
         Ok(Self {
             database_url,
             queue: parse_num(env, "VOXWIRE_STORE_QUEUE", 10_000, 100, 10_000_000)?,
+            recordings_dir,
         })
     }
 }

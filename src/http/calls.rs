@@ -11,11 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 use super::access::may_read;
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use super::filters::{invalid, CallFilter, Params};
+use crate::call::recording::recording_path;
 use crate::call::store::CallRecord;
 use crate::call::Owner;
 use crate::protocol::ErrorCode;
@@ -177,4 +179,45 @@ pub async fn list_calls(
         })
         .collect();
     Ok(Json(json!({ "calls": calls, "next_before": next })))
+}
+
+/// `GET /api/calls/{id}/recording`: the call's recording (a stereo WAV, the caller on the left),
+/// for its owner and the operators of its org, with byte ranges so that players can seek. 404
+/// `not_found` when there is no such call for this token, or it was not recorded.
+pub async fn recording(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let claims = authenticate(&state, &headers, &q)?;
+    let safe = !call_id.is_empty()
+        && call_id.len() <= 128
+        && call_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let allowed = |o: &Owner| may_read(&claims, &o.sub, o.org.as_deref());
+    let known = safe
+        && (state.calls.get_if(&call_id, allowed).is_some()
+            || state
+                .call_services
+                .store
+                .call(&call_id)
+                .await
+                .map_err(unavailable)?
+                .is_some_and(|r| may_read(&claims, &r.sub, r.org.as_deref())));
+    let path = recording_path(&state.call_services.recordings, &call_id);
+    if !known || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(AppError::not_found(format!(
+            "no recording of call `{}` for this user",
+            call_id.chars().take(64).collect::<String>()
+        )));
+    }
+    // The type comes from the extension: audio/wav.
+    let served = tower_http::services::ServeFile::new(&path)
+        .oneshot(request)
+        .await
+        .map_err(AppError::internal)?;
+    Ok(served.into_response())
 }

@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/calls/{call_id}/release", post(operate::release))
         .route("/api/calls/{call_id}/end", post(operate::end))
         .route("/api/calls/{call_id}/operator", get(operator::upgrade))
+        .route("/api/calls/{call_id}/recording", get(calls::recording))
         .route(
             "/api/calls/{call_id}/say",
             post(operate::say).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),

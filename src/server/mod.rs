@@ -100,6 +100,7 @@ impl AppState {
             writer,
             feed: Feed::new(config.net.monitor_buffer),
             webhooks,
+            recordings: config.store.recordings_dir.clone(),
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),

@@ -225,6 +225,7 @@ async fn handle(
         }),
         greet: false,
         push_to_talk: true,
+        record: Some(false),
     };
     let started = call::start(&state.call_services, request)
         .await

@@ -11,70 +11,34 @@
 // Usage: node tests/browser/e2e.mjs (the server binary is built by scripts/test). Exits non-zero
 // on any failure; always stops the server and the browser. Screenshots: target/browser/.
 
-import { execFileSync, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const TARGET = path.resolve(ROOT, process.env.CARGO_TARGET_DIR || "target");
-const BIN = process.env.VOXWIRE_BIN || path.join(TARGET, "release", "voxwire");
-const CHROMIUM = process.env.VOXWIRE_CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = path.join(ROOT, "target", "browser");
+import {
+  ARTIFACTS,
+  ROOT,
+  launchBrowser,
+  main,
+  makeSpeech,
+  onCleanup,
+  poll,
+  log,
+  scratchDir,
+  sleep,
+  startServer,
+  step,
+  watchConsole as watch,
+  wordShare as shareOf,
+} from "./harness.mjs";
 
 const SENTENCE = "What time do you open tomorrow?";
-const LEAD_SECS = 0.3;
-/** Silence after the sentence before the fake microphone loops: room for a reply. */
-const TRAIL_SECS = 8;
 const MIN_WORD_SHARE = 0.6;
 /** The whole test, whatever happens. */
 const OVERALL_MS = 5 * 60_000;
 
-const started = Date.now();
-const cleanups = [];
-let serverLog = null;
 let page = null;
 const problems = [];
 
-const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function log(line) {
-  console.log(`[${secs(Date.now() - started).padStart(7)}] ${line}`);
-}
-
-/** Runs one named check, printing its outcome and how long it took. */
-let passed = 0;
-async function step(name, fn) {
-  const t0 = Date.now();
-  const detail = await fn();
-  passed += 1;
-  log(`ok   ${name} (${secs(Date.now() - t0)})${detail ? `: ${detail}` : ""}`);
-}
-
-/** Calls `fn` every `everyMs` until it returns a truthy value; fails after `timeoutMs`. */
-async function poll(what, timeoutMs, fn, everyMs = 200) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${secs(timeoutMs)} waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-function words(text) {
-  return text.toLowerCase().replace(/[^a-z0-9' ]+/g, " ").split(/\s+/).filter(Boolean);
-}
-
 /** Share of the sentence's words found in `text`. */
-function wordShare(text) {
-  const heard = new Set(words(text));
-  const expected = words(SENTENCE);
-  return expected.filter((w) => heard.has(w)).length / expected.length;
-}
+const wordShare = (text) => shareOf(text, SENTENCE);
 
 const snapshot = (p = page) => p.evaluate(() => window.voxwireDebug.snapshot());
 
@@ -97,87 +61,7 @@ async function matchingCallerLines(p = page) {
   return (await lines(p)).filter((l) => l.role === "caller" && !l.partial && wordShare(l.text) >= MIN_WORD_SHARE);
 }
 
-function watchConsole(p, name) {
-  p.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") problems.push(`${name}: console ${m.type()}: ${m.text()}`);
-  });
-  p.on("pageerror", (e) => problems.push(`${name}: uncaught ${e.message}`));
-}
-
-// ---- setup ----
-
-function makeSpeech(dir) {
-  const raw = path.join(dir, "sentence.wav");
-  const wav = path.join(dir, "mic-48k.wav");
-  execFileSync("espeak-ng", ["-w", raw, SENTENCE]);
-  execFileSync("sox", [raw, "-r", "48000", "-c", "1", "-b", "16", wav, "pad", String(LEAD_SECS), String(TRAIL_SECS)]);
-  const period = Number(execFileSync("soxi", ["-D", wav]).toString().trim());
-  const speech = Number(execFileSync("soxi", ["-D", raw]).toString().trim());
-  return { wav, period, speech };
-}
-
-async function startServer(dir) {
-  if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: build it with cargo build --release`);
-  // Demo mode with the default local engines, whatever the caller's environment says; a scratch
-  // working directory so no .env is read.
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k === "JWT_SECRET" || k.startsWith("VOXWIRE_")) continue;
-    env[k] = v;
-  }
-  for (const k of ["VOXWIRE_MODELS_DIR", "VOXWIRE_ORT_LIB", "VOXWIRE_ESPEAK_DATA"]) {
-    if (process.env[k]) env[k] = process.env[k];
-  }
-  Object.assign(env, {
-    VOXWIRE_WEB_DIR: path.join(ROOT, "web"),
-    VOXWIRE_AGENTS: path.join(ROOT, "agents.toml"),
-    RUST_LOG: "voxwire=info",
-  });
-  mkdirSync(ARTIFACTS, { recursive: true });
-  serverLog = path.join(ARTIFACTS, "server.log");
-  const logFile = createWriteStream(serverLog);
-  const server = spawn(BIN, ["serve", "--bind", "127.0.0.1:0", "--offline"], {
-    cwd: dir,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const stopServer = async () => {
-    if (server.exitCode !== null || server.signalCode !== null) return;
-    server.kill("SIGTERM");
-    const exited = new Promise((r) => server.once("exit", r));
-    if (!(await Promise.race([exited.then(() => true), sleep(8000).then(() => false)]))) {
-      server.kill("SIGKILL");
-    }
-  };
-  cleanups.push(stopServer);
-  process.on("exit", () => server.kill("SIGKILL"));
-  server.stdout.pipe(logFile);
-  let text = "";
-  const address = new Promise((resolve, reject) => {
-    server.stderr.on("data", (chunk) => {
-      logFile.write(chunk);
-      text += chunk.toString();
-      const m = text.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
-      if (m) resolve(m[1]);
-    });
-    server.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
-  });
-  const base = await Promise.race([
-    address,
-    sleep(180_000).then(() => {
-      throw new Error("the server did not start listening within 180 s");
-    }),
-  ]);
-  await poll("/health", 60_000, async () => {
-    try {
-      const res = await fetch(`${base}/health`);
-      return res.ok && (await res.json()).status === "ok";
-    } catch {
-      return false;
-    }
-  });
-  return base;
-}
+const watchConsole = (p, name) => watch(p, name, problems);
 
 // ---- the checks ----
 
@@ -229,9 +113,8 @@ async function checkPttTurn(turnsBefore) {
 }
 
 async function run() {
-  const dir = mkdtempSync(path.join(tmpdir(), "voxwire-browser-"));
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  const speech = makeSpeech(dir);
+  const dir = scratchDir();
+  const speech = makeSpeech(dir, SENTENCE);
   log(`fake microphone: "${SENTENCE}" (${speech.speech.toFixed(2)} s), looping every ${speech.period.toFixed(2)} s`);
 
   let base;
@@ -240,26 +123,7 @@ async function run() {
     return base;
   });
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 60_000,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-quic",
-      "--disable-sync",
-      "--no-first-run",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-audio-capture=${speech.wav}`,
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
-  cleanups.push(() => browser.close());
+  const browser = await launchBrowser(speech.wav);
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   page = await context.newPage();
   watchConsole(page, "demo page");
@@ -387,7 +251,7 @@ async function run() {
 
   await step("phone-width layout (375 px) has no sideways scrolling", async () => {
     const phone = await browser.newContext({ viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true });
-    cleanups.push(() => phone.close());
+    onCleanup(() => phone.close());
     const p = await phone.newPage();
     watchConsole(p, "phone page");
     await p.goto(`${base}/`);
@@ -405,56 +269,16 @@ async function run() {
   });
 }
 
-async function cleanup() {
-  for (const fn of cleanups.reverse()) {
-    try {
-      await Promise.race([fn(), sleep(10_000)]);
-    } catch {
-      // keep cleaning up
-    }
-  }
-}
-
-async function main() {
-  const overall = setTimeout(async () => {
-    console.error(`FAIL: the browser test took longer than ${secs(OVERALL_MS)}`);
-    await cleanup();
-    console.log(`browser: ${passed} passed, 1 failed`);
-    process.exit(1);
-  }, OVERALL_MS);
-  for (const signal of ["SIGINT", "SIGTERM"]) {
-    process.on(signal, async () => {
-      await cleanup();
-      process.exit(130);
-    });
-  }
-  let code = 0;
-  try {
-    await run();
-    log("browser end-to-end test passed");
-  } catch (e) {
-    code = 1;
-    console.error(`FAIL: ${e.message}`);
+main({
+  name: "browser end-to-end test",
+  overallMs: OVERALL_MS,
+  run,
+  onFailure: async () => {
     if (page) {
-      try {
-        console.error(`page state: ${JSON.stringify(await snapshot())}`);
-        console.error(`transcript: ${JSON.stringify(await lines())}`);
-        await page.screenshot({ path: path.join(ARTIFACTS, "failure.png"), fullPage: true });
-      } catch {
-        // the page may be gone
-      }
+      console.error(`page state: ${JSON.stringify(await snapshot())}`);
+      console.error(`transcript: ${JSON.stringify(await lines())}`);
+      await page.screenshot({ path: path.join(ARTIFACTS, "failure.png"), fullPage: true });
     }
     if (problems.length) console.error(`console:\n${problems.join("\n")}`);
-    if (serverLog && existsSync(serverLog)) {
-      const tail = readFileSync(serverLog, "utf8").trim().split("\n").slice(-25).join("\n");
-      console.error(`server log (last lines, full log in ${path.relative(ROOT, serverLog)}):\n${tail}`);
-    }
-  } finally {
-    clearTimeout(overall);
-    await cleanup();
-  }
-  console.log(`browser: ${passed} passed, ${code} failed`);
-  process.exit(code);
-}
-
-main();
+  },
+});

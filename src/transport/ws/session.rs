@@ -205,7 +205,7 @@ impl Connection {
 
     async fn on_inbound(&mut self, inbound: Inbound) {
         let msg = match inbound {
-            Inbound::Message(m) => m,
+            Inbound::Message(m) => *m,
             Inbound::Audio(bytes) => return self.on_audio_bytes(bytes.to_vec()).await,
             Inbound::Invalid(code, message) => return self.send_error(code, message, false).await,
             Inbound::Fatal(code, message, close) => {
@@ -227,9 +227,11 @@ impl Connection {
                 output_format,
                 variables,
                 turn_detection,
+                record,
             } => {
                 let formats = (audio_format, output_format);
-                self.start_call(call_id, agent, formats, variables, turn_detection)
+                let settings = (turn_detection, record);
+                self.start_call(call_id, agent, formats, variables, settings)
                     .await
             }
             _ if self.active.is_none() => {
@@ -304,7 +306,7 @@ impl Connection {
         agent: Option<String>,
         (audio_format, output_format): (Option<AudioFormat>, Option<AudioFormat>),
         variables: HashMap<String, String>,
-        turn_detection: Option<TurnDetectionUpdate>,
+        (turn_detection, record): (Option<TurnDetectionUpdate>, Option<bool>),
     ) {
         if let Some(a) = &self.active {
             let id = a.handle.call_id.clone();
@@ -340,6 +342,7 @@ impl Connection {
             detection: turn_detection,
             greet: true,
             push_to_talk: false,
+            record,
         };
         let started = match call::start(&self.svc, request).await {
             Ok(s) => s,

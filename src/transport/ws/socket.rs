@@ -18,7 +18,7 @@ pub const HARD_LIMIT_FACTOR: usize = 4;
 
 /// From the reader task.
 pub enum Inbound {
-    Message(ClientMessage),
+    Message(Box<ClientMessage>),
     /// A binary frame: raw audio in the call's `audio_format`.
     Audio(bytes::Bytes),
     /// A frame that could not be accepted; the call goes on.
@@ -87,7 +87,7 @@ pub async fn read_loop(
                 ),
             ),
             Ok(Message::Text(text)) => match parse_client_message(&text) {
-                Ok(m) => Inbound::Message(m),
+                Ok(m) => Inbound::Message(Box::new(m)),
                 Err((code, message)) => Inbound::Invalid(code, message),
             },
             Ok(Message::Binary(bytes)) if bytes.len() > max_bytes => Inbound::Invalid(
