@@ -20,6 +20,7 @@ pub mod redact;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{run, AppState};

@@ -1,12 +1,12 @@
 //! Who may read what: callers reach their own calls (same `sub` and `org`); operators and admins
 //! every call of their org (no `org`: the default org). Operator routes refuse callers with 403
-//! `forbidden`.
+//! `forbidden`; admin routes (the webhook deliveries) refuse callers and operators.
 
 use axum::http::{HeaderMap, StatusCode};
 
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
-use crate::auth::Claims;
+use crate::auth::{Claims, Role};
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -23,6 +23,24 @@ pub fn operator(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
             "this route needs an `operator` or `admin` token",
+        ));
+    }
+    Ok(claims)
+}
+
+/// Verifies the token and requires the `admin` role.
+pub fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<Claims, AppError> {
+    let claims = authenticate(state, headers, query)?;
+    if claims.role() != Role::Admin {
+        state.metrics.error(ErrorCode::Forbidden);
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this route needs an `admin` token",
         ));
     }
     Ok(claims)

@@ -1,6 +1,6 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, health, metrics, and the static
-//! `web/` folder).
+//! tokens, the monitor stream, history export and figures, webhook deliveries, health, metrics,
+//! and the static `web/` folder).
 
 pub mod access;
 pub mod api;
@@ -10,6 +10,7 @@ pub mod export;
 pub mod filters;
 pub mod operate;
 pub mod stats;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
         )
         .route("/api/stats", get(stats::stats))
+        .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::memory_deliveries::MemoryDeliveries;
 use super::rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
     Write,
@@ -13,6 +14,8 @@ use super::StoreError;
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     tables: Mutex<Tables>,
+    /// Webhook deliveries, apart from the call tables.
+    pub(crate) deliveries: MemoryDeliveries,
     /// Makes every write fail while set (tests of the writer).
     #[cfg(test)]
     fault: Mutex<Option<bool>>,
