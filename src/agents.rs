@@ -38,6 +38,12 @@ pub struct Agent {
     /// What is masked in everything the call leaves behind: `card`, `phone`, `email`.
     #[serde(default)]
     pub redact: Vec<crate::redact::Sensitive>,
+    /// Where the call's signed webhooks are sent (`http://` or `https://`).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The environment variable that holds the webhook's signing secret (never the secret).
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
     /// Record this agent's calls (unless a call's `start_call.record` is false).
     #[serde(default)]
     pub record: bool,
@@ -112,6 +118,46 @@ fn fill(
     let mut vars = defaults.clone();
     vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     substitute_variables(template, &vars)
+}
+
+/// `webhook_url` and `webhook_secret_env` come together; the URL is `http(s)://` with a host,
+/// the variable a plausible name.
+fn check_webhook(a: &Agent) -> Result<(), String> {
+    match (&a.webhook_url, &a.webhook_secret_env) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(format!(
+            "agent `{}`: webhook_url needs webhook_secret_env, the environment variable that \
+             holds the signing secret",
+            a.name
+        )),
+        (None, Some(_)) => Err(format!(
+            "agent `{}`: webhook_secret_env is set without a webhook_url",
+            a.name
+        )),
+        (Some(url), Some(var)) => {
+            let parsed = reqwest::Url::parse(url.trim()).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if parsed.is_none() {
+                return Err(format!(
+                    "agent `{}`: webhook_url must be an http:// or https:// URL",
+                    a.name
+                ));
+            }
+            let valid_var = !var.is_empty()
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !var.starts_with(|c: char| c.is_ascii_digit());
+            if !valid_var {
+                return Err(format!(
+                    "agent `{}`: webhook_secret_env must name an environment variable \
+                     (letters, digits and _), not hold the secret",
+                    a.name
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 impl Agent {
@@ -216,6 +262,7 @@ impl Agents {
             if a.system_prompt.trim().is_empty() {
                 return Err(format!("agent `{}`: system_prompt is empty", a.name));
             }
+            check_webhook(&a)?;
             let name = a.name.clone();
             if by_name.insert(name.clone(), Arc::new(a)).is_some() {
                 return Err(format!("agent `{name}` is defined twice"));
@@ -303,6 +350,10 @@ mod tests {
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\ntemperature = 5.0", "temperature"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nmax_tokens = 0", "max_tokens"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nvoise = \"x\"", "unknown field"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nwebhook_url = \"https://x.example/h\"", "webhook_secret_env"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nwebhook_secret_env = \"S\"", "without a webhook_url"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nwebhook_url = \"ftp://x/h\"\nwebhook_secret_env = \"S\"", "http://"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nwebhook_url = \"https://x/h\"\nwebhook_secret_env = \"whsec 123\"", "name an environment variable"),
             ("default = \"a\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"a\"\nsystem_prompt = \"q\"", "twice"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"b\"\nsystem_prompt = \"q\"", "default"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nretention_days = 40000", "retention_days"),

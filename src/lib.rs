@@ -21,6 +21,7 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{run, AppState};

@@ -1,7 +1,7 @@
 //! Prometheus metrics served at `GET /metrics`: connections, live calls, turns, errors by code,
 //! per-stage latency histograms of each turn, the end-of-turn model's answers, and (on Linux) the process's CPU time and resident
-//! memory, read from `/proc/self` at scrape time; and the store writer's writes, drops, errors
-//! and queue.
+//! memory, read from `/proc/self` at scrape time; the store writer's writes, drops, errors
+//! and queue; and the webhooks' drops, attempts and outcomes.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -51,6 +51,71 @@ pub struct Metrics {
     verdicts: Family<VerdictLabel, Counter>,
     /// The store writer's counters (clones share the values).
     pub store: StoreMetrics,
+    /// The webhook deliveries' counters (clones share the values).
+    pub webhooks: WebhookMetrics,
+}
+
+/// What webhooks do: `voxwire_webhook_dropped_total` (call events dropped before they were
+/// stored as deliveries: queue full, or left at shutdown), `voxwire_webhook_attempts_total`
+/// (requests made), `voxwire_webhook_delivered_total` and `voxwire_webhook_failed_total`
+/// (deliveries given up: a permanent refusal, or retried past `VOXWIRE_WEBHOOK_RETRY_FOR`).
+#[derive(Clone, Debug, Default)]
+pub struct WebhookMetrics {
+    dropped: Counter,
+    attempts: Counter,
+    delivered: Counter,
+    failed: Counter,
+}
+
+impl WebhookMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "webhook_dropped",
+            "Call events dropped before they were stored as webhook deliveries",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "webhook_attempts",
+            "Webhook requests made",
+            self.attempts.clone(),
+        );
+        registry.register(
+            "webhook_delivered",
+            "Webhook deliveries answered with a 2xx",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "webhook_failed",
+            "Webhook deliveries given up",
+            self.failed.clone(),
+        );
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+    pub fn attempts(&self) -> u64 {
+        self.attempts.get()
+    }
+    pub fn delivered(&self) -> u64 {
+        self.delivered.get()
+    }
+    pub fn failed(&self) -> u64 {
+        self.failed.get()
+    }
+
+    pub(crate) fn add_dropped(&self, n: u64) {
+        self.dropped.inc_by(n);
+    }
+    pub(crate) fn add_attempt(&self) {
+        self.attempts.inc();
+    }
+    pub(crate) fn add_delivered(&self) {
+        self.delivered.inc();
+    }
+    pub(crate) fn add_failed(&self) {
+        self.failed.inc();
+    }
 }
 
 /// What the store writer does: `voxwire_store_writes_total` (writes applied),
@@ -156,6 +221,8 @@ impl Default for Metrics {
         );
         let store = StoreMetrics::default();
         store.register(&mut registry);
+        let webhooks = WebhookMetrics::default();
+        webhooks.register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
@@ -167,6 +234,7 @@ impl Default for Metrics {
             latency,
             verdicts,
             store,
+            webhooks,
         }
     }
 }

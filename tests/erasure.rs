@@ -33,6 +33,9 @@ default = "desk"
 name = "desk"
 system_prompt = "You answer briefly."
 record = true
+# Nobody listens there: the deliveries wait in the store, holding the transcript.
+webhook_url = "http://127.0.0.1:9/hook"
+webhook_secret_env = "VOXWIRE_TEST_ERASURE_SECRET"
 "#;
 
 fn scratch(name: &str) -> PathBuf {
@@ -49,6 +52,11 @@ async fn server_on(db: &Db, recordings: &Path) -> TestServer {
     let mut config = Config::for_tests();
     config.agents = voxwire::agents::Agents::parse(AGENTS).unwrap();
     config.store.recordings_dir = recordings.to_path_buf();
+    let env = std::collections::HashMap::from([(
+        "VOXWIRE_TEST_ERASURE_SECRET".to_string(),
+        "erasure-test-secret-0123456789".to_string(),
+    )]);
+    config.webhooks = voxwire::config::WebhookSettings::from_env(&env, &config.agents).unwrap();
     start_with_store(config, Engines::fake(), db.store().await).await
 }
 
@@ -216,6 +224,17 @@ async fn erasing_a_subject(db: Db) {
 
     let [calls, items, metrics, events] = held(&db, "alice").await;
     assert_eq!(calls, 3);
+    // Each of alice's calls owes call.started and call.ended to the webhook: stored, pending.
+    let owed = "SELECT COUNT(*) FROM webhook_deliveries WHERE sub = 'alice' AND org IS NULL";
+    let mut webhooks = 0;
+    for _ in 0..100 {
+        webhooks = scalar(&db, owed).await;
+        if webhooks >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(webhooks, 6);
     let bob_before = held(&db, "bob").await;
     let (status, counts) = erase(&server, "alice", &admin).await;
     assert_eq!(status, 200, "{counts}");
@@ -224,6 +243,8 @@ async fn erasing_a_subject(db: Db) {
     assert_eq!(counts["metrics"], metrics, "{counts}");
     assert_eq!(counts["events"], events, "{counts}");
     assert_eq!(counts["recordings"], 3, "{counts}");
+    assert_eq!(counts["webhooks"], webhooks, "{counts}");
+    assert_eq!(scalar(&db, owed).await, 0);
     assert!(items > 0 && events > 0 && metrics > 0, "{counts}");
 
     // Nothing of alice's phrase anywhere: rows, search, recordings, SQLite's files.
@@ -277,8 +298,13 @@ async fn erasing_a_subject(db: Db) {
         ("root", "erase_subject", calls, items)
     );
     assert_eq!(
-        (entry.metrics, entry.events, entry.recordings),
-        (metrics, events, 3)
+        (
+            entry.metrics,
+            entry.events,
+            entry.recordings,
+            entry.webhooks
+        ),
+        (metrics, events, 3, webhooks)
     );
     assert!(entry.at_ms > 0);
     assert_eq!(
@@ -475,7 +501,7 @@ async fn the_cli_prints_counts() {
     );
     assert_eq!(
         text(&out.1).trim(),
-        "deleted 1 calls, 1 items, 1 events, 1 metrics, 1 recordings"
+        "deleted 1 calls, 1 items, 1 events, 1 metrics, 1 recordings, 0 webhook deliveries"
     );
     assert!(!exists(&store, "stale").await && exists(&store, "fresh").await);
     let _ = std::fs::remove_dir_all(&recordings);

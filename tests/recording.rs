@@ -191,6 +191,12 @@ async fn a_recorded_call_holds_the_notice_both_sides_and_only_what_was_heard() {
     .await;
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), bytes[44..144]);
+    let call: Value = get(&server, &format!("/api/calls/{call_id}"), &token, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["recording"], true);
     let other = server.token("mallory");
     let refused = get(
         &server,
@@ -275,6 +281,12 @@ async fn a_recorded_call_holds_the_notice_both_sides_and_only_what_was_heard() {
     for id in [&quiet, &out] {
         let r = get(&server, &format!("/api/calls/{id}/recording"), &token, None).await;
         assert_eq!(r.status(), 404, "{id}");
+        let call: Value = get(&server, &format!("/api/calls/{id}"), &token, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(call["recording"], false);
         assert!(!dir.join(format!("{id}.wav")).exists());
     }
     assert!(svc.writer.flush(Duration::from_secs(10)).await);

@@ -1,7 +1,8 @@
 //! Redaction over a real call and a real SQLite store: an agent with `redact` hears card
 //! numbers, phone numbers and emails live (the caller's reply repeats them), while the stored
 //! items and events, the monitor stream, the call's history over HTTP and the database file
-//! itself hold only the masks. An agent without `redact` keeps them as said.
+//! itself hold only the masks. An agent without `redact` keeps them as said. With the local
+//! engines, a phone number spoken (espeak-ng) and recognised (Whisper) is stored masked.
 
 mod common;
 mod store_common;
@@ -169,4 +170,57 @@ async fn a_redacting_agent_hears_numbers_live_and_stores_only_masks() {
     assert_eq!(count(b"4111 1111 1111 1111"), 0);
     assert_eq!(count(b"jane.doe"), 0);
     assert_eq!(count(b"555-123-4567"), 0);
+}
+
+#[path = "stt_common/mod.rs"]
+mod stt;
+
+/// Streams 16 kHz audio as a microphone would, in 100 ms chunks.
+async fn stream_live(ws: &mut Ws, samples: &[f32]) {
+    let mut next = tokio::time::Instant::now();
+    for c in samples.chunks(1600) {
+        next += Duration::from_millis(100);
+        tokio::time::sleep_until(next).await;
+        let pcm = voxwire::audio::encode::pcm16_bytes(c);
+        send(ws, json!({"type": "audio", "audio": b64(&pcm)})).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoken_phone_number_is_masked_in_the_store_and_heard_live() {
+    let db = Db::sqlite();
+    let mut config = Config::for_tests();
+    config.agents = voxwire::agents::Agents::parse(AGENTS).unwrap();
+    let server = start_with_store(config, local_engines(), db.store().await).await;
+    // Digits read one by one pause between groups: a turn ends only after a longer silence.
+    let start = json!({"agent": "payments", "turn_detection": {"silence_duration_ms": 1500}});
+    let (mut ws, call_id) = server.call("alice", start).await;
+    let mut audio = vec![0.0; 8000];
+    audio.extend(stt::espeak(
+        "Call me back on five five five, one two three, four five six seven.",
+    ));
+    audio.extend(vec![0.0; 16_000 * 3]);
+    stream_live(&mut ws, &audio).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let heard = frames
+        .iter()
+        .find(|f| f["type"] == "transcript" && f["is_final"] == true)
+        .unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    println!("live transcript: {heard:?}");
+    // Live, the caller's words are as recognised, digits and all.
+    let digits: String = heard.chars().filter(char::is_ascii_digit).collect();
+    assert!(digits.len() >= 7, "{heard}");
+    send(&mut ws, json!({"type": "end_call"})).await;
+    recv_until(&mut ws, "call_ended").await;
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(LONG).await);
+    let items = svc.store.items(&call_id).await.unwrap();
+    let stored = &items.iter().find(|i| i.role == "user").unwrap().text;
+    println!("stored: {stored:?}");
+    assert!(stored.contains("[phone]"), "{stored}");
+    let left: String = stored.chars().filter(char::is_ascii_digit).collect();
+    assert!(left.is_empty(), "{stored}");
 }

@@ -1,6 +1,8 @@
 //! The call's record in the durable store, written from its own events: the store writer is a
 //! subscriber that never loses an event (its queue is bounded and counts what it drops) and
 //! never makes the call wait. Conversation items, per-turn metrics and an append-only event log.
+//! The call's webhook, if its agent has one, hears of its start, end and takeovers the same
+//! way (after the writes they follow).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use super::operator::OperatorEventKind;
 use crate::redact::Redactor;
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
+use crate::webhooks::CallHook;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -43,6 +46,10 @@ pub struct Recorder {
     prior_agent_ms: i64,
     /// Masks the agent's sensitive kinds in every text written or published.
     redactor: Redactor,
+    /// The call's webhook, if its agent has one.
+    hook: Option<CallHook>,
+    /// The operator holding the call, as the webhook was told.
+    taken_over_by: Option<String>,
 }
 
 /// What a call's record carries from one stretch of the call to the next.
@@ -69,7 +76,15 @@ impl Recorder {
             caller_samples: 0,
             agent_ms: 0.0,
             redactor: Redactor::default(),
+            hook: None,
+            taken_over_by: None,
         }
+    }
+
+    /// Tells `hook` of the call's start, end and takeovers.
+    pub fn with_hook(mut self, hook: Option<CallHook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     /// Masks what `redactor` masks in everything recorded and published from here on.
@@ -127,7 +142,11 @@ impl Recorder {
             caller_audio_ms: 0,
             agent_audio_ms: 0,
         }));
-        self.log("call_started", json!({"resumed": self.seq > 1}));
+        let resumed = self.seq > 1;
+        self.log("call_started", json!({"resumed": resumed}));
+        if let Some(hook) = &self.hook {
+            hook.started(resumed);
+        }
     }
 
     /// The call is recorded from now on, after `notice` (spoken first; `None` when the call
@@ -324,6 +343,15 @@ impl Recorder {
                 if let Some(item) = item_id {
                     data["item_id"] = json!(item);
                 }
+                let takeover = match kind {
+                    OperatorEventKind::TakeoverStarted => Some(true),
+                    OperatorEventKind::TakeoverEnded => Some(false),
+                    _ => None,
+                };
+                if let (Some(started), Some(hook)) = (takeover, &self.hook) {
+                    hook.takeover(started, operator);
+                    self.taken_over_by = started.then(|| operator.clone());
+                }
                 (kind.as_str(), data)
             }
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
@@ -339,11 +367,19 @@ impl Recorder {
                 self.write(Write::CallEnded {
                     call_id: self.call_id.clone(),
                     ended_at_ms: now_ms(),
-                    reason: reason_name,
+                    reason: reason_name.clone(),
                     turns: *turns as i64,
                     caller_audio_ms: self.totals().caller_audio_ms,
                     agent_audio_ms: self.totals().agent_audio_ms,
                 });
+                // After the call's last write, which the webhook's transcript waits for. A
+                // takeover the call ends in ends with it.
+                if let Some(hook) = &self.hook {
+                    if let Some(operator) = self.taken_over_by.take() {
+                        hook.takeover(false, &operator);
+                    }
+                    hook.ended(&reason_name, *turns);
+                }
                 return;
             }
         };

@@ -1,6 +1,6 @@
 //! What a call needs from the server, and nothing more: engines, agents, turn-taking settings
-//! and limits, metrics, the registry of calls, the shutdown token, the task tracker, the store
-//! and the monitor feed.
+//! and limits, metrics, the registry of calls, the shutdown token, the task tracker, the store,
+//! the monitor feed and the webhooks.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::engines::Engines;
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
 use crate::store::{Store, StoreWriter};
+use crate::webhooks::Webhooks;
 
 pub struct CallServices {
     pub engines: Engines,
@@ -33,6 +34,8 @@ pub struct CallServices {
     pub writer: StoreWriter,
     /// Every call publishes its monitored events here.
     pub feed: Arc<Feed>,
+    /// Calls whose agent has a webhook tell it of their start, end and takeovers.
+    pub webhooks: Webhooks,
     /// Where recordings are written (`VOXWIRE_RECORDINGS_DIR`).
     pub recordings: std::path::PathBuf,
 }

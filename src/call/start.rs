@@ -279,9 +279,11 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         sub: req.owner.sub.clone(),
         agent: agent.name.clone(),
     };
+    let hook = svc.webhooks.for_call(&meta);
     let mut recorder = Recorder::new(Some(svc.writer.clone()), &call_id, live.record.totals())
         .with_feed(svc.feed.clone(), meta)
-        .with_redactor(agent.redactor());
+        .with_redactor(agent.redactor())
+        .with_hook(hook);
     let recording = recorded.then(|| {
         recorder.recording_started(notice.as_deref());
         Mixer::start(recording_path(&svc.recordings, &call_id), &svc.tasks)

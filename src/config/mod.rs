@@ -4,6 +4,7 @@
 mod net;
 mod store;
 mod turn;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ pub use net::NetSettings;
 pub use store::StoreSettings;
 use turn::parse_vad;
 pub use turn::{TurnSettings, VadChoice};
+pub use webhooks::{WebhookSecret, WebhookSettings, WebhookTarget, MIN_SECRET_BYTES};
 
 /// Exit code for a configuration error (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -108,6 +110,8 @@ pub struct Config {
     /// Where calls are kept and how many writes may wait (`VOXWIRE_DATABASE_URL`,
     /// `VOXWIRE_STORE_QUEUE`).
     pub store: StoreSettings,
+    /// Each agent's signed webhook and how deliveries are retried.
+    pub webhooks: WebhookSettings,
 }
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
@@ -135,6 +139,7 @@ impl std::fmt::Debug for Config {
             .field("tts", &self.tts)
             .field("vad", &self.vad)
             .field("store", &self.store)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -449,6 +454,7 @@ impl Config {
                 None => WeightFormat::Packed,
             },
             llm_threads: parse_num(env, "VOXWIRE_LLM_THREADS", 0, 0, 256)?,
+            webhooks: WebhookSettings::from_env(env, &agents)?,
             agents,
             store: StoreSettings::from_env(env)?,
         })

@@ -1,12 +1,12 @@
 //! Who may read what: callers reach their own calls (same `sub` and `org`); operators and admins
 //! every call of their org (no `org`: the default org). Operator routes refuse callers with 403
-//! `forbidden`; admin routes refuse callers and operators so.
+//! `forbidden`; admin routes (the webhook deliveries) refuse callers and operators.
 
 use axum::http::{HeaderMap, StatusCode};
 
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
-use crate::auth::Claims;
+use crate::auth::{Claims, Role};
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -35,7 +35,7 @@ pub fn admin(
     query: &TokenQuery,
 ) -> Result<Claims, AppError> {
     let claims = authenticate(state, headers, query)?;
-    if claims.role() != crate::auth::Role::Admin {
+    if claims.role() != Role::Admin {
         state.metrics.error(ErrorCode::Forbidden);
         return Err(AppError::new(
             StatusCode::FORBIDDEN,

@@ -123,7 +123,12 @@ pub async fn call_history(
             json!(r.turns.load(std::sync::atomic::Ordering::SeqCst)),
         );
     }
+    let recorded = safe_id(&call_id)
+        && tokio::fs::try_exists(recording_path(&state.call_services.recordings, &call_id))
+            .await
+            .unwrap_or(false);
     if let Some(o) = body.as_object_mut() {
+        o.insert("recording".into(), json!(recorded));
         o.insert("messages".into(), json!(messages));
         o.insert("items".into(), json!(items));
         o.insert(
@@ -181,6 +186,15 @@ pub async fn list_calls(
     Ok(Json(json!({ "calls": calls, "next_before": next })))
 }
 
+/// Whether `id` can name a file: call ids are letters, digits, `_` and `-`.
+fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// `GET /api/calls/{id}/recording`: the call's recording (a stereo WAV, the caller on the left),
 /// for its owner and the operators of its org, with byte ranges so that players can seek. 404
 /// `not_found` when there is no such call for this token, or it was not recorded.
@@ -192,11 +206,7 @@ pub async fn recording(
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
     let claims = authenticate(&state, &headers, &q)?;
-    let safe = !call_id.is_empty()
-        && call_id.len() <= 128
-        && call_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let safe = safe_id(&call_id);
     let allowed = |o: &Owner| may_read(&claims, &o.sub, o.org.as_deref());
     let known = safe
         && (state.calls.get_if(&call_id, allowed).is_some()

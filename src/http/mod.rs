@@ -1,6 +1,6 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, erasure, health, metrics, and the static
-//! `web/` folder).
+//! tokens, the monitor stream, history export and figures, erasure, webhook deliveries, health,
+//! metrics, and the static `web/` folder).
 
 pub mod access;
 pub mod api;
@@ -11,6 +11,7 @@ pub mod filters;
 pub mod operate;
 pub mod stats;
 pub mod subjects;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/stats", get(stats::stats))
         .route("/api/subjects/{sub}", delete(subjects::erase))
+        .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
         .route("/api/agents", get(api::agents))

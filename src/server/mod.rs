@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::store::{Store, StoreWriter};
 use crate::transport::monitor::MonitorSlots;
+use crate::webhooks::Webhooks;
 
 pub struct AppState {
     pub config: Config,
@@ -79,6 +80,13 @@ impl AppState {
             metrics.store.clone(),
             &writers,
         );
+        let webhooks = Webhooks::spawn(
+            store.clone(),
+            writer.clone(),
+            &config.webhooks,
+            &config.agents,
+            metrics.webhooks.clone(),
+        );
         let call_services = Arc::new(CallServices {
             engines: engines.clone(),
             agents: config.agents.clone(),
@@ -91,6 +99,7 @@ impl AppState {
             store,
             writer,
             feed: Feed::new(config.net.monitor_buffer),
+            webhooks,
             recordings: config.store.recordings_dir.clone(),
         });
         Arc::new(Self {
@@ -201,11 +210,21 @@ pub async fn run(
             "grace period over; dropping remaining connections"
         );
     }
-    // What the calls wrote on their way out reaches the store, within what is left of the
-    // grace period (at least a second).
-    let left = grace
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(1));
+    // The calls' last webhook events are stored as deliveries and the attempts in flight
+    // finish, then what the calls wrote on their way out reaches the store, each within what
+    // is left of the grace period (at least a second).
+    let left = |min: u64| {
+        grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(min))
+    };
+    if !state.call_services.webhooks.close(left(2)).await {
+        warn!(
+            "the grace period ended with webhook work left: requests in flight are made again \
+             at the next start, events not yet stored are lost (voxwire_webhook_dropped_total)"
+        );
+    }
+    let left = left(1);
     let writer = &state.call_services.writer;
     if !writer.close(left).await {
         warn!(

@@ -16,6 +16,8 @@ pub struct Deleted {
     pub metrics: i64,
     pub events: i64,
     pub recordings: i64,
+    /// Webhook deliveries of the calls (their bodies hold the transcript).
+    pub webhooks: i64,
 }
 
 impl std::ops::AddAssign for Deleted {
@@ -25,6 +27,7 @@ impl std::ops::AddAssign for Deleted {
         self.metrics += o.metrics;
         self.events += o.events;
         self.recordings += o.recordings;
+        self.webhooks += o.webhooks;
     }
 }
 
@@ -56,6 +59,7 @@ pub struct AuditRow {
     pub metrics: i64,
     pub events: i64,
     pub recordings: i64,
+    pub webhooks: i64,
 }
 
 /// Which agents' calls a retention pass takes.
@@ -181,6 +185,7 @@ where
             ("call_items", "call_id", &mut deleted.items),
             ("call_turn_metrics", "call_id", &mut deleted.metrics),
             ("call_events", "call_id", &mut deleted.events),
+            ("webhook_deliveries", "call_id", &mut deleted.webhooks),
             ("calls", "id", &mut deleted.calls),
         ] {
             let sql = format!("DELETE FROM {table} WHERE {column} IN ({list})");
@@ -195,7 +200,7 @@ where
         deleted.recordings = a.recordings;
         sqlx::query(
             "INSERT INTO audit_log (at_ms, actor, org, action, calls, items, metrics, events, \
-             recordings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             recordings, webhooks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(a.at_ms)
         .bind(a.actor.as_str())
@@ -206,6 +211,7 @@ where
         .bind(deleted.metrics)
         .bind(deleted.events)
         .bind(a.recordings)
+        .bind(deleted.webhooks)
         .execute(&mut *conn)
         .await?;
     }
@@ -227,7 +233,7 @@ where
     for<'r> AuditRow: sqlx::FromRow<'r, DB::Row>,
 {
     const COLUMNS: &str =
-        "id, at_ms, actor, org, action, calls, items, metrics, events, recordings";
+        "id, at_ms, actor, org, action, calls, items, metrics, events, recordings, webhooks";
     match org {
         Some(org) => {
             let sql =

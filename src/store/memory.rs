@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
+use super::memory_deliveries::MemoryDeliveries;
 use super::rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
     Write,
@@ -14,6 +15,8 @@ use super::StoreError;
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     tables: Mutex<Tables>,
+    /// Webhook deliveries, apart from the call tables.
+    pub(crate) deliveries: MemoryDeliveries,
     /// Makes every write fail while set (tests of the writer).
     #[cfg(test)]
     fault: Mutex<Option<bool>>,
@@ -187,6 +190,7 @@ impl MemoryStore {
             d.events += (before.2 - t.events.len()) as i64;
             d.calls += i64::from(t.calls.remove(id).is_some());
         }
+        d.webhooks = self.deliveries.delete_calls(ids);
         if let Some(a) = audit {
             d.recordings = a.recordings;
             let id = t.audit.len() as i64 + 1;
@@ -201,6 +205,7 @@ impl MemoryStore {
                 metrics: d.metrics,
                 events: d.events,
                 recordings: a.recordings,
+                webhooks: d.webhooks,
             });
         }
         d

@@ -1,14 +1,17 @@
-//! The durable store: calls, their conversation items, per-turn metrics and event log, kept in
-//! SQLite (the default, one file), Postgres (several nodes) or memory (unit tests).
+//! The durable store: calls, their conversation items, per-turn metrics and event log, and the
+//! webhook deliveries owed for them, kept in SQLite (the default, one file), Postgres (several
+//! nodes) or memory (unit tests).
 //!
 //! Calls write through [`StoreWriter`], which batches writes off the call's path and never makes
 //! a call wait; the API reads through [`Store`]. Every [`Write`] is idempotent, so a batch whose
 //! fate is unknown is simply written again.
 
+mod deliveries;
 mod erase;
 mod error;
 mod figures;
 mod memory;
+mod memory_deliveries;
 mod postgres;
 mod rows;
 mod sql;
@@ -19,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use deliveries::{
+    ClaimedDelivery, DeliveryQuery, DeliveryRow, NewDelivery, Settle, DELIVERED, FAILED, PENDING,
+};
 pub use erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 pub use error::{redact_url, StoreError};
 pub use rows::{
@@ -338,6 +344,100 @@ impl Store {
             Backend::Sqlite(s) => erase::audit_log(&s.pool, org, limit).await.map_err(op),
             Backend::Postgres(p) => erase::audit_log(&p.pool, org, limit).await.map_err(op),
             Backend::Memory(m) => Ok(m.audit_log(org, limit)),
+        }
+    }
+
+    /// Stores a webhook delivery before its first attempt (due at once). Idempotent.
+    pub async fn insert_delivery(&self, d: &NewDelivery) -> Result<(), StoreError> {
+        let op = StoreError::query("storing a webhook delivery");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::insert(&s.pool, d).await.map_err(op),
+            Backend::Postgres(p) => deliveries::insert(&p.pool, d).await.map_err(op),
+            Backend::Memory(m) => {
+                m.deliveries.insert(d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Up to `limit` ids of pending deliveries of `agents`, due at `now_ms` and not claimed
+    /// by anyone (or whose claim has lapsed), the longest due first.
+    pub async fn due_deliveries(
+        &self,
+        agents: &[String],
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let op = StoreError::query("looking for due webhook deliveries");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::due(&s.pool, agents, now_ms, limit)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => deliveries::due(&p.pool, agents, now_ms, limit)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.deliveries.due(agents, now_ms, limit)),
+        }
+    }
+
+    /// Claims a due delivery for `claim` until `until_ms`, counting the attempt; `None` when
+    /// it is not pending and due any more, or someone else holds it. One statement: of two
+    /// workers (of one node or several) racing for it, one gets it.
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        claim: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<ClaimedDelivery>, StoreError> {
+        let op = StoreError::query("claiming a webhook delivery");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::claim(&s.pool, id, claim, now_ms, until_ms)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => deliveries::claim(&p.pool, id, claim, now_ms, until_ms)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.deliveries.claim(id, claim, now_ms, until_ms)),
+        }
+    }
+
+    /// Records how the attempt under `claim` ended and lets the claim go. False when the
+    /// claim was lost meanwhile (nothing is changed then).
+    pub async fn settle_delivery(
+        &self,
+        id: &str,
+        claim: &str,
+        settle: &Settle,
+    ) -> Result<bool, StoreError> {
+        let op = StoreError::query("recording a webhook attempt");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::settle(&s.pool, id, claim, settle)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => deliveries::settle(&p.pool, id, claim, settle)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.deliveries.settle(id, claim, settle)),
+        }
+    }
+
+    pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        let op = StoreError::query("reading a webhook delivery");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::delivery(&s.pool, id).await.map_err(op),
+            Backend::Postgres(p) => deliveries::delivery(&p.pool, id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.deliveries.delivery(id)),
+        }
+    }
+
+    /// A page of an org's webhook deliveries, newest first.
+    pub async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError> {
+        let op = StoreError::query("listing webhook deliveries");
+        match &self.backend {
+            Backend::Sqlite(s) => deliveries::list(&s.pool, q).await.map_err(op),
+            Backend::Postgres(p) => deliveries::list(&p.pool, q).await.map_err(op),
+            Backend::Memory(m) => Ok(m.deliveries.list(q)),
         }
     }
 

@@ -114,12 +114,28 @@ export class History {
       this.ui.detailHeading.textContent = `Call ${callId}`;
       this.ui.detailMeta.textContent = `${call.agent}, started ${dateTime(call.started_at_ms)}${ended}; ${call.turns} turns; caller audio ${clock(call.caller_audio_ms)}, agent audio ${clock(call.agent_audio_ms)}.`;
       this.renderMetrics(call.metrics || []);
+      await this.showRecording(callId, call.recording === true);
       this.ui.list.hidden = true;
       this.ui.detail.hidden = false;
       this.ui.detailHeading.focus();
     } catch (e) {
       this.status(`Reading call ${callId} failed: ${e.describe ? e.describe() : e.message}`, "error");
     }
+  }
+
+  /** A player for the call's recording, if it has one (an <audio> element cannot send the
+   * token as a header, so it goes in the query, as for the operator socket). */
+  async showRecording(callId, recorded) {
+    const { detailRecording: box, detailAudio: audio } = this.ui;
+    audio.pause();
+    audio.removeAttribute("src");
+    box.hidden = true;
+    if (!recorded) return;
+    const path = `/api/calls/${encodeURIComponent(callId)}/recording`;
+    const url = new URL(path, location.href);
+    url.searchParams.set("token", await this.api.tokens.get());
+    audio.src = url.href;
+    box.hidden = false;
   }
 
   renderMetrics(metrics) {
@@ -139,6 +155,7 @@ export class History {
 
   closeDetail() {
     const id = this.stats.opened;
+    this.ui.detailAudio.pause();
     this.ui.detail.hidden = true;
     this.ui.list.hidden = false;
     const btn = id && this.ui.body.querySelector(`tr[data-call-id="${CSS.escape(id)}"] button`);

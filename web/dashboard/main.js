@@ -100,6 +100,8 @@ const history = new History(
     detail: $("history-detail"),
     detailHeading: $("detail-h"),
     detailMeta: $("detail-meta"),
+    detailRecording: $("detail-recording"),
+    detailAudio: $("detail-audio"),
     detailTranscript: $("detail-transcript"),
     metrics: $("detail-metrics"),
     metricsEmpty: $("detail-metrics-empty"),

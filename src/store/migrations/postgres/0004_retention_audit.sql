@@ -11,7 +11,8 @@ CREATE TABLE audit_log (
     items      BIGINT NOT NULL,
     metrics    BIGINT NOT NULL,
     events     BIGINT NOT NULL,
-    recordings BIGINT NOT NULL
+    recordings BIGINT NOT NULL,
+    webhooks BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE INDEX calls_by_start ON calls (started_at_ms);

@@ -11,7 +11,8 @@ CREATE TABLE audit_log (
     items      INTEGER NOT NULL,
     metrics    INTEGER NOT NULL,
     events     INTEGER NOT NULL,
-    recordings INTEGER NOT NULL
+    recordings INTEGER NOT NULL,
+    webhooks INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX calls_by_start ON calls (started_at_ms);

@@ -1,0 +1,167 @@
+//! The bodies of webhook events, written once when a delivery is stored and sent unchanged at
+//! every attempt:
+//! `{"id", "type", "created_at_ms", "data": {...}}`. The transcript of `call.ended` is the call's
+//! stored items (masked as the agent's `redact` says when they were written, and masked again
+//! here); `summary`, `fields` and `recording_url` are `null` until the server makes them.
+
+use serde_json::{json, Map, Value};
+
+use crate::call::CallMeta;
+use crate::redact::Redactor;
+use crate::store::{CallRow, ItemRow, TurnMetricsRow};
+
+pub const CALL_STARTED: &str = "call.started";
+pub const CALL_ENDED: &str = "call.ended";
+pub const TAKEOVER_STARTED: &str = "takeover.started";
+pub const TAKEOVER_ENDED: &str = "takeover.ended";
+
+/// The whole body.
+pub fn envelope(id: &str, event: &str, created_at_ms: i64, data: Map<String, Value>) -> String {
+    json!({
+        "id": id,
+        "type": event,
+        "created_at_ms": created_at_ms,
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Whose call it is: the fields every event's `data` starts with.
+pub fn call_fields(call: &CallMeta) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("call_id".into(), json!(call.call_id));
+    m.insert("agent".into(), json!(call.agent));
+    m.insert("org".into(), json!(call.org));
+    m.insert("sub".into(), json!(call.sub));
+    m
+}
+
+pub fn started(call: &CallMeta, at_ms: i64, resumed: bool) -> Map<String, Value> {
+    let mut m = call_fields(call);
+    m.insert("started_at_ms".into(), json!(at_ms));
+    m.insert("resumed".into(), json!(resumed));
+    m
+}
+
+pub fn takeover(call: &CallMeta, at_ms: i64, operator: &str) -> Map<String, Value> {
+    let mut m = call_fields(call);
+    m.insert("operator".into(), json!(operator));
+    m.insert("at_ms".into(), json!(at_ms));
+    m
+}
+
+/// What the call's end says when the store has nothing better.
+pub struct Ending<'a> {
+    pub at_ms: i64,
+    pub reason: &'a str,
+    pub turns: u64,
+}
+
+/// `call.ended`: the call's row (its start, end, reason and audio totals), its items as the
+/// transcript and its turn metrics. Without a row (its start never reached the store), what
+/// the end event said.
+pub fn ended(
+    call: &CallMeta,
+    end: &Ending<'_>,
+    row: Option<&CallRow>,
+    items: &[ItemRow],
+    metrics: &[TurnMetricsRow],
+    redactor: &Redactor,
+) -> Map<String, Value> {
+    let mut m = call_fields(call);
+    let started_at_ms = row.map(|r| r.started_at_ms);
+    let ended_at_ms = row.and_then(|r| r.ended_at_ms).unwrap_or(end.at_ms);
+    let duration_ms = started_at_ms.map(|s| ended_at_ms.saturating_sub(s).max(0));
+    m.insert("started_at_ms".into(), json!(started_at_ms));
+    m.insert("ended_at_ms".into(), json!(ended_at_ms));
+    m.insert("duration_ms".into(), json!(duration_ms));
+    m.insert(
+        "end_reason".into(),
+        json!(row
+            .and_then(|r| r.end_reason.as_deref())
+            .unwrap_or(end.reason)),
+    );
+    m.insert(
+        "turns".into(),
+        json!(row.map_or(end.turns as i64, |r| r.turns)),
+    );
+    let transcript: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "item_id": i.item_id,
+                "turn_id": i.turn_id,
+                "role": i.role,
+                "source": i.source,
+                "text": redactor.redact(&i.text),
+                "heard": i.heard.as_deref().map(|h| redactor.redact(h)),
+                "created_at_ms": i.created_at_ms,
+            })
+        })
+        .collect();
+    m.insert("transcript".into(), json!(transcript));
+    let turns: Vec<Value> = metrics
+        .iter()
+        .map(|t| json!({"turn_id": t.turn_id, "at_ms": t.at_ms, "timings": t.metrics}))
+        .collect();
+    m.insert(
+        "metrics".into(),
+        json!({
+            "caller_audio_ms": row.map(|r| r.caller_audio_ms),
+            "agent_audio_ms": row.map(|r| r.agent_audio_ms),
+            "turns": turns,
+        }),
+    );
+    m.insert("summary".into(), Value::Null);
+    m.insert("fields".into(), Value::Null);
+    m.insert("recording_url".into(), Value::Null);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::Sensitive;
+
+    #[test]
+    fn the_transcript_is_masked_and_the_later_fields_are_null() {
+        let call = CallMeta {
+            call_id: "call_1".into(),
+            org: Some("acme".into()),
+            sub: "ada".into(),
+            agent: "desk".into(),
+        };
+        let item = ItemRow {
+            call_id: "call_1".into(),
+            item_id: 1,
+            turn_id: Some(1),
+            role: "user".into(),
+            text: "my card is 4111 1111 1111 1111".into(),
+            heard: None,
+            source: "text".into(),
+            created_at_ms: 5,
+        };
+        let end = Ending {
+            at_ms: 9,
+            reason: "client_ended",
+            turns: 1,
+        };
+        let data = ended(
+            &call,
+            &end,
+            None,
+            &[item],
+            &[],
+            &Redactor::new(&[Sensitive::Card]),
+        );
+        let body = envelope("whd_1", CALL_ENDED, 10, data);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "call.ended");
+        assert_eq!(v["data"]["transcript"][0]["text"], "my card is [card]");
+        assert!(!body.contains("4111"), "{body}");
+        assert_eq!(v["data"]["end_reason"], "client_ended");
+        for key in ["summary", "fields", "recording_url"] {
+            assert!(v["data"].get(key).is_some_and(Value::is_null), "{key}");
+        }
+    }
+}
