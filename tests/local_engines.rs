@@ -166,27 +166,33 @@ fn words(text: &str) -> Vec<String> {
 
 /// "10:30am" used to reach the voice as "ten thirty ay em", which Whisper heard as "ten
 /// thirty, I am". The recogniser writes the time as digits ("10.30 AM", "10 30 a.m.") or words.
+///
+/// The voice adds random variation to every synthesis, and Whisper tiny now and then mishears
+/// one of them ("fifteen" as "fifty" once in a few dozen runs), so the sentence is spoken three
+/// times and at least two must be heard whole: a spoken form that is wrong fails all three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_and_prices_are_spoken_so_they_are_heard_right() {
     let e = local_engines();
     let text = "Your table is booked for 10:30am and costs $15.50.";
     let piece = Piece::new(text.into(), false);
     println!("spoken as {:?}", piece.spoken());
-    let heard = transcribe(&e, &speak(&e, &piece, false).await).await;
-    println!("heard {heard:?}");
-    let w = words(&heard);
-    let joined = w.concat();
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let heard = transcribe(&e, &speak(&e, &piece, false).await).await;
+        println!("heard {heard:?}");
+        let w = words(&heard);
+        let joined = w.concat();
+        if !(joined.contains("1030") || joined.contains("tenthirty")) {
+            failures.push(format!("no ten thirty in {heard:?}"));
+        } else if w.windows(2).any(|p| p[0] == "i" && p[1] == "am") {
+            failures.push(format!("\"I am\" in {heard:?}"));
+        } else if !(joined.contains("15") || joined.contains("fifteen")) {
+            failures.push(format!("no fifteen in {heard:?}"));
+        }
+    }
     assert!(
-        joined.contains("1030") || joined.contains("tenthirty"),
-        "no ten thirty in {heard:?}"
-    );
-    assert!(
-        !w.windows(2).any(|p| p[0] == "i" && p[1] == "am"),
-        "\"I am\" in {heard:?}"
-    );
-    assert!(
-        joined.contains("15") || joined.contains("fifteen"),
-        "no fifteen in {heard:?}"
+        failures.len() <= 1,
+        "heard wrong in 2 of 3 or worse: {failures:?}"
     );
 }
 
