@@ -99,6 +99,7 @@ fn request() -> ChatRequest {
         messages: vec![ChatMessage::user("hi")],
         max_tokens: 40,
         temperature: 0.0,
+        json: false,
     }
 }
 

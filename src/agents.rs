@@ -57,6 +57,28 @@ pub struct Agent {
     /// forever).
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Make a summary of each call when it ends (push-to-talk requests excepted).
+    #[serde(default = "default_summary")]
+    pub summary: bool,
+    /// The structured fields each summary fills: a JSON Schema object, as a TOML table or a
+    /// JSON string (see `summary::fields`).
+    #[serde(default, deserialize_with = "schema")]
+    pub summary_fields: Option<serde_json::Value>,
+}
+
+fn default_summary() -> bool {
+    true
+}
+
+/// A JSON Schema written as a TOML table, or as JSON in a string.
+fn schema<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    match v {
+        Some(serde_json::Value::String(text)) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("summary_fields is not JSON: {e}"))),
+        v => Ok(v),
+    }
 }
 
 /// The longest retention that can be set, in days (100 years).
@@ -169,6 +191,14 @@ impl Agent {
             .any(|p| !p.trim().is_empty() && text.contains(&p.trim().to_lowercase()))
     }
 
+    /// The fields of `summary_fields` (none without it). The schema was checked at load.
+    pub fn summary_field_specs(&self) -> Vec<crate::summary::fields::FieldSpec> {
+        self.summary_fields
+            .as_ref()
+            .and_then(|s| crate::summary::fields::parse_schema(s).ok())
+            .unwrap_or_default()
+    }
+
     /// Masks what the agent's `redact` names.
     pub fn redactor(&self) -> crate::redact::Redactor {
         crate::redact::Redactor::new(&self.redact)
@@ -263,6 +293,10 @@ impl Agents {
                 return Err(format!("agent `{}`: system_prompt is empty", a.name));
             }
             check_webhook(&a)?;
+            if let Some(schema) = &a.summary_fields {
+                crate::summary::fields::parse_schema(schema)
+                    .map_err(|e| format!("agent `{}`: {e}", a.name))?;
+            }
             let name = a.name.clone();
             if by_name.insert(name.clone(), Arc::new(a)).is_some() {
                 return Err(format!("agent `{name}` is defined twice"));
@@ -315,6 +349,40 @@ impl Agents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_fields_are_a_toml_table_or_json_and_are_checked_at_load() {
+        let table = Agents::parse(
+            "[[agent]]\nname = \"a\"\nsystem_prompt = \"x\"\n\
+             [agent.summary_fields]\ntype = \"object\"\n\
+             [agent.summary_fields.properties.name]\ntype = \"string\"\n",
+        )
+        .unwrap();
+        let a = table.get(None).unwrap();
+        assert!(a.summary, "summaries are on by default");
+        assert_eq!(a.summary_field_specs()[0].name, "name");
+        let json = Agents::parse(
+            "[[agent]]\nname = \"a\"\nsystem_prompt = \"x\"\nsummary = false\n\
+             summary_fields = '{\"properties\": {\"size\": {\"type\": \"integer\"}}}'\n",
+        )
+        .unwrap();
+        let a = json.get(None).unwrap();
+        assert!(!a.summary);
+        assert_eq!(a.summary_field_specs()[0].name, "size");
+        for (fields, why) in [
+            (
+                "summary_fields = '{\"properties\": {\"x\": {\"type\": \"date\"}}}'",
+                "summary_fields.x",
+            ),
+            ("summary_fields = 'not json'", "not JSON"),
+        ] {
+            let err = Agents::parse(&format!(
+                "[[agent]]\nname = \"a\"\nsystem_prompt = \"x\"\n{fields}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
 
     #[test]
     fn shipped_agents_load_and_fill_variables() {

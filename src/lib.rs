@@ -20,6 +20,7 @@ pub mod redact;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod summary;
 pub mod transport;
 pub mod webhooks;
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics served at `GET /metrics`: connections, live calls, turns, errors by code,
 //! per-stage latency histograms of each turn, the end-of-turn model's answers, and (on Linux) the process's CPU time and resident
 //! memory, read from `/proc/self` at scrape time; the store writer's writes, drops, errors
-//! and queue; and the webhooks' drops, attempts and outcomes.
+//! and queue; the webhooks' drops, attempts and outcomes; and the call summaries made.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -53,6 +53,39 @@ pub struct Metrics {
     pub store: StoreMetrics,
     /// The webhook deliveries' counters (clones share the values).
     pub webhooks: WebhookMetrics,
+    /// The call summaries' counters (clones share the values).
+    pub summaries: SummaryMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// `voxwire_summaries_total{outcome}`: summaries made (`json`, `model`, `extract`) and calls
+/// left without one (`skipped`: queue full or shutdown; `timed_out`).
+#[derive(Clone, Debug, Default)]
+pub struct SummaryMetrics {
+    outcomes: Family<OutcomeLabel, Counter>,
+}
+
+impl SummaryMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "summaries",
+            "Call summaries made, by how, and calls left without one",
+            self.outcomes.clone(),
+        );
+    }
+
+    pub fn add(&self, outcome: &'static str) {
+        self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The count of one outcome so far.
+    pub fn count(&self, outcome: &'static str) -> u64 {
+        self.outcomes.get_or_create(&OutcomeLabel { outcome }).get()
+    }
 }
 
 /// What webhooks do: `voxwire_webhook_dropped_total` (call events dropped before they were
@@ -223,6 +256,8 @@ impl Default for Metrics {
         store.register(&mut registry);
         let webhooks = WebhookMetrics::default();
         webhooks.register(&mut registry);
+        let summaries = SummaryMetrics::default();
+        summaries.register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
@@ -235,6 +270,7 @@ impl Default for Metrics {
             verdicts,
             store,
             webhooks,
+            summaries,
         }
     }
 }

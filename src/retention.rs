@@ -150,8 +150,9 @@ pub async fn every_hour(svc: Arc<CallServices>, policy: Policy, stop: Cancellati
 /// The counts of a deletion on one line, as `voxwire retention run` prints them.
 pub fn report(d: &Deleted) -> String {
     format!(
-        "deleted {} calls, {} items, {} events, {} metrics, {} recordings, {} webhook deliveries",
-        d.calls, d.items, d.events, d.metrics, d.recordings, d.webhooks
+        "deleted {} calls, {} items, {} events, {} metrics, {} recordings, {} webhook deliveries, \
+         {} summaries",
+        d.calls, d.items, d.events, d.metrics, d.recordings, d.webhooks, d.summaries
     )
 }
 

@@ -21,7 +21,7 @@ use voxwire::auth::Role;
 use voxwire::call::recording::recording_path;
 use voxwire::engines::Engines;
 use voxwire::retention::Policy;
-use voxwire::store::{Store, Write};
+use voxwire::store::{Store, SummaryRow, Write};
 use voxwire::Config;
 
 const PHRASE: &str = "purple elephant 7731";
@@ -235,6 +235,9 @@ async fn erasing_a_subject(db: Db) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(webhooks, 6);
+    // call.ended is stored once the call's summary is: each of alice's calls has one.
+    let summarised = "SELECT COUNT(*) FROM call_summaries WHERE sub = 'alice' AND org IS NULL";
+    assert_eq!(scalar(&db, summarised).await, 3);
     let bob_before = held(&db, "bob").await;
     let (status, counts) = erase(&server, "alice", &admin).await;
     assert_eq!(status, 200, "{counts}");
@@ -244,7 +247,9 @@ async fn erasing_a_subject(db: Db) {
     assert_eq!(counts["events"], events, "{counts}");
     assert_eq!(counts["recordings"], 3, "{counts}");
     assert_eq!(counts["webhooks"], webhooks, "{counts}");
+    assert_eq!(counts["summaries"], 3, "{counts}");
     assert_eq!(scalar(&db, owed).await, 0);
+    assert_eq!(scalar(&db, summarised).await, 0);
     assert!(items > 0 && events > 0 && metrics > 0, "{counts}");
 
     // Nothing of alice's phrase anywhere: rows, search, recordings, SQLite's files.
@@ -302,9 +307,10 @@ async fn erasing_a_subject(db: Db) {
             entry.metrics,
             entry.events,
             entry.recordings,
-            entry.webhooks
+            entry.webhooks,
+            entry.summaries
         ),
-        (metrics, events, 3, webhooks)
+        (metrics, events, 3, webhooks, 3)
     );
     assert!(entry.at_ms > 0);
     assert_eq!(
@@ -338,6 +344,17 @@ fn old_call(id: &str, agent: &str, started_at_ms: i64, ended: bool) -> Vec<Write
         Write::Item(store_common::item(id, 1, "user", "old words")),
         Write::TurnMetrics(store_common::metrics(id, 1)),
         Write::Event(store_common::event(id, 1)),
+        Write::Summary(SummaryRow {
+            call_id: id.into(),
+            org: None,
+            sub: "carol".into(),
+            agent: agent.into(),
+            text: "The caller said: \"old words\"".into(),
+            fields: json!({}),
+            method: "extract".into(),
+            engine: "none".into(),
+            at_ms: started_at_ms + 60_000,
+        }),
     ];
     if ended {
         w.push(Write::CallEnded {
@@ -394,8 +411,15 @@ async fn retention(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        (d.calls, d.items, d.metrics, d.events, d.recordings),
-        (2, 2, 2, 2, 1),
+        (
+            d.calls,
+            d.items,
+            d.metrics,
+            d.events,
+            d.recordings,
+            d.summaries
+        ),
+        (2, 2, 2, 2, 1, 2),
         "{d:?}"
     );
     assert!(!exists(&store, "old").await && !exists(&store, "short_old").await);
@@ -408,11 +432,21 @@ async fn retention(db: Db) {
 
     // A month on: the calls made since go too, with their recordings and from memory.
     let made_items = store.items(&made).await.unwrap().len() as i64;
+    for _ in 0..100 {
+        if store.summary(&made).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        store.summary(&made).await.unwrap().is_some(),
+        "no summary of {made}"
+    );
     let later = now + 31 * DAY;
     let d = voxwire::retention::run(&store, &recordings, &policy, later, &forget)
         .await
         .unwrap();
-    assert_eq!((d.calls, d.recordings), (3, 2), "{d:?}");
+    assert_eq!((d.calls, d.recordings, d.summaries), (3, 2, 3), "{d:?}");
     assert_eq!(d.items, 2 + made_items, "{d:?}");
     assert!(!made_file.exists() && !recording_path(&recordings, "recent").exists());
     assert!(server.state.calls.get_if(&made, |_| true).is_none());
@@ -501,7 +535,8 @@ async fn the_cli_prints_counts() {
     );
     assert_eq!(
         text(&out.1).trim(),
-        "deleted 1 calls, 1 items, 1 events, 1 metrics, 1 recordings, 0 webhook deliveries"
+        "deleted 1 calls, 1 items, 1 events, 1 metrics, 1 recordings, 0 webhook deliveries, \
+         1 summaries"
     );
     assert!(!exists(&store, "stale").await && exists(&store, "fresh").await);
     let _ = std::fs::remove_dir_all(&recordings);

@@ -27,6 +27,7 @@ fn request(text: &str) -> ChatRequest {
         messages: vec![ChatMessage::user(text)],
         max_tokens: 50,
         temperature: 0.2,
+        json: false,
     }
 }
 

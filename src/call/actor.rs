@@ -149,6 +149,7 @@ impl Call {
             messages: self.record.history().messages(),
             max_tokens: self.agent.max_tokens,
             temperature: self.agent.temperature,
+            json: false,
         };
         tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
         if let Some(greeting) = greeting {
@@ -330,6 +331,15 @@ impl Call {
         self.svc.calls.detach(&call_id);
         drop(self.live.take());
         let record = self.record.clone();
+        if self.agent.summary {
+            let pending = super::record::PendingSummary {
+                agent: self.agent.clone(),
+                llm: self.engines.llm.clone(),
+                messages: record.history().messages(),
+            };
+            self.recorder
+                .summarize_on_end(self.svc.summaries.clone(), pending);
+        }
         self.emit(CallEvent::Ended {
             call_id,
             reason,

@@ -50,6 +50,15 @@ pub struct Recorder {
     hook: Option<CallHook>,
     /// The operator holding the call, as the webhook was told.
     taken_over_by: Option<String>,
+    /// Where the call's summary is made when it ends, and what it is made from.
+    summary: Option<(crate::summary::Summaries, PendingSummary)>,
+}
+
+/// What an ending call's summary is made from.
+pub struct PendingSummary {
+    pub agent: Arc<crate::agents::Agent>,
+    pub llm: Arc<dyn crate::engines::llm::LanguageModel>,
+    pub messages: Vec<crate::engines::llm::ChatMessage>,
 }
 
 /// What a call's record carries from one stretch of the call to the next.
@@ -78,6 +87,20 @@ impl Recorder {
             redactor: Redactor::default(),
             hook: None,
             taken_over_by: None,
+            summary: None,
+        }
+    }
+
+    /// When the call ends (next), `summaries` summarises `pending`; the call's `call.ended`
+    /// webhook waits for it.
+    pub fn summarize_on_end(
+        &mut self,
+        summaries: crate::summary::Summaries,
+        pending: PendingSummary,
+    ) {
+        // A push-to-talk request is one turn: its reply says all there is.
+        if !self.push_to_talk {
+            self.summary = Some((summaries, pending));
         }
     }
 
@@ -378,7 +401,27 @@ impl Recorder {
                     if let Some(operator) = self.taken_over_by.take() {
                         hook.takeover(false, &operator);
                     }
-                    hook.ended(&reason_name, *turns);
+                }
+                // `call.ended` carries the summary, so it is sent once the summary is made.
+                let turns = *turns;
+                let then = self.hook.clone().map(|hook| {
+                    Box::new(move || hook.ended(&reason_name, turns)) as crate::summary::Then
+                });
+                match (self.summary.take(), &self.feed) {
+                    (Some((summaries, p)), Some((_, meta))) => {
+                        summaries.submit(crate::summary::SummaryJob {
+                            meta: CallMeta::clone(meta),
+                            agent: p.agent,
+                            llm: p.llm,
+                            messages: p.messages,
+                            then,
+                        })
+                    }
+                    _ => {
+                        if let Some(f) = then {
+                            f();
+                        }
+                    }
                 }
                 return;
             }

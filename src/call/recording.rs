@@ -40,6 +40,15 @@ const SLACK: Duration = Duration::from_secs(1);
 const MAX_AHEAD: usize = 120 * ENGINE_RATE as usize;
 
 /// Where a call's recording lives.
+/// Whether `id` can name a file: call ids are letters, digits, `_` and `-`.
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 pub fn recording_path(dir: &Path, call_id: &str) -> PathBuf {
     dir.join(format!("{call_id}.wav"))
 }

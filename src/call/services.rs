@@ -36,6 +36,8 @@ pub struct CallServices {
     pub feed: Arc<Feed>,
     /// Calls whose agent has a webhook tell it of their start, end and takeovers.
     pub webhooks: Webhooks,
+    /// Ended calls are summarised here before their `call.ended` webhook.
+    pub summaries: crate::summary::Summaries,
     /// Where recordings are written (`VOXWIRE_RECORDINGS_DIR`).
     pub recordings: std::path::PathBuf,
 }

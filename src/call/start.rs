@@ -195,6 +195,48 @@ async fn restore(svc: &CallServices, id: &str, owner: &Owner) -> Result<(), Star
     Ok(())
 }
 
+/// The call's variables, with `previous_summary` and `conversation_context` filled from the
+/// caller's earlier calls when the agent's prompt or greeting uses them (the server's values,
+/// whatever the client sent under those names). A store that cannot answer leaves them empty.
+async fn returning_caller(
+    svc: &CallServices,
+    agent: &crate::agents::Agent,
+    owner: &Owner,
+    call_id: &str,
+    variables: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    const PREVIOUS: &str = "previous_summary";
+    const CONTEXT: &str = "conversation_context";
+    let mut vars = variables.clone();
+    let texts = [
+        agent.system_prompt.as_str(),
+        agent.greeting.as_deref().unwrap_or(""),
+    ];
+    if !texts
+        .iter()
+        .any(|t| t.contains(PREVIOUS) || t.contains(CONTEXT))
+    {
+        return vars;
+    }
+    let rows = svc
+        .store
+        .previous_summaries(
+            owner.org.as_deref(),
+            &owner.sub,
+            call_id,
+            crate::summary::CONTEXT_CALLS,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the caller's earlier summaries; the prompt goes without");
+            Vec::new()
+        });
+    let (previous, context) = crate::summary::returning_caller(&rows);
+    vars.insert(PREVIOUS.into(), previous);
+    vars.insert(CONTEXT.into(), context);
+    vars
+}
+
 /// Starts (or resumes) a call and spawns its actor.
 pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
     if let Some(id) = &req.resume {
@@ -255,10 +297,11 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     let history_len = live.record.history().len();
     info!(call_id = %call_id, agent = %agent.name, resumed, "call started");
     svc.metrics.live_calls.inc();
+    let variables = returning_caller(svc, &agent, &req.owner, &call_id, &req.variables).await;
     let greeting = if resumed || !req.greet {
         None
     } else {
-        agent.render_greeting(&req.variables)
+        agent.render_greeting(&variables)
     };
     // A recorded call opens with its notice, so the recording holds it.
     let notice = (recorded && !resumed).then(|| agent.recording_notice.trim().to_string());
@@ -270,7 +313,7 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
     let system = match live.record.system_prompt() {
         Some(p) if resumed && req.variables.is_empty() => p,
-        _ => agent.render_prompt(&req.variables),
+        _ => agent.render_prompt(&variables),
     };
     live.record.set_system_prompt(&system);
     let meta = CallMeta {

@@ -158,6 +158,7 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         messages,
         max_tokens: req.agent.max_tokens,
         temperature: req.agent.temperature,
+        json: false,
     };
     let (sentence_tx, sentence_rx) = mpsc::channel::<Piece>(32);
     let anchor = req.anchor;

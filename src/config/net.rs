@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{invalid, parse_num, ConfigError, Env};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NetSettings {
     /// A connection must send a whole request head within this (`VOXWIRE_HEADER_TIMEOUT_SECS`).
     pub header_read_timeout: Duration,
@@ -29,6 +29,10 @@ pub struct NetSettings {
     /// Events the server-wide monitor feed keeps for its slowest reader; past that a reader is
     /// told how many it lost (`VOXWIRE_MONITOR_BUFFER`).
     pub monitor_buffer: usize,
+    /// The address clients and other services reach this server at, without a trailing `/`
+    /// (`VOXWIRE_PUBLIC_URL`, e.g. `https://voice.example.com`): webhooks link to recordings
+    /// with it. `None`: links are paths (`/api/calls/{id}/recording`).
+    pub public_url: Option<String>,
 }
 
 impl NetSettings {
@@ -64,8 +68,31 @@ impl NetSettings {
             max_token_ttl: parse_ttl(env)?,
             max_monitors: parse_num(env, "VOXWIRE_MAX_MONITORS", 32, 1, 100_000)?,
             monitor_buffer: parse_num(env, "VOXWIRE_MONITOR_BUFFER", 4096, 16, 1 << 20)?,
+            public_url: parse_public_url(env)?,
         })
     }
+}
+
+fn parse_public_url(env: &dyn Env) -> Result<Option<String>, ConfigError> {
+    const VAR: &str = "VOXWIRE_PUBLIC_URL";
+    let Some(raw) = env.get(VAR) else {
+        return Ok(None);
+    };
+    let url = raw.trim().trim_end_matches('/');
+    let ok = reqwest::Url::parse(url).ok().is_some_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.query().is_none()
+            && u.fragment().is_none()
+    });
+    if !ok {
+        return Err(invalid(
+            VAR,
+            &raw,
+            "expected an http:// or https:// address such as https://voice.example.com",
+        ));
+    }
+    Ok(Some(url.to_string()))
 }
 
 fn parse_ttl(env: &dyn Env) -> Result<Duration, ConfigError> {
@@ -106,6 +133,24 @@ mod tests {
         assert!(e.to_string().starts_with("VOXWIRE_MAX_MONITORS:"), "{e}");
         let n = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "30d")])).unwrap();
         assert_eq!(n.max_token_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(n.public_url, None);
+        let n = NetSettings::from_env(&env(&[(
+            "VOXWIRE_PUBLIC_URL",
+            " https://voice.example.com/base/ ",
+        )]))
+        .unwrap();
+        assert_eq!(
+            n.public_url.as_deref(),
+            Some("https://voice.example.com/base")
+        );
+        for bad in [
+            "voice.example.com",
+            "ftp://x.example",
+            "https://x.example/?a=1",
+        ] {
+            let e = NetSettings::from_env(&env(&[("VOXWIRE_PUBLIC_URL", bad)])).unwrap_err();
+            assert!(e.to_string().starts_with("VOXWIRE_PUBLIC_URL:"), "{e}");
+        }
         let e = NetSettings::from_env(&env(&[("VOXWIRE_MAX_TOKEN_TTL", "forever")])).unwrap_err();
         assert!(e.to_string().starts_with("VOXWIRE_MAX_TOKEN_TTL:"), "{e}");
         let e = NetSettings::from_env(&env(&[

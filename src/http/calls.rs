@@ -17,7 +17,7 @@ use super::access::may_read;
 use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use super::filters::{invalid, CallFilter, Params};
-use crate::call::recording::recording_path;
+use crate::call::recording::{recording_path, safe_id};
 use crate::call::store::CallRecord;
 use crate::call::Owner;
 use crate::protocol::ErrorCode;
@@ -100,12 +100,13 @@ pub async fn call_history(
         Some(row) => summary(row, live),
         None => json!({ "call_id": call_id, "live": live }),
     };
-    let (items, metrics) = match row {
+    let (items, metrics, call_summary) = match row {
         Some(_) => (
             store.items(&call_id).await.map_err(unavailable)?,
             store.turn_metrics(&call_id).await.map_err(unavailable)?,
+            store.summary(&call_id).await.map_err(unavailable)?,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), None),
     };
     // The conversation as the model sees it: from memory while the call is known here, else
     // from its stored items (a cut reply keeps what the caller heard).
@@ -129,6 +130,19 @@ pub async fn call_history(
             .unwrap_or(false);
     if let Some(o) = body.as_object_mut() {
         o.insert("recording".into(), json!(recorded));
+        o.insert(
+            "summary".into(),
+            match call_summary {
+                Some(s) => json!({
+                    "text": s.text,
+                    "fields": s.fields,
+                    "method": s.method,
+                    "engine": s.engine,
+                    "at_ms": s.at_ms,
+                }),
+                None => Value::Null,
+            },
+        );
         o.insert("messages".into(), json!(messages));
         o.insert("items".into(), json!(items));
         o.insert(
@@ -184,15 +198,6 @@ pub async fn list_calls(
         })
         .collect();
     Ok(Json(json!({ "calls": calls, "next_before": next })))
-}
-
-/// Whether `id` can name a file: call ids are letters, digits, `_` and `-`.
-fn safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// `GET /api/calls/{id}/recording`: the call's recording (a stereo WAV, the caller on the left),

@@ -86,7 +86,12 @@ impl AppState {
             &config.webhooks,
             &config.agents,
             metrics.webhooks.clone(),
+            crate::webhooks::Links {
+                public_url: config.net.public_url.clone(),
+                recordings: config.store.recordings_dir.clone(),
+            },
         );
+        let summaries = crate::summary::Summaries::spawn(writer.clone(), metrics.summaries.clone());
         let call_services = Arc::new(CallServices {
             engines: engines.clone(),
             agents: config.agents.clone(),
@@ -100,6 +105,7 @@ impl AppState {
             writer,
             feed: Feed::new(config.net.monitor_buffer),
             webhooks,
+            summaries,
             recordings: config.store.recordings_dir.clone(),
         });
         Arc::new(Self {
@@ -218,6 +224,10 @@ pub async fn run(
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(min))
     };
+    // Summaries first: each hands its call's `call.ended` to the webhooks when done.
+    if !state.call_services.summaries.close(left(2)).await {
+        warn!("the grace period ended with a call summary unfinished; that call keeps none");
+    }
     if !state.call_services.webhooks.close(left(2)).await {
         warn!(
             "the grace period ended with webhook work left: requests in flight are made again \

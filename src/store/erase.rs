@@ -18,6 +18,8 @@ pub struct Deleted {
     pub recordings: i64,
     /// Webhook deliveries of the calls (their bodies hold the transcript).
     pub webhooks: i64,
+    /// The calls' summaries.
+    pub summaries: i64,
 }
 
 impl std::ops::AddAssign for Deleted {
@@ -28,6 +30,7 @@ impl std::ops::AddAssign for Deleted {
         self.events += o.events;
         self.recordings += o.recordings;
         self.webhooks += o.webhooks;
+        self.summaries += o.summaries;
     }
 }
 
@@ -60,6 +63,7 @@ pub struct AuditRow {
     pub events: i64,
     pub recordings: i64,
     pub webhooks: i64,
+    pub summaries: i64,
 }
 
 /// Which agents' calls a retention pass takes.
@@ -186,6 +190,7 @@ where
             ("call_turn_metrics", "call_id", &mut deleted.metrics),
             ("call_events", "call_id", &mut deleted.events),
             ("webhook_deliveries", "call_id", &mut deleted.webhooks),
+            ("call_summaries", "call_id", &mut deleted.summaries),
             ("calls", "id", &mut deleted.calls),
         ] {
             let sql = format!("DELETE FROM {table} WHERE {column} IN ({list})");
@@ -200,7 +205,8 @@ where
         deleted.recordings = a.recordings;
         sqlx::query(
             "INSERT INTO audit_log (at_ms, actor, org, action, calls, items, metrics, events, \
-             recordings, webhooks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             recordings, webhooks, summaries) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(a.at_ms)
         .bind(a.actor.as_str())
@@ -212,6 +218,7 @@ where
         .bind(deleted.events)
         .bind(a.recordings)
         .bind(deleted.webhooks)
+        .bind(deleted.summaries)
         .execute(&mut *conn)
         .await?;
     }
@@ -233,7 +240,8 @@ where
     for<'r> AuditRow: sqlx::FromRow<'r, DB::Row>,
 {
     const COLUMNS: &str =
-        "id, at_ms, actor, org, action, calls, items, metrics, events, recordings, webhooks";
+        "id, at_ms, actor, org, action, calls, items, metrics, events, recordings, webhooks, \
+         summaries";
     match org {
         Some(org) => {
             let sql =

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 use super::memory_deliveries::MemoryDeliveries;
 use super::rows::{
-    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
-    Write,
+    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, SummaryRow,
+    TurnMetricsRow, Write,
 };
 use super::StoreError;
 
@@ -28,6 +28,7 @@ struct Tables {
     items: BTreeMap<(String, i64), ItemRow>,
     turn_metrics: BTreeMap<(String, i64), TurnMetricsRow>,
     events: BTreeMap<(String, i64), EventRow>,
+    summaries: HashMap<String, SummaryRow>,
     audit: Vec<AuditRow>,
 }
 
@@ -188,6 +189,7 @@ impl MemoryStore {
             d.items += (before.0 - t.items.len()) as i64;
             d.metrics += (before.1 - t.turn_metrics.len()) as i64;
             d.events += (before.2 - t.events.len()) as i64;
+            d.summaries += i64::from(t.summaries.remove(id).is_some());
             d.calls += i64::from(t.calls.remove(id).is_some());
         }
         d.webhooks = self.deliveries.delete_calls(ids);
@@ -206,9 +208,37 @@ impl MemoryStore {
                 events: d.events,
                 recordings: a.recordings,
                 webhooks: d.webhooks,
+                summaries: d.summaries,
             });
         }
         d
+    }
+
+    pub(crate) fn summary(&self, call_id: &str) -> Option<SummaryRow> {
+        self.tables().summaries.get(call_id).cloned()
+    }
+
+    pub(crate) fn previous_summaries(
+        &self,
+        org: Option<&str>,
+        sub: &str,
+        except: &str,
+        limit: i64,
+    ) -> Vec<SummaryRow> {
+        let t = self.tables();
+        let mut rows: Vec<SummaryRow> = t
+            .summaries
+            .values()
+            .filter(|r| r.sub == sub && r.org.as_deref() == org && r.call_id != except)
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| {
+            b.at_ms
+                .cmp(&a.at_ms)
+                .then_with(|| a.call_id.cmp(&b.call_id))
+        });
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        rows
     }
 
     pub(crate) fn audit_log(&self, org: Option<&str>, limit: i64) -> Vec<AuditRow> {
@@ -304,6 +334,11 @@ fn apply(t: &mut Tables, w: &Write) {
             t.events
                 .entry((e.call_id.clone(), e.seq))
                 .or_insert_with(|| e.clone());
+        }
+        Write::Summary(r) => {
+            if t.calls.contains_key(&r.call_id) {
+                t.summaries.insert(r.call_id.clone(), r.clone());
+            }
         }
         Write::CallEnded {
             call_id,

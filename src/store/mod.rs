@@ -28,8 +28,8 @@ pub use deliveries::{
 pub use erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 pub use error::{redact_url, StoreError};
 pub use rows::{
-    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, TurnMetricsRow,
-    Write,
+    CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, SummaryRow,
+    TurnMetricsRow, Write,
 };
 pub use writer::StoreWriter;
 
@@ -161,6 +161,37 @@ impl Store {
             Backend::Sqlite(s) => sql::turn_metrics(&s.pool, call_id).await.map_err(op),
             Backend::Postgres(p) => sql::turn_metrics(&p.pool, call_id).await.map_err(op),
             Backend::Memory(m) => Ok(m.turn_metrics(call_id)),
+        }
+    }
+
+    /// The call's summary, if one was made.
+    pub async fn summary(&self, call_id: &str) -> Result<Option<SummaryRow>, StoreError> {
+        let op = StoreError::query("reading a call's summary");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::summary(&s.pool, call_id).await.map_err(op),
+            Backend::Postgres(p) => sql::summary(&p.pool, call_id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.summary(call_id)),
+        }
+    }
+
+    /// The newest `limit` summaries of `sub`'s calls in `org` (`None`: the default org) other
+    /// than `except`, newest first: what a returning caller's agent is told.
+    pub async fn previous_summaries(
+        &self,
+        org: Option<&str>,
+        sub: &str,
+        except: &str,
+        limit: i64,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let op = StoreError::query("reading a caller's earlier summaries");
+        match &self.backend {
+            Backend::Sqlite(s) => sql::previous_summaries(&s.pool, org, sub, except, limit)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => sql::previous_summaries(&p.pool, org, sub, except, limit)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.previous_summaries(org, sub, except, limit)),
         }
     }
 

@@ -53,6 +53,29 @@ pub struct TurnMetricsRow {
     pub at_ms: i64,
 }
 
+/// What a call was about, made by the agent's language model when the call ends (again when a
+/// resumed call ends). Masked like the call's items when the agent redacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SummaryRow {
+    pub call_id: String,
+    pub org: Option<String>,
+    pub sub: String,
+    pub agent: String,
+    /// A few sentences (hosted models) or the caller's request in their own words (the local
+    /// model).
+    pub text: String,
+    /// The agent's `summary_fields`, each a value or `null`; `{}` when it has none.
+    #[sqlx(json)]
+    pub fields: serde_json::Value,
+    /// How it was made: `json` (a hosted model's JSON answer), `model` (the local model's
+    /// sentence, drawn from the call) or `extract` (the caller's own words, when the model's
+    /// sentence was not drawn from the call or the model failed).
+    pub method: String,
+    /// The language model that made it (`none` for `extract` without one).
+    pub engine: String,
+    pub at_ms: i64,
+}
+
 /// One event of a call's log, numbered 1, 2, 3... per call by `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EventRow {
@@ -232,6 +255,9 @@ pub enum Write {
         caller_audio_ms: i64,
         agent_audio_ms: i64,
     },
+    /// Inserts or replaces the call's summary; nothing when the call is not (or no longer)
+    /// stored, so a summary finished after an erasure leaves nothing behind.
+    Summary(SummaryRow),
 }
 
 impl Write {
@@ -240,6 +266,7 @@ impl Write {
         match self {
             Write::CallStarted(c) => &c.id,
             Write::Item(i) => &i.call_id,
+            Write::Summary(r) => &r.call_id,
             Write::ItemHeard { call_id, .. }
             | Write::CallEnded { call_id, .. }
             | Write::TurnMetrics(TurnMetricsRow { call_id, .. })
@@ -256,6 +283,7 @@ impl Write {
             Write::TurnMetrics(_) => "turn_metrics",
             Write::Event(_) => "event",
             Write::CallEnded { .. } => "call_ended",
+            Write::Summary(_) => "summary",
         }
     }
 }

@@ -9,7 +9,8 @@ use sqlx::types::Json;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 use super::rows::{
-    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, TurnMetricsRow, Write,
+    CallRow, EventRow, ItemRow, ListQuery, StreamEventRow, StreamQuery, SummaryRow, TurnMetricsRow,
+    Write,
 };
 
 const CALL_COLUMNS: &str = "id, org, sub, agent, variables, system_prompt, started_at_ms, \
@@ -40,6 +41,15 @@ const EVENT: &str = "INSERT INTO call_events (call_id, seq, at_ms, kind, data, s
 
 const CALL_ENDED: &str = "UPDATE calls SET ended_at_ms = $2, end_reason = $3, turns = $4, \
     caller_audio_ms = $5, agent_audio_ms = $6 WHERE id = $1";
+
+/// Only for a call that is stored: a summary made after the call was erased is not kept.
+const SUMMARY: &str = "INSERT INTO call_summaries (call_id, org, sub, agent, text, fields, \
+    method, engine, at_ms) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+    WHERE EXISTS (SELECT 1 FROM calls WHERE id = $1) \
+    ON CONFLICT (call_id) DO UPDATE SET text = excluded.text, fields = excluded.fields, \
+    method = excluded.method, engine = excluded.engine, at_ms = excluded.at_ms";
+
+const SUMMARY_COLUMNS: &str = "call_id, org, sub, agent, text, fields, method, engine, at_ms";
 
 /// Applies one write on `conn` (inside the caller's transaction).
 pub(crate) async fn apply<DB>(conn: &mut DB::Connection, w: &Write) -> Result<(), sqlx::Error>
@@ -111,6 +121,16 @@ where
             .bind(*turns)
             .bind(*caller_audio_ms)
             .bind(*agent_audio_ms),
+        Write::Summary(r) => sqlx::query(SUMMARY)
+            .bind(r.call_id.as_str())
+            .bind(r.org.as_deref())
+            .bind(r.sub.as_str())
+            .bind(r.agent.as_str())
+            .bind(r.text.as_str())
+            .bind(Json(&r.fields))
+            .bind(r.method.as_str())
+            .bind(r.engine.as_str())
+            .bind(r.at_ms),
     };
     query.execute(conn).await?;
     Ok(())
@@ -126,6 +146,61 @@ where
 {
     let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
     sqlx::query_as(&sql).bind(id).fetch_optional(db).await
+}
+
+pub(crate) async fn summary<DB>(
+    db: &Pool<DB>,
+    call_id: &str,
+) -> Result<Option<SummaryRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> SummaryRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM call_summaries WHERE call_id = $1");
+    sqlx::query_as(&sql).bind(call_id).fetch_optional(db).await
+}
+
+pub(crate) async fn previous_summaries<DB>(
+    db: &Pool<DB>,
+    org: Option<&str>,
+    sub: &str,
+    except: &str,
+    limit: i64,
+) -> Result<Vec<SummaryRow>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> SummaryRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let base =
+        format!("SELECT {SUMMARY_COLUMNS} FROM call_summaries WHERE sub = $1 AND call_id <> $2");
+    match org {
+        Some(org) => {
+            let sql = format!("{base} AND org = $3 ORDER BY at_ms DESC, call_id LIMIT $4");
+            sqlx::query_as(&sql)
+                .bind(sub)
+                .bind(except)
+                .bind(org)
+                .bind(limit)
+                .fetch_all(db)
+                .await
+        }
+        None => {
+            let sql = format!("{base} AND org IS NULL ORDER BY at_ms DESC, call_id LIMIT $3");
+            sqlx::query_as(&sql)
+                .bind(sub)
+                .bind(except)
+                .bind(limit)
+                .fetch_all(db)
+                .await
+        }
+    }
 }
 
 pub(crate) async fn items<DB>(db: &Pool<DB>, call_id: &str) -> Result<Vec<ItemRow>, sqlx::Error>

@@ -31,6 +31,7 @@ pub(super) struct Intake {
     pub(super) agents: Agents,
     pub(super) metrics: WebhookMetrics,
     pub(super) wake: Arc<Notify>,
+    pub(super) links: super::Links,
     pub(super) closing: CancellationToken,
     pub(super) abort: CancellationToken,
 }
@@ -132,18 +133,22 @@ impl Intake {
             tracing::warn!(call_id = %call.call_id, "waiting for the store before a call.ended webhook");
         }
         let id = call.call_id.as_str();
-        let row = self.read(|| self.store.call(id)).await.flatten();
-        let items = self.read(|| self.store.items(id)).await.unwrap_or_default();
-        let metrics = self
-            .read(|| self.store.turn_metrics(id))
-            .await
-            .unwrap_or_default();
+        let stored = payload::Stored {
+            row: self.read(|| self.store.call(id)).await.flatten(),
+            items: self.read(|| self.store.items(id)).await.unwrap_or_default(),
+            metrics: self
+                .read(|| self.store.turn_metrics(id))
+                .await
+                .unwrap_or_default(),
+            summary: self.read(|| self.store.summary(id)).await.flatten(),
+            recording_url: self.links.recording_url(id).await,
+        };
         let redactor = self
             .agents
             .get(Some(&call.agent))
             .map(|a| a.redactor())
             .unwrap_or_default();
-        payload::ended(call, end, row.as_ref(), &items, &metrics, &redactor)
+        payload::ended(call, end, &stored, &redactor)
     }
 
     /// A read for a payload: `None` if the store refused it or the server stopped meanwhile

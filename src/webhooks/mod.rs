@@ -49,6 +49,26 @@ pub(crate) struct HookEvent {
     kind: HookKind,
 }
 
+/// How a webhook links to a call's recording: `{public_url}/api/calls/{id}/recording` when the
+/// file exists (a path without `VOXWIRE_PUBLIC_URL`).
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub public_url: Option<String>,
+    pub recordings: std::path::PathBuf,
+}
+
+impl Links {
+    pub(crate) async fn recording_url(&self, call_id: &str) -> Option<String> {
+        use crate::call::recording::{recording_path, safe_id};
+        let path = recording_path(&self.recordings, call_id);
+        if !safe_id(call_id) || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return None;
+        }
+        let base = self.public_url.as_deref().unwrap_or("");
+        Some(format!("{base}/api/calls/{call_id}/recording"))
+    }
+}
+
 /// The webhooks of a server; clones share its tasks. Disabled when no agent has a webhook.
 #[derive(Clone, Default)]
 pub struct Webhooks {
@@ -82,6 +102,7 @@ impl Webhooks {
         settings: &WebhookSettings,
         agents: &Agents,
         metrics: WebhookMetrics,
+        links: Links,
     ) -> Self {
         if settings.targets.is_empty() {
             return Self::disabled();
@@ -114,6 +135,7 @@ impl Webhooks {
             agents: agents.clone(),
             metrics: metrics.clone(),
             wake: wake.clone(),
+            links,
             closing: inner.closing.clone(),
             abort: inner.abort.clone(),
         };

@@ -2,13 +2,14 @@
 //! every attempt:
 //! `{"id", "type", "created_at_ms", "data": {...}}`. The transcript of `call.ended` is the call's
 //! stored items (masked as the agent's `redact` says when they were written, and masked again
-//! here); `summary`, `fields` and `recording_url` are `null` until the server makes them.
+//! here); `summary` and `fields` are the call's summary (`null` when it has none), and
+//! `recording_url` the link to its recording (`null` when it is not recorded).
 
 use serde_json::{json, Map, Value};
 
 use crate::call::CallMeta;
 use crate::redact::Redactor;
-use crate::store::{CallRow, ItemRow, TurnMetricsRow};
+use crate::store::{CallRow, ItemRow, SummaryRow, TurnMetricsRow};
 
 pub const CALL_STARTED: &str = "call.started";
 pub const CALL_ENDED: &str = "call.ended";
@@ -57,17 +58,28 @@ pub struct Ending<'a> {
     pub turns: u64,
 }
 
+/// What the store holds of an ended call.
+#[derive(Default)]
+pub struct Stored {
+    pub row: Option<CallRow>,
+    pub items: Vec<ItemRow>,
+    pub metrics: Vec<TurnMetricsRow>,
+    pub summary: Option<SummaryRow>,
+    /// Where its recording is fetched, if it has one.
+    pub recording_url: Option<String>,
+}
+
 /// `call.ended`: the call's row (its start, end, reason and audio totals), its items as the
-/// transcript and its turn metrics. Without a row (its start never reached the store), what
-/// the end event said.
+/// transcript, its turn metrics, summary and recording. Without a row (its start never
+/// reached the store), what the end event said.
 pub fn ended(
     call: &CallMeta,
     end: &Ending<'_>,
-    row: Option<&CallRow>,
-    items: &[ItemRow],
-    metrics: &[TurnMetricsRow],
+    stored: &Stored,
     redactor: &Redactor,
 ) -> Map<String, Value> {
+    let row = stored.row.as_ref();
+    let (items, metrics) = (&stored.items, &stored.metrics);
     let mut m = call_fields(call);
     let started_at_ms = row.map(|r| r.started_at_ms);
     let ended_at_ms = row.and_then(|r| r.ended_at_ms).unwrap_or(end.at_ms);
@@ -112,9 +124,17 @@ pub fn ended(
             "turns": turns,
         }),
     );
-    m.insert("summary".into(), Value::Null);
-    m.insert("fields".into(), Value::Null);
-    m.insert("recording_url".into(), Value::Null);
+    let (summary, fields) = match &stored.summary {
+        Some(s) => {
+            let mut fields = s.fields.clone();
+            redactor.redact_json(&mut fields);
+            (json!(redactor.redact(&s.text)), fields)
+        }
+        None => (Value::Null, Value::Null),
+    };
+    m.insert("summary".into(), summary);
+    m.insert("fields".into(), fields);
+    m.insert("recording_url".into(), json!(stored.recording_url));
     m
 }
 
@@ -146,14 +166,11 @@ mod tests {
             reason: "client_ended",
             turns: 1,
         };
-        let data = ended(
-            &call,
-            &end,
-            None,
-            &[item],
-            &[],
-            &Redactor::new(&[Sensitive::Card]),
-        );
+        let stored = Stored {
+            items: vec![item],
+            ..Stored::default()
+        };
+        let data = ended(&call, &end, &stored, &Redactor::new(&[Sensitive::Card]));
         let body = envelope("whd_1", CALL_ENDED, 10, data);
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["type"], "call.ended");
@@ -163,5 +180,42 @@ mod tests {
         for key in ["summary", "fields", "recording_url"] {
             assert!(v["data"].get(key).is_some_and(Value::is_null), "{key}");
         }
+    }
+
+    #[test]
+    fn the_summary_fields_and_recording_link_are_carried_masked() {
+        let call = CallMeta {
+            call_id: "call_1".into(),
+            org: None,
+            sub: "ada".into(),
+            agent: "desk".into(),
+        };
+        let stored = Stored {
+            summary: Some(SummaryRow {
+                call_id: "call_1".into(),
+                org: None,
+                sub: "ada".into(),
+                agent: "desk".into(),
+                text: "Ada paid with 4111 1111 1111 1111.".into(),
+                fields: json!({"name": "Ada", "card": "4111 1111 1111 1111"}),
+                method: "json".into(),
+                engine: "hosted".into(),
+                at_ms: 8,
+            }),
+            recording_url: Some("https://voice.example.com/api/calls/call_1/recording".into()),
+            ..Stored::default()
+        };
+        let end = Ending {
+            at_ms: 9,
+            reason: "client_ended",
+            turns: 1,
+        };
+        let data = ended(&call, &end, &stored, &Redactor::new(&[Sensitive::Card]));
+        assert_eq!(data["summary"], "Ada paid with [card].");
+        assert_eq!(data["fields"], json!({"name": "Ada", "card": "[card]"}));
+        assert_eq!(
+            data["recording_url"],
+            "https://voice.example.com/api/calls/call_1/recording"
+        );
     }
 }

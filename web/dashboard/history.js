@@ -114,6 +114,7 @@ export class History {
       this.ui.detailHeading.textContent = `Call ${callId}`;
       this.ui.detailMeta.textContent = `${call.agent}, started ${dateTime(call.started_at_ms)}${ended}; ${call.turns} turns; caller audio ${clock(call.caller_audio_ms)}, agent audio ${clock(call.agent_audio_ms)}.`;
       this.renderMetrics(call.metrics || []);
+      this.showSummary(call.summary);
       await this.showRecording(callId, call.recording === true);
       this.ui.list.hidden = true;
       this.ui.detail.hidden = false;
@@ -121,6 +122,27 @@ export class History {
     } catch (e) {
       this.status(`Reading call ${callId} failed: ${e.describe ? e.describe() : e.message}`, "error");
     }
+  }
+
+  /** The call's summary and structured fields, if it has them. */
+  showSummary(summary) {
+    const { detailSummary: box, detailSummaryText: text, detailFields: fields, detailSummaryHow: how } = this.ui;
+    box.hidden = !summary;
+    if (!summary) return;
+    text.textContent = summary.text;
+    const entries = Object.entries(summary.fields || {});
+    fields.replaceChildren(
+      ...entries.flatMap(([name, value]) => [
+        el("dt", {}, name.replace(/_/g, " ")),
+        value === null ? el("dd", { class: "missing" }, "not said") : el("dd", {}, String(value)),
+      ]),
+    );
+    fields.hidden = entries.length === 0;
+    const when = dateTime(summary.at_ms);
+    how.textContent =
+      summary.method === "extract"
+        ? `The caller's own words (no model summary), ${when}.`
+        : `${summary.method === "json" ? "Written" : "Drawn from the call"} by ${summary.engine}, ${when}.`;
   }
 
   /** A player for the call's recording, if it has one (an <audio> element cannot send the

@@ -33,6 +33,12 @@ impl LanguageModel for FallbackLlm {
         self.health.name()
     }
 
+    /// As the first member does: the one that answers unless it is failing (a local fallback
+    /// then answers a JSON request in its own way, which the caller must allow for).
+    fn json_output(&self) -> bool {
+        self.members.first().is_some_and(|m| m.json_output())
+    }
+
     fn stream(
         &self,
         request: ChatRequest,

@@ -67,6 +67,8 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: usize,
     pub temperature: f32,
+    /// Ask for one JSON object (models whose [`LanguageModel::json_output`] is true).
+    pub json: bool,
 }
 
 pub trait LanguageModel: Send + Sync {
@@ -82,6 +84,10 @@ pub trait LanguageModel: Send + Sync {
     /// first reply starts sooner. `request.messages` is the history (may be empty).
     fn warm_up(&self, _request: ChatRequest, _cancel: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(async {})
+    }
+    /// Whether the model answers with a JSON object when a request asks for one.
+    fn json_output(&self) -> bool {
+        false
     }
     /// The session ended: drop whatever is kept for it.
     fn release(&self, _session_id: &str) {}

@@ -62,19 +62,27 @@ impl OpenAiLlm {
                 .iter()
                 .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
         );
-        json!({
+        let mut body = json!({
             "model": self.model,
             "messages": messages,
             "stream": true,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-        })
+        });
+        if request.json {
+            body["response_format"] = json!({"type": "json_object"});
+        }
+        body
     }
 }
 
 impl LanguageModel for OpenAiLlm {
     fn name(&self) -> String {
         format!("{} ({})", self.provider, self.model)
+    }
+
+    fn json_output(&self) -> bool {
+        true
     }
 
     fn stream(

@@ -102,8 +102,8 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         engines: state.engines.names(),
     };
     let _ = out_tx.send(Outbound::Message(hello)).await;
-    let net = state.config.net;
-    let writer = tokio::spawn(write_loop(sink, out_rx, net, session_id.clone()));
+    let net = state.config.net.clone();
+    let writer = tokio::spawn(write_loop(sink, out_rx, net.clone(), session_id.clone()));
     let reader = tokio::spawn(read_loop(
         stream,
         in_tx,
