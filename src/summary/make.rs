@@ -245,10 +245,7 @@ async fn by_extraction(
         let ask = format!("{transcript}\n\n{}? {how}", s.question());
         let value =
             match complete(llm, request(session_id, LOCAL_SYSTEM, ask, 16), 200, cancel).await {
-                Ok(a) => {
-                    eprintln!("FIELD {} => {a:?}", s.name);
-                    local_field(s, &first_sentence(&a), transcript)
-                }
+                Ok(a) => local_field(s, &first_sentence(&a), transcript),
                 Err(_) => Value::Null,
             };
         fields.insert(s.name.clone(), value);
