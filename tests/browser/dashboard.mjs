@@ -265,6 +265,22 @@ async function run() {
     return `${shown.length} lines (${who.join(", ")}), ${metrics} measured turns`;
   });
 
+  await step("the call's summary shows in the call view once it is made", async () => {
+    // Made by the local model after the call ends: reopen the call until it is there.
+    const shown = await poll("the call's summary", 90_000, async () => {
+      const row = await dash.waitForSelector(`#history-body tr[data-call-id="${callId}"]`, { timeout: 15_000 });
+      await row.$eval("button", (b) => b.click());
+      await dash.waitForSelector("#history-detail:not([hidden])");
+      const summary = await dash.$eval("#detail-summary", (box) =>
+        box.hidden ? null : { text: box.querySelector("#detail-summary-text").textContent, how: box.querySelector("#detail-summary-how").textContent },
+      );
+      await dash.click("#detail-back");
+      return summary && summary.text ? summary : null;
+    }, 1_000);
+    if (!/^(Written|Drawn from the call) by |^The caller's own words/.test(shown.how)) throw new Error(`how the summary was made: ${shown.how}`);
+    return `"${shown.text}" (${shown.how})`;
+  });
+
   await step("searching the history for the operator's words finds the call", async () => {
     await dash.fill("#f-sub", "");
     await dash.fill("#f-q", "front desk");
