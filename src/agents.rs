@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The agents shipped with the source tree, used when no file is found.
 const BUILTIN: &str = include_str!("../agents.toml");
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     pub name: String,
@@ -182,6 +182,48 @@ fn check_webhook(a: &Agent) -> Result<(), String> {
     }
 }
 
+/// Checks one agent as `agents.toml` and the agents API take it.
+pub fn validate(a: &Agent) -> Result<(), String> {
+    let valid_name = !a.name.is_empty()
+        && a.name.len() <= 64
+        && a.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return Err(format!(
+            "agent name `{}` must be 1 to 64 letters, digits, - or _",
+            a.name.chars().take(64).collect::<String>()
+        ));
+    }
+    if !(0.0..=2.0).contains(&a.temperature) {
+        return Err(format!(
+            "agent `{}`: temperature must be between 0 and 2",
+            a.name
+        ));
+    }
+    if !(1..=1024).contains(&a.max_tokens) {
+        return Err(format!(
+            "agent `{}`: max_tokens must be between 1 and 1024",
+            a.name
+        ));
+    }
+    if a.retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
+        return Err(format!(
+            "agent `{}`: retention_days must be between 0 (keep forever) and {MAX_RETENTION_DAYS}",
+            a.name
+        ));
+    }
+    if a.system_prompt.trim().is_empty() {
+        return Err(format!("agent `{}`: system_prompt is empty", a.name));
+    }
+    check_webhook(a)?;
+    if let Some(schema) = &a.summary_fields {
+        crate::summary::fields::parse_schema(schema)
+            .map_err(|e| format!("agent `{}`: {e}", a.name))?;
+    }
+    Ok(())
+}
+
 impl Agent {
     /// Whether `text` (a caller's words) asks not to be recorded.
     pub fn opts_out(&self, text: &str) -> bool {
@@ -235,11 +277,67 @@ struct AgentsFile {
     agents: Vec<Agent>,
 }
 
-/// The agents this server knows, by name, with one default.
+/// The agents this server knows: those of `agents.toml`, by name, with one default, which
+/// every org may use; and those each org made over the API (current versions, as the store
+/// has them). Clones share the API agents.
 #[derive(Debug, Clone)]
 pub struct Agents {
     by_name: HashMap<String, Arc<Agent>>,
     default: String,
+    api: Arc<RwLock<HashMap<(Option<String>, String), Versioned>>>,
+}
+
+/// An agent made over the API, at its current version.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub version: i64,
+    pub agent: Arc<Agent>,
+}
+
+/// The longest system prompt or greeting an agent made over the API may have, in bytes.
+pub const MAX_API_PROMPT_BYTES: usize = 16 * 1024;
+/// The most default variables an agent made over the API may have.
+pub const MAX_API_VARIABLES: usize = 64;
+
+/// An agent as the agents API takes it: the fields of `agents.toml` (as JSON) except those
+/// that need the server's configuration (engine chains, webhooks, retention), checked like
+/// the file.
+pub fn from_api(definition: serde_json::Value) -> Result<Agent, String> {
+    let a: Agent = serde_json::from_value(definition).map_err(|e| e.to_string())?;
+    let server_only = [
+        ("stt", a.stt.is_some()),
+        ("llm", a.llm.is_some()),
+        ("tts", a.tts.is_some()),
+        ("webhook_url", a.webhook_url.is_some()),
+        ("webhook_secret_env", a.webhook_secret_env.is_some()),
+        ("retention_days", a.retention_days.is_some()),
+    ];
+    if let Some((field, _)) = server_only.iter().find(|(_, set)| *set) {
+        return Err(format!(
+            "agent `{}`: `{field}` is set in agents.toml only",
+            a.name
+        ));
+    }
+    let long = |t: &str| t.len() > MAX_API_PROMPT_BYTES;
+    if long(&a.system_prompt) || a.greeting.as_deref().is_some_and(long) {
+        return Err(format!(
+            "agent `{}`: system_prompt and greeting are at most {MAX_API_PROMPT_BYTES} bytes",
+            a.name
+        ));
+    }
+    let long_variable = a
+        .variables
+        .iter()
+        .any(|(k, v)| k.len() > 64 || v.len() > 4096);
+    if a.variables.len() > MAX_API_VARIABLES || long_variable {
+        return Err(format!(
+            "agent `{}`: at most {MAX_API_VARIABLES} variables, names of at most 64 bytes and \
+             values of at most 4096",
+            a.name
+        ));
+    }
+    validate(&a)?;
+    Ok(a)
 }
 
 impl Agents {
@@ -261,42 +359,7 @@ impl Agents {
         let file: AgentsFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut by_name = HashMap::new();
         for a in file.agents {
-            let valid_name = !a.name.is_empty()
-                && a.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid_name {
-                return Err(format!(
-                    "agent name `{}` must be letters, digits, - or _",
-                    a.name
-                ));
-            }
-            if !(0.0..=2.0).contains(&a.temperature) {
-                return Err(format!(
-                    "agent `{}`: temperature must be between 0 and 2",
-                    a.name
-                ));
-            }
-            if !(1..=1024).contains(&a.max_tokens) {
-                return Err(format!(
-                    "agent `{}`: max_tokens must be between 1 and 1024",
-                    a.name
-                ));
-            }
-            if a.retention_days.is_some_and(|d| d > MAX_RETENTION_DAYS) {
-                return Err(format!(
-                    "agent `{}`: retention_days must be between 0 (keep forever) and {MAX_RETENTION_DAYS}",
-                    a.name
-                ));
-            }
-            if a.system_prompt.trim().is_empty() {
-                return Err(format!("agent `{}`: system_prompt is empty", a.name));
-            }
-            check_webhook(&a)?;
-            if let Some(schema) = &a.summary_fields {
-                crate::summary::fields::parse_schema(schema)
-                    .map_err(|e| format!("agent `{}`: {e}", a.name))?;
-            }
+            validate(&a)?;
             let name = a.name.clone();
             if by_name.insert(name.clone(), Arc::new(a)).is_some() {
                 return Err(format!("agent `{name}` is defined twice"));
@@ -310,7 +373,64 @@ impl Agents {
         if !by_name.contains_key(&default) {
             return Err(format!("default agent `{default}` is not defined"));
         }
-        Ok(Self { by_name, default })
+        Ok(Self {
+            by_name,
+            default,
+            api: Arc::default(),
+        })
+    }
+
+    fn api(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(Option<String>, String), Versioned>> {
+        // Each change is one insert or remove: a panic mid-way leaves the map whole.
+        self.api.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent a call of `org` gets by `name` (the default for `None`): the org's own agent
+    /// of that name, else the file's.
+    pub fn get_in(&self, org: Option<&str>, name: Option<&str>) -> Option<Arc<Agent>> {
+        if let Some(n) = name {
+            let key = (org.map(str::to_string), n.to_string());
+            if let Some(v) = self.api().get(&key) {
+                return Some(v.agent.clone());
+            }
+        }
+        self.get(name)
+    }
+
+    /// Whether `name` is one of `agents.toml`'s.
+    pub fn from_file(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The org's agent `name` made over the API, at its current version.
+    pub fn api_agent(&self, org: Option<&str>, name: &str) -> Option<Versioned> {
+        self.api()
+            .get(&(org.map(str::to_string), name.to_string()))
+            .cloned()
+    }
+
+    /// Sets the org's agent `name` made over the API (`None`: it was deleted).
+    pub fn set_api(&self, org: Option<&str>, name: &str, current: Option<Versioned>) {
+        let mut api = self.api.write().unwrap_or_else(|p| p.into_inner());
+        let key = (org.map(str::to_string), name.to_string());
+        match current {
+            Some(v) => api.insert(key, v),
+            None => api.remove(&key),
+        };
+    }
+
+    /// The names a call of `org` may ask for: the file's and the org's own, sorted.
+    pub fn names_in(&self, org: Option<&str>) -> Vec<String> {
+        let mut v = self.names();
+        v.extend(
+            self.api()
+                .keys()
+                .filter(|(o, _)| o.as_deref() == org)
+                .map(|(_, n)| n.clone()),
+        );
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The named agent, or the default for `None`.

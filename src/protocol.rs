@@ -470,6 +470,14 @@ pub enum ErrorCode {
     TooManyNotes,
     /// `DELETE /api/subjects/{sub}`: the subject has a live call; nothing was erased.
     SubjectLive,
+    /// Agents API: the definition is not a valid agent (the message says why).
+    InvalidAgent,
+    /// Agents API: an agent of that name exists already.
+    AgentExists,
+    /// Agents API: the agent is defined in `agents.toml` and changed there only.
+    AgentFromFile,
+    /// Agents API: the agent changed meanwhile; read it again and retry.
+    AgentConflict,
 }
 
 impl ErrorCode {
@@ -511,6 +519,10 @@ impl ErrorCode {
             Self::CallBusy => "call_busy",
             Self::TooManyNotes => "too_many_notes",
             Self::SubjectLive => "subject_live",
+            Self::InvalidAgent => "invalid_agent",
+            Self::AgentExists => "agent_exists",
+            Self::AgentFromFile => "agent_from_file",
+            Self::AgentConflict => "agent_conflict",
         }
     }
 }

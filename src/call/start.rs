@@ -259,8 +259,9 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         .clone()
         .or(resumed_agent)
         .or_else(|| req.token_agent.clone());
-    let Some(agent) = svc.agents.get(agent_name.as_deref()) else {
-        let known = svc.agents.names().join(", ");
+    let org = req.owner.org.as_deref();
+    let Some(agent) = svc.agents.get_in(org, agent_name.as_deref()) else {
+        let known = svc.agents.names_in(org).join(", ");
         let name: String = agent_name.unwrap_or_default().chars().take(64).collect();
         return Err(refuse(
             ErrorCode::UnknownAgent,

@@ -77,12 +77,6 @@ pub async fn demo_token(
     ))
 }
 
-pub async fn agents(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(
-        json!({ "agents": state.agents.names(), "default": state.agents.get(None).map(|a| a.name.clone()) }),
-    )
-}
-
 pub async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     Json(json!({
         "status": "ok",

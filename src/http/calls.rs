@@ -60,7 +60,7 @@ pub(super) fn summary(row: &CallRow, live: bool) -> Value {
 pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
     let redactor = state
         .agents
-        .get(Some(&record.agent))
+        .get_in(record.owner.org.as_deref(), Some(&record.agent))
         .map(|a| a.redactor())
         .unwrap_or_default();
     record

@@ -1,8 +1,9 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, erasure, webhook deliveries, health,
-//! metrics, and the static `web/` folder).
+//! tokens, the monitor stream, history export and figures, erasure, webhook deliveries, the
+//! agents API, health, metrics, and the static `web/` folder).
 
 pub mod access;
+pub mod agents;
 pub mod api;
 pub mod calls;
 pub mod error;
@@ -60,7 +61,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/monitor/events", get(monitor::events))
         .route("/api/demo/token", get(api::demo_token))
-        .route("/api/agents", get(api::agents))
+        .route("/api/agents", get(agents::list).post(agents::create))
+        .route(
+            "/api/agents/{name}",
+            get(agents::read)
+                .put(agents::replace)
+                .delete(agents::delete),
+        )
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .fallback_service(web)

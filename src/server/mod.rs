@@ -132,6 +132,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    // The agents made over the API, as the store has them, before any call can ask for one.
+    match crate::http::agents::load(&state).await {
+        Ok(0) => {}
+        Ok(n) => info!(agents = n, "agents made over the API loaded"),
+        Err(e) => return Err(std::io::Error::other(e)),
+    }
     if state.demo_mode {
         if addr.ip().is_loopback() {
             info!("no JWT_SECRET set: local demo mode with a random secret; tokens at GET /api/demo/token");

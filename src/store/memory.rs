@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::agents::AgentVersionRow;
 use super::erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 use super::memory_deliveries::MemoryDeliveries;
 use super::rows::{
@@ -30,6 +31,7 @@ struct Tables {
     events: BTreeMap<(String, i64), EventRow>,
     summaries: HashMap<String, SummaryRow>,
     audit: Vec<AuditRow>,
+    agent_versions: BTreeMap<(String, String, i64), AgentVersionRow>,
 }
 
 impl MemoryStore {
@@ -212,6 +214,34 @@ impl MemoryStore {
             });
         }
         d
+    }
+
+    pub(crate) fn agent_history(&self, org: &str, name: &str) -> Vec<AgentVersionRow> {
+        self.tables()
+            .agent_versions
+            .values()
+            .filter(|r| r.org == org && r.name == name)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn current_agents(&self) -> Vec<AgentVersionRow> {
+        let t = self.tables();
+        let mut newest: BTreeMap<(String, String), AgentVersionRow> = BTreeMap::new();
+        for r in t.agent_versions.values() {
+            newest.insert((r.org.clone(), r.name.clone()), r.clone());
+        }
+        newest.into_values().collect()
+    }
+
+    pub(crate) fn insert_agent_version(&self, row: &AgentVersionRow) -> bool {
+        let mut t = self.tables();
+        let key = (row.org.clone(), row.name.clone(), row.version);
+        if t.agent_versions.contains_key(&key) {
+            return false;
+        }
+        t.agent_versions.insert(key, row.clone());
+        true
     }
 
     pub(crate) fn summary(&self, call_id: &str) -> Option<SummaryRow> {

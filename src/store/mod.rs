@@ -6,6 +6,7 @@
 //! a call wait; the API reads through [`Store`]. Every [`Write`] is idempotent, so a batch whose
 //! fate is unknown is simply written again.
 
+mod agents;
 mod deliveries;
 mod erase;
 mod error;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use agents::AgentVersionRow;
 pub use deliveries::{
     ClaimedDelivery, DeliveryQuery, DeliveryRow, NewDelivery, Settle, DELIVERED, FAILED, PENDING,
 };
@@ -361,6 +363,41 @@ impl Store {
             Backend::Sqlite(s) => s.delete(ids, audit).await,
             Backend::Postgres(p) => p.delete(ids, audit).await,
             Backend::Memory(m) => Ok(m.delete(ids, audit)),
+        }
+    }
+
+    /// Every version of the org's agent `name` made over the API (`""`: the default org),
+    /// oldest first.
+    pub async fn agent_history(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<AgentVersionRow>, StoreError> {
+        let op = StoreError::query("reading an agent's versions");
+        match &self.backend {
+            Backend::Sqlite(s) => agents::history(&s.pool, org, name).await.map_err(op),
+            Backend::Postgres(p) => agents::history(&p.pool, org, name).await.map_err(op),
+            Backend::Memory(m) => Ok(m.agent_history(org, name)),
+        }
+    }
+
+    /// The newest version of every agent made over the API, of every org.
+    pub async fn current_agents(&self) -> Result<Vec<AgentVersionRow>, StoreError> {
+        let op = StoreError::query("reading the agents");
+        match &self.backend {
+            Backend::Sqlite(s) => agents::current(&s.pool).await.map_err(op),
+            Backend::Postgres(p) => agents::current(&p.pool).await.map_err(op),
+            Backend::Memory(m) => Ok(m.current_agents()),
+        }
+    }
+
+    /// Adds a version of an agent; false when that version exists already.
+    pub async fn insert_agent_version(&self, row: &AgentVersionRow) -> Result<bool, StoreError> {
+        let op = StoreError::query("writing an agent");
+        match &self.backend {
+            Backend::Sqlite(s) => agents::insert(&s.pool, row).await.map_err(op),
+            Backend::Postgres(p) => agents::insert(&p.pool, row).await.map_err(op),
+            Backend::Memory(m) => Ok(m.insert_agent_version(row)),
         }
     }
 

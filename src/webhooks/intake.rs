@@ -145,7 +145,7 @@ impl Intake {
         };
         let redactor = self
             .agents
-            .get(Some(&call.agent))
+            .get_in(call.org.as_deref(), Some(&call.agent))
             .map(|a| a.redactor())
             .unwrap_or_default();
         payload::ended(call, end, &stored, &redactor)
