@@ -284,8 +284,11 @@ struct AgentsFile {
 pub struct Agents {
     by_name: HashMap<String, Arc<Agent>>,
     default: String,
-    api: Arc<RwLock<HashMap<(Option<String>, String), Versioned>>>,
+    api: Arc<RwLock<ApiAgents>>,
 }
+
+/// The agents made over the API, by org (`None`: the default org) and name.
+type ApiAgents = HashMap<(Option<String>, String), Versioned>;
 
 /// An agent made over the API, at its current version.
 #[derive(Debug, Clone)]
@@ -380,7 +383,7 @@ impl Agents {
         })
     }
 
-    fn api(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(Option<String>, String), Versioned>> {
+    fn api(&self) -> std::sync::RwLockReadGuard<'_, ApiAgents> {
         // Each change is one insert or remove: a panic mid-way leaves the map whole.
         self.api.read().unwrap_or_else(|p| p.into_inner())
     }
