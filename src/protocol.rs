@@ -470,6 +470,10 @@ pub enum ErrorCode {
     TooManyNotes,
     /// `DELETE /api/subjects/{sub}`: the subject has a live call; nothing was erased.
     SubjectLive,
+    /// `POST /api/sessions` and other key routes: the API key is malformed, unknown or revoked.
+    InvalidApiKey,
+    /// `start_call` with a session token already bound to another call.
+    SessionUsed,
 }
 
 impl ErrorCode {
@@ -511,6 +515,8 @@ impl ErrorCode {
             Self::CallBusy => "call_busy",
             Self::TooManyNotes => "too_many_notes",
             Self::SubjectLive => "subject_live",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::SessionUsed => "session_used",
         }
     }
 }
@@ -614,6 +620,8 @@ mod tests {
             ErrorCode::InvalidJson,
             ErrorCode::TurnAudioLimit,
             ErrorCode::Internal,
+            ErrorCode::InvalidApiKey,
+            ErrorCode::SessionUsed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
