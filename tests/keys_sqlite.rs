@@ -23,6 +23,11 @@ async fn a_session_binds_variables_and_one_call() {
 }
 
 #[tokio::test]
+async fn two_calls_at_once_one_wins() {
+    keys_common::two_calls_at_once_one_wins(&Db::sqlite()).await;
+}
+
+#[tokio::test]
 async fn push_to_talk_takes_one_call() {
     keys_common::push_to_talk_takes_one_call(&Db::sqlite()).await;
 }

@@ -473,6 +473,42 @@ pub async fn a_session_binds_variables_and_one_call(db: &Db) {
     assert!(!logs::all().contains(voxwire::keys::parse(&key).unwrap().secret));
 }
 
+/// Two sockets start a call with one token at the same moment: one call starts, the other is
+/// refused with `session_used`.
+pub async fn two_calls_at_once_one_wins(db: &Db) {
+    let server = server_on(db).await;
+    let (_, key) = new_key(&server.state.call_services.store, "acme").await;
+    for round in 0..5 {
+        let minted = mint_ok(&server, &key, json!({"sub": format!("race-{round}")})).await;
+        let token = minted["token"].as_str().unwrap();
+        let mut a = open(&server, token).await.unwrap();
+        let mut b = open(&server, token).await.unwrap();
+        let (ra, rb) = tokio::join!(start_call(&mut a, json!({})), start_call(&mut b, json!({})));
+        let mut kinds = [
+            ra["type"].as_str().unwrap().to_string(),
+            rb["type"].as_str().unwrap().to_string(),
+        ];
+        kinds.sort();
+        assert_eq!(kinds, ["call_started", "error"], "{ra} {rb}");
+        let refused = if ra["type"] == "error" { &ra } else { &rb };
+        assert_eq!(refused["code"], "session_used", "{refused}");
+        let session = server
+            .state
+            .call_services
+            .store
+            .session(minted["session_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let started = if ra["type"] == "call_started" {
+            &ra
+        } else {
+            &rb
+        };
+        assert_eq!(session.call_id.as_deref(), started["call_id"].as_str());
+    }
+}
+
 /// Push-to-talk with a session token: the first turn binds it; a later turn resumes that call;
 /// a turn of another call is refused.
 pub async fn push_to_talk_takes_one_call(db: &Db) {
