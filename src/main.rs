@@ -348,10 +348,11 @@ fn keys(action: KeysAction, config: &Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let result = match action {
-            KeysAction::Create { org, name } => cli::create(&store, &org, &name).await,
-            KeysAction::List { org } => cli::list(&store, org.as_deref()).await,
-            KeysAction::Revoke { id } => cli::revoke(&store, &id).await,
+        let result = match (cli::durable(&store), action) {
+            (Err(e), _) => Err(e),
+            (Ok(()), KeysAction::Create { org, name }) => cli::create(&store, &org, &name).await,
+            (Ok(()), KeysAction::List { org }) => cli::list(&store, org.as_deref()).await,
+            (Ok(()), KeysAction::Revoke { id }) => cli::revoke(&store, &id).await,
         };
         store.close().await;
         match result {

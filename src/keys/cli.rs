@@ -19,6 +19,18 @@ fn store_failed(e: crate::store::StoreError) -> CliError {
     CliError::Failed(format!("the store (VOXWIRE_DATABASE_URL): {e}"))
 }
 
+/// Keys kept in memory would be gone when the command exits: a database is needed.
+pub fn durable(store: &Store) -> Result<(), CliError> {
+    if store.describe() == "memory" {
+        return Err(CliError::Usage(
+            "VOXWIRE_DATABASE_URL is `memory`, which keeps nothing after this command; \
+             keys need the server's database (sqlite:// or postgres://)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a key for `org` (made if new) named `name`; what to print, with the key.
 pub async fn create(store: &Store, org: &str, name: &str) -> Result<String, CliError> {
     if !super::valid_org(org) {

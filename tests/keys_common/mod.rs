@@ -306,6 +306,11 @@ pub async fn keys_through_the_cli(db: &Db) {
     assert!(again.status.success() && stdout(&again).contains("already revoked"));
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(bad_org.status.code(), Some(64));
+    let memory = tokio::task::spawn_blocking(|| cli("memory", &["list"]))
+        .await
+        .unwrap();
+    assert_eq!(memory.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&memory.stderr).contains("keeps nothing"));
     // Revoked through the command while the server runs: refused at once.
     let (status, body) = mint(&server, Some(&key), json!({"sub": "alice"})).await;
     assert_eq!(
