@@ -28,6 +28,10 @@ pub struct Agent {
     /// Default values of the placeholders; `start_call.variables` override them.
     #[serde(default)]
     pub variables: HashMap<String, String>,
+    /// Variables a client's `start_call` may set even when a session token binds them (see
+    /// `POST /api/sessions`); the others a session binds are the backend's alone.
+    #[serde(default)]
+    pub client_variables: Vec<String>,
     /// Engine chains for this agent instead of the server's (`["openai", "local"]`).
     #[serde(default)]
     pub stt: Option<Vec<String>>,
@@ -79,6 +83,14 @@ fn schema<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::V
             .map_err(|e| serde::de::Error::custom(format!("summary_fields is not JSON: {e}"))),
         v => Ok(v),
     }
+}
+
+/// A variable's name: 1 to 64 letters, digits, `_`, `-` or `.`.
+pub fn valid_variable_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// The longest retention that can be set, in days (100 years).
@@ -217,6 +229,14 @@ pub fn validate(a: &Agent) -> Result<(), String> {
         return Err(format!("agent `{}`: system_prompt is empty", a.name));
     }
     check_webhook(a)?;
+    if let Some(bad) = a.client_variables.iter().find(|v| !valid_variable_name(v)) {
+        return Err(format!(
+            "agent `{}`: client_variables: `{}` is not a variable name (1 to 64 \
+             letters, digits, _, - or .)",
+            a.name,
+            bad.chars().take(64).collect::<String>()
+        ));
+    }
     if let Some(schema) = &a.summary_fields {
         crate::summary::fields::parse_schema(schema)
             .map_err(|e| format!("agent `{}`: {e}", a.name))?;
@@ -549,6 +569,7 @@ mod tests {
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n[[agent]]\nname = \"b\"\nsystem_prompt = \"q\"", "default"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nretention_days = 40000", "retention_days"),
             ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nretention_days = -1", "retention_days"),
+            ("[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\nclient_variables = [\"ok\", \"no way\"]", "client_variables: `no way`"),
             ("not toml at all [", ""),
         ];
         for (text, want) in cases {

@@ -29,6 +29,10 @@ pub struct Claims {
     /// `caller` (the default), `operator` or `admin`; a verified token never holds another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// A call session's id (`POST /api/sessions`): the token reaches one call only, with the
+    /// session's bound agent and variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// What a token may do. Operators and admins watch and act on the calls of their own `org`
@@ -178,6 +182,32 @@ impl Authenticator {
             iat: Some(iat),
             nbf: None,
             role: (role != Role::Caller).then(|| role.as_str().to_string()),
+            sid: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Issues a caller token for one call session `sid` (`POST /api/sessions`), valid for
+    /// `ttl`.
+    pub fn issue_session(
+        &self,
+        sub: &str,
+        org: Option<&str>,
+        agent: &str,
+        sid: &str,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        let iat = now().as_secs();
+        let claims = Claims {
+            sub: sub.to_string(),
+            exp: iat.saturating_add(ttl.as_secs().max(1)),
+            org: org.map(str::to_string),
+            agent: Some(agent.to_string()),
+            iat: Some(iat),
+            nbf: None,
+            role: None,
+            sid: Some(sid.to_string()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -294,6 +324,7 @@ mod tests {
             iat: None,
             nbf: None,
             role: None,
+            sid: None,
         };
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -319,6 +350,7 @@ mod tests {
             iat: None,
             nbf: None,
             role: None,
+            sid: None,
         };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -354,6 +386,7 @@ mod tests {
             iat: None,
             nbf: None,
             role: Some("superuser".into()),
+            sid: None,
         };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod engines;
 pub mod fuzzing;
 pub mod http;
+pub mod keys;
 pub mod loadgen;
 pub mod metrics;
 pub mod models;

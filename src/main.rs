@@ -1,4 +1,5 @@
-//! The `voxwire` command: `serve` (the default), `token`, `models`, `retention` and `loadgen`.
+//! The `voxwire` command: `serve` (the default), `token`, `keys`, `models`, `retention` and
+//! `loadgen`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +63,35 @@ enum Command {
     Retention {
         #[command(subcommand)]
         action: RetentionAction,
+    },
+    /// Manage organisations' API keys in the configured store (VOXWIRE_DATABASE_URL).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create an API key for an org (the org is created if new); the key is printed once.
+    Create {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// What the key is for, e.g. `backend`.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (id, org, name, created, last used, revoked); never a secret.
+    List {
+        /// Only this organisation's keys.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key by its id; it stops working at once.
+    Revoke {
+        /// The key's id, from `keys list`.
+        id: String,
     },
 }
 
@@ -130,6 +160,7 @@ fn main() -> ExitCode {
         Command::Retention {
             action: RetentionAction::Run,
         } => retention(&config),
+        Command::Keys { action } => keys(action, &config),
         Command::Token {
             sub,
             org,
@@ -294,6 +325,47 @@ fn retention(config: &Config) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("retention: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn keys(action: KeysAction, config: &Config) -> ExitCode {
+    use voxwire::keys::cli::{self, CliError};
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = match voxwire::store::Store::connect(&config.store.database_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot open the store (VOXWIRE_DATABASE_URL): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = match (cli::durable(&store), action) {
+            (Err(e), _) => Err(e),
+            (Ok(()), KeysAction::Create { org, name }) => cli::create(&store, &org, &name).await,
+            (Ok(()), KeysAction::List { org }) => cli::list(&store, org.as_deref()).await,
+            (Ok(()), KeysAction::Revoke { id }) => cli::revoke(&store, &id).await,
+        };
+        store.close().await;
+        match result {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(CliError::Usage(e)) => {
+                eprintln!("keys: {e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+            Err(CliError::Failed(e)) => {
+                eprintln!("keys: {e}");
                 ExitCode::FAILURE
             }
         }

@@ -478,6 +478,10 @@ pub enum ErrorCode {
     AgentFromFile,
     /// Agents API: the agent changed meanwhile; read it again and retry.
     AgentConflict,
+    /// `POST /api/sessions` and other key routes: the API key is malformed, unknown or revoked.
+    InvalidApiKey,
+    /// `start_call` with a session token already bound to another call.
+    SessionUsed,
 }
 
 impl ErrorCode {
@@ -523,6 +527,8 @@ impl ErrorCode {
             Self::AgentExists => "agent_exists",
             Self::AgentFromFile => "agent_from_file",
             Self::AgentConflict => "agent_conflict",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::SessionUsed => "session_used",
         }
     }
 }
@@ -626,6 +632,8 @@ mod tests {
             ErrorCode::InvalidJson,
             ErrorCode::TurnAudioLimit,
             ErrorCode::Internal,
+            ErrorCode::InvalidApiKey,
+            ErrorCode::SessionUsed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -15,6 +15,7 @@ use store_common::Db;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use voxwire::auth::Role;
 use voxwire::engines::Engines;
+use voxwire::store::{KeyRow, Store};
 use voxwire::Config;
 
 fn token(server: &TestServer, sub: &str, org: &str, role: Role) -> String {
@@ -23,6 +24,24 @@ fn token(server: &TestServer, sub: &str, org: &str, role: Role) -> String {
         .auth
         .issue_with_role(sub, Some(org), None, role, Duration::from_secs(600))
         .unwrap()
+}
+
+/// A new API key of `org` in the store; its text.
+async fn new_key(store: &Store, org: &str) -> String {
+    let k = voxwire::keys::generate();
+    store
+        .create_key(&KeyRow {
+            id: k.id.clone(),
+            org: org.into(),
+            name: "backend".into(),
+            secret_sha256: k.secret_sha256,
+            created_at_ms: voxwire::call::record::now_ms(),
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+        })
+        .await
+        .unwrap();
+    k.text
 }
 
 /// A request's status and JSON body.
@@ -284,12 +303,36 @@ async fn agents_over_the_api(db: Db) {
             history[0]["actor"].as_str(),
             history[0]["deleted"].as_bool()
         ),
-        (Some("root"), Some(false))
+        (Some("admin:root"), Some(false))
     );
     assert_eq!(
         history[1]["changed"],
         json!(["greeting", "redact", "system_prompt"])
     );
+    // The org's backend reads it with its API key; another org's key does not find it.
+    let store = server.state.call_services.store.clone();
+    let acme_key = new_key(&store, "acme").await;
+    let (status, body) = send_json(
+        &server,
+        reqwest::Method::GET,
+        "/api/agents/sales",
+        Some(&acme_key),
+        None,
+    )
+    .await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
+    let globex_key = new_key(&store, "globex").await;
+    let (status, body) = send_json(
+        &server,
+        reqwest::Method::GET,
+        "/api/agents/sales",
+        Some(&globex_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = put(&server, "vxk_nope_nope", "sales", &v2).await;
+    assert_eq!((status, code(&body)), (401, "invalid_api_key"), "{body}");
     // The list: the org's callers see it, others and the anonymous list do not.
     let listed = |body: &Value| {
         body["agents"]

@@ -39,6 +39,7 @@ async fn start_call(svc: &Arc<CallServices>) -> Started {
             greet: false,
             push_to_talk: false,
             record: None,
+            session: None,
         },
     )
     .await

@@ -16,6 +16,7 @@ pub mod record;
 pub mod recording;
 pub mod reply;
 pub mod services;
+mod session;
 pub mod start;
 pub mod store;
 pub mod turn;

@@ -45,6 +45,9 @@ pub struct StartRequest {
     pub push_to_talk: bool,
     /// `start_call.record`: `Some(false)` keeps the call unrecorded.
     pub record: Option<bool>,
+    /// The token's call session (`sid`), if it was minted by `POST /api/sessions`: the call
+    /// takes the session's agent and bound variables, and the session is bound to it.
+    pub session: Option<String>,
 }
 
 /// A started call.
@@ -68,7 +71,7 @@ pub struct StartError {
     pub message: String,
 }
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> StartError {
+pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> StartError {
     StartError {
         code,
         message: message.into(),
@@ -239,6 +242,19 @@ async fn returning_caller(
 
 /// Starts (or resumes) a call and spawns its actor.
 pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
+    let session = match &req.session {
+        Some(sid) => Some(
+            super::session::check(
+                svc,
+                sid,
+                &req.owner,
+                req.resume.as_deref(),
+                req.agent.as_deref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     if let Some(id) = &req.resume {
         restore(svc, id, &req.owner).await?;
     }
@@ -254,11 +270,14 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
             .map(|r| r.agent.clone()),
         _ => None,
     };
-    let agent_name = req
-        .agent
-        .clone()
-        .or(resumed_agent)
-        .or_else(|| req.token_agent.clone());
+    let agent_name = match &session {
+        Some(s) => Some(s.agent.clone()),
+        None => req
+            .agent
+            .clone()
+            .or(resumed_agent)
+            .or_else(|| req.token_agent.clone()),
+    };
     let org = req.owner.org.as_deref();
     let Some(agent) = svc.agents.get_in(org, agent_name.as_deref()) else {
         let known = svc.agents.names_in(org).join(", ");
@@ -295,10 +314,27 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         })?;
     let resumed = req.resume.is_some();
     let call_id = live.record.id.clone();
+    if let Some(s) = &session {
+        if let Err(e) = super::session::bind(svc, &s.id, &call_id).await {
+            let stretch = live.record.stretch();
+            drop(live);
+            if !resumed {
+                // Never started: nothing of it is kept.
+                svc.calls.forget(&call_id, stretch);
+            }
+            return Err(e);
+        }
+    }
     let history_len = live.record.history().len();
     info!(call_id = %call_id, agent = %agent.name, resumed, "call started");
     svc.metrics.live_calls.inc();
-    let variables = returning_caller(svc, &agent, &req.owner, &call_id, &req.variables).await;
+    // A session's bound variables win over the client's (see `session::merge`).
+    let sent_variables = !req.variables.is_empty();
+    let call_variables = match &session {
+        Some(s) => super::session::merge(&agent, &s.variables, &req.variables),
+        None => req.variables.clone(),
+    };
+    let variables = returning_caller(svc, &agent, &req.owner, &call_id, &call_variables).await;
     let greeting = if resumed || !req.greet {
         None
     } else {
@@ -313,7 +349,7 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     };
     // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
     let system = match live.record.system_prompt() {
-        Some(p) if resumed && req.variables.is_empty() => p,
+        Some(p) if resumed && !sent_variables => p,
         _ => agent.render_prompt(&variables),
     };
     live.record.set_system_prompt(&system);
@@ -339,7 +375,7 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         &req.owner.sub,
         req.owner.org.as_deref(),
         &agent.name,
-        req.variables.clone().into_iter().collect(),
+        call_variables.into_iter().collect(),
         &system,
         live.record.turns.load(std::sync::atomic::Ordering::SeqCst),
     );

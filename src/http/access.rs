@@ -69,6 +69,7 @@ mod tests {
             iat: None,
             nbf: None,
             role: role.map(str::to_string),
+            sid: None,
         }
     }
 

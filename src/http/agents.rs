@@ -1,5 +1,5 @@
-//! The agents API: `GET /api/agents` lists the agents a caller may ask for; an org's admins
-//! create, read, replace and delete the org's own agents (`POST /api/agents`,
+//! The agents API: `GET /api/agents` lists the agents a caller may ask for; an org's backend
+//! (its API key) or admins create, read, replace and delete the org's own agents (`POST /api/agents`,
 //! `GET|PUT|DELETE /api/agents/{name}`), validated like `agents.toml`. Every change is a new
 //! version in the store; a running call keeps the version it started with. The agents of
 //! `agents.toml` are every org's and are changed in the file only.
@@ -13,10 +13,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::access::admin;
 use super::api::{authenticate, TokenQuery};
 use super::calls::unavailable;
 use super::error::AppError;
+use super::principal::principal;
 use crate::agents::{from_api, Agent, Versioned};
 use crate::auth::token_from_request;
 use crate::call::record::now_ms;
@@ -63,11 +63,10 @@ pub async fn list(
 pub async fn read(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
-    let claims = admin(&state, &headers, &q)?;
-    let org = claims.org.as_deref();
+    let who = principal(&state, &headers).await?;
+    let org = who.org.as_deref();
     if state.agents.api_agent(org, &name).is_none() && state.agents.from_file(&name) {
         let agent = state
             .agents
@@ -253,12 +252,11 @@ fn answer(name: &str, v: &Versioned) -> Json<Value> {
 /// deletion).
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    let claims = admin(&state, &headers, &q)?;
-    let org = claims.org.as_deref();
+    let who = principal(&state, &headers).await?;
+    let org = who.org.as_deref();
     let agent = definition(&body, None)?;
     let name = agent.name.clone();
     if state.agents.from_file(&name) {
@@ -274,7 +272,7 @@ pub async fn create(
             format!("agent `{name}` exists; replace it with PUT /api/agents/{name}"),
         ));
     }
-    let saved = save(&state, org, &name, version + 1, Some(agent), &claims.sub).await?;
+    let saved = save(&state, org, &name, version + 1, Some(agent), &who.label()).await?;
     let saved = saved.ok_or_else(|| AppError::internal("a saved agent is missing"))?;
     Ok((StatusCode::CREATED, answer(&name, &saved)))
 }
@@ -283,12 +281,11 @@ pub async fn create(
 pub async fn replace(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    let claims = admin(&state, &headers, &q)?;
-    let org = claims.org.as_deref();
+    let who = principal(&state, &headers).await?;
+    let org = who.org.as_deref();
     if state.agents.from_file(&name) {
         return Err(from_file(&name));
     }
@@ -299,7 +296,7 @@ pub async fn replace(
     if deleted {
         return Err(missing(&name));
     }
-    let saved = save(&state, org, &name, version + 1, Some(agent), &claims.sub).await?;
+    let saved = save(&state, org, &name, version + 1, Some(agent), &who.label()).await?;
     let saved = saved.ok_or_else(|| AppError::internal("a saved agent is missing"))?;
     Ok(answer(&name, &saved))
 }
@@ -308,11 +305,10 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
-    let claims = admin(&state, &headers, &q)?;
-    let org = claims.org.as_deref();
+    let who = principal(&state, &headers).await?;
+    let org = who.org.as_deref();
     if state.agents.from_file(&name) {
         return Err(from_file(&name));
     }
@@ -322,7 +318,7 @@ pub async fn delete(
     if deleted {
         return Err(missing(&name));
     }
-    save(&state, org, &name, version + 1, None, &claims.sub).await?;
+    save(&state, org, &name, version + 1, None, &who.label()).await?;
     Ok(Json(
         json!({"name": name, "deleted": true, "version": version + 1}),
     ))

@@ -1,6 +1,6 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, erasure, webhook deliveries, the
-//! agents API, health, metrics, and the static `web/` folder).
+//! tokens, call sessions minted with API keys, the monitor stream, history export and figures,
+//! erasure, webhook deliveries, the agents API, health, metrics, and the static `web/` folder).
 
 pub mod access;
 pub mod agents;
@@ -10,6 +10,8 @@ pub mod error;
 pub mod export;
 pub mod filters;
 pub mod operate;
+pub mod principal;
+pub mod sessions;
 pub mod stats;
 pub mod subjects;
 pub mod webhooks;
@@ -56,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/calls/{call_id}/context",
             post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
         )
+        .route("/api/sessions", post(sessions::create))
         .route("/api/stats", get(stats::stats))
         .route("/api/subjects/{sub}", delete(subjects::erase))
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))

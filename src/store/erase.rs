@@ -183,9 +183,12 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     let mut deleted = Deleted::default();
+    // The call sessions bound to the calls hold their subject and variables: they go too.
+    let mut sessions = 0;
     for chunk in ids.chunks(CHUNK) {
         let list = params(1, chunk.len());
         for (table, column, count) in [
+            ("call_sessions", "call_id", &mut sessions),
             ("call_items", "call_id", &mut deleted.items),
             ("call_turn_metrics", "call_id", &mut deleted.metrics),
             ("call_events", "call_id", &mut deleted.events),

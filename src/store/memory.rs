@@ -18,6 +18,8 @@ pub(crate) struct MemoryStore {
     tables: Mutex<Tables>,
     /// Webhook deliveries, apart from the call tables.
     pub(crate) deliveries: MemoryDeliveries,
+    /// Orgs, API keys and call sessions, apart from the call tables.
+    pub(crate) keys: super::memory_keys::MemoryKeys,
     /// Makes every write fail while set (tests of the writer).
     #[cfg(test)]
     fault: Mutex<Option<bool>>,
@@ -195,6 +197,7 @@ impl MemoryStore {
             d.calls += i64::from(t.calls.remove(id).is_some());
         }
         d.webhooks = self.deliveries.delete_calls(ids);
+        self.keys.delete_calls(ids);
         if let Some(a) = audit {
             d.recordings = a.recordings;
             let id = t.audit.len() as i64 + 1;

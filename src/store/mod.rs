@@ -11,8 +11,10 @@ mod deliveries;
 mod erase;
 mod error;
 mod figures;
+mod keys;
 mod memory;
 mod memory_deliveries;
+mod memory_keys;
 mod postgres;
 mod rows;
 mod sql;
@@ -29,6 +31,7 @@ pub use deliveries::{
 };
 pub use erase::{AgentScope, AuditEntry, AuditRow, Deleted};
 pub use error::{redact_url, StoreError};
+pub use keys::{KeyRow, Revoked, SessionRow, MAX_LISTED_KEYS};
 pub use rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, SummaryRow,
     TurnMetricsRow, Write,
@@ -506,6 +509,96 @@ impl Store {
             Backend::Sqlite(s) => deliveries::list(&s.pool, q).await.map_err(op),
             Backend::Postgres(p) => deliveries::list(&p.pool, q).await.map_err(op),
             Backend::Memory(m) => Ok(m.deliveries.list(q)),
+        }
+    }
+
+    /// Creates an API key, and its org if the org is new.
+    pub async fn create_key(&self, k: &KeyRow) -> Result<(), StoreError> {
+        let op = StoreError::query("creating an API key");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::create_key(&s.pool, k).await.map_err(op),
+            Backend::Postgres(p) => keys::create_key(&p.pool, k).await.map_err(op),
+            Backend::Memory(m) => {
+                m.keys.create_key(k);
+                Ok(())
+            }
+        }
+    }
+
+    /// One API key by its id (with the hash of its secret, to check a presented key).
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let op = StoreError::query("reading an API key");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::key(&s.pool, id).await.map_err(op),
+            Backend::Postgres(p) => keys::key(&p.pool, id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.keys.key(id)),
+        }
+    }
+
+    /// The API keys of `org` (`None`: of every org), by org and age; at most
+    /// [`MAX_LISTED_KEYS`].
+    pub async fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        let op = StoreError::query("listing API keys");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::list_keys(&s.pool, org).await.map_err(op),
+            Backend::Postgres(p) => keys::list_keys(&p.pool, org).await.map_err(op),
+            Backend::Memory(m) => Ok(m.keys.list_keys(org)),
+        }
+    }
+
+    /// Revokes an API key at `at_ms`; it works no more from then on.
+    pub async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<Revoked, StoreError> {
+        let op = StoreError::query("revoking an API key");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::revoke_key(&s.pool, id, at_ms).await.map_err(op),
+            Backend::Postgres(p) => keys::revoke_key(&p.pool, id, at_ms).await.map_err(op),
+            Backend::Memory(m) => Ok(m.keys.revoke_key(id, at_ms)),
+        }
+    }
+
+    /// Notes that an API key was used at `at_ms`.
+    pub async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let op = StoreError::query("noting an API key's use");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::touch_key(&s.pool, id, at_ms).await.map_err(op),
+            Backend::Postgres(p) => keys::touch_key(&p.pool, id, at_ms).await.map_err(op),
+            Backend::Memory(m) => {
+                m.keys.touch_key(id, at_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a new call session, deleting those that expired before `now_ms`.
+    pub async fn insert_session(&self, s: &SessionRow, now_ms: i64) -> Result<(), StoreError> {
+        let op = StoreError::query("storing a call session");
+        match &self.backend {
+            Backend::Sqlite(db) => keys::insert_session(&db.pool, s, now_ms).await.map_err(op),
+            Backend::Postgres(p) => keys::insert_session(&p.pool, s, now_ms).await.map_err(op),
+            Backend::Memory(m) => {
+                m.keys.insert_session(s, now_ms);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let op = StoreError::query("reading a call session");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::session(&s.pool, id).await.map_err(op),
+            Backend::Postgres(p) => keys::session(&p.pool, id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.keys.session(id)),
+        }
+    }
+
+    /// Binds a call session to `call_id`, atomically, unless it is bound to another call.
+    /// True when the session is bound to `call_id`.
+    pub async fn bind_session(&self, id: &str, call_id: &str) -> Result<bool, StoreError> {
+        let op = StoreError::query("binding a call session to its call");
+        match &self.backend {
+            Backend::Sqlite(s) => keys::bind_session(&s.pool, id, call_id).await.map_err(op),
+            Backend::Postgres(p) => keys::bind_session(&p.pool, id, call_id).await.map_err(op),
+            Backend::Memory(m) => Ok(m.keys.bind_session(id, call_id)),
         }
     }
 

@@ -157,7 +157,9 @@ pub async fn turn(
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::CallNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::CallAlreadyActive => StatusCode::CONFLICT,
+        ErrorCode::CallAlreadyActive | ErrorCode::SessionUsed => StatusCode::CONFLICT,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::TooManyCalls => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::EngineBusy | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::EngineError => StatusCode::BAD_GATEWAY,
@@ -226,6 +228,7 @@ async fn handle(
         greet: false,
         push_to_talk: true,
         record: Some(false),
+        session: claims.sid,
     };
     let started = call::start(&state.call_services, request)
         .await

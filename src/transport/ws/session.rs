@@ -43,6 +43,8 @@ struct Connection {
     svc: Arc<CallServices>,
     owner: Owner,
     token_agent: Option<String>,
+    /// The token's call session (`POST /api/sessions`), if any.
+    call_session: Option<String>,
     out: mpsc::Sender<Outbound>,
     /// False once the writer is gone.
     open: bool,
@@ -59,8 +61,13 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     // Checked: a token's `exp` is the client's number, and `Instant + Duration` panics on
-    // overflow. A moment too far to represent is never.
-    let expiry = tokio::time::Instant::now().checked_add(claims.remaining());
+    // overflow. A moment too far to represent is never. A session token (`sid`) is short-lived
+    // by design: it must start its call in time, but the call it started runs to its end
+    // (`start_call` after its expiry is refused, see `call::session`).
+    let expiry = match claims.sid {
+        Some(_) => None,
+        None => tokio::time::Instant::now().checked_add(claims.remaining()),
+    };
     let span = info_span!("session", session_id = %session_id, sub = %claims.sub);
     let mut c = Connection {
         svc,
@@ -69,6 +76,7 @@ pub async fn run(
             org: claims.org,
         },
         token_agent: claims.agent,
+        call_session: claims.sid,
         out,
         open: true,
         active: None,
@@ -343,6 +351,7 @@ impl Connection {
             greet: true,
             push_to_talk: false,
             record,
+            session: self.call_session.clone(),
         };
         let started = match call::start(&self.svc, request).await {
             Ok(s) => s,
