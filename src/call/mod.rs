@@ -19,6 +19,7 @@ pub mod services;
 pub mod start;
 pub mod store;
 pub mod turn;
+pub mod usage;
 
 pub use event::{CallEvent, CallInput};
 pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};

@@ -1,5 +1,5 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
-//! tokens, the monitor stream, history export and figures, erasure, webhook deliveries, health,
+//! tokens, the monitor stream, history export and figures, usage and limits, erasure, webhook deliveries, health,
 //! metrics, and the static `web/` folder).
 
 pub mod access;
@@ -8,9 +8,11 @@ pub mod calls;
 pub mod error;
 pub mod export;
 pub mod filters;
+pub mod limits;
 pub mod operate;
 pub mod stats;
 pub mod subjects;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -56,6 +58,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(operate::context).layer(DefaultBodyLimit::max(operate::MAX_BODY_BYTES)),
         )
         .route("/api/stats", get(stats::stats))
+        .route("/api/usage", get(usage::usage))
+        .route(
+            "/api/limits",
+            get(limits::get_limits)
+                .put(limits::put_limits)
+                .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES)),
+        )
         .route("/api/subjects/{sub}", delete(subjects::erase))
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/monitor/events", get(monitor::events))

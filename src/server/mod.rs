@@ -107,6 +107,7 @@ impl AppState {
             webhooks,
             summaries,
             recordings: config.store.recordings_dir.clone(),
+            usage: config.usage.clone(),
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),

@@ -158,7 +158,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::CallNotFound => StatusCode::NOT_FOUND,
         ErrorCode::CallAlreadyActive => StatusCode::CONFLICT,
-        ErrorCode::TooManyCalls => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyCalls | ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::EngineBusy | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::EngineError => StatusCode::BAD_GATEWAY,
         ErrorCode::TurnAudioLimit => StatusCode::PAYLOAD_TOO_LARGE,
@@ -229,7 +229,14 @@ async fn handle(
     };
     let started = call::start(&state.call_services, request)
         .await
-        .map_err(|e| bad(status_of(e.code), e.code, e.message))?;
+        .map_err(|e| {
+            let limit = e.limit;
+            let err = bad(status_of(e.code), e.code, e.message);
+            match limit {
+                Some(l) => err.with("limit", serde_json::json!(l)),
+                None => err,
+            }
+        })?;
     let call_id = started.call_id.clone();
     let handle = started.handle;
     let mut events = started.events;
