@@ -402,3 +402,45 @@ async fn sqlite_usage_matches_the_calls() {
 async fn postgres_usage_matches_the_calls() {
     usage_matches_the_calls(Db::postgres().await).await;
 }
+
+/// A hosted language model reports its token counts (the OpenAI-compatible stream's last
+/// event); they are metered under its name, with the reply's characters.
+async fn hosted_tokens_are_metered(db: Db) {
+    let fake = common::providers::FakeProvider::start().await;
+    let mut config = Config::for_tests();
+    config.providers = common::hosted::providers(&fake);
+    config.llm = vec!["openai".into()];
+    let engines = Engines::from_config(&config).unwrap();
+    let server = start_with_store(config, engines, db.store().await).await;
+    let (mut ws, _) = call_as(&server, "carol", Some("acme")).await;
+    send(&mut ws, json!({"type": "text", "text": "one two three"})).await;
+    let frames = recv_until(&mut ws, "response_done").await;
+    let text = reply(&frames)["text"].as_str().unwrap().to_string();
+    assert_eq!(text, common::providers::DEFAULT_REPLY);
+    hang_up(&mut ws).await;
+    flush(&server).await;
+    let report = json_of(&server, "/api/usage", &operator(&server, Some("acme"))).await;
+    let row = &report["rows"][0];
+    let llm = &row["by_engine"]["openai (gpt-test)"];
+    let words = common::providers::DEFAULT_REPLY.split_whitespace().count();
+    assert_eq!(llm["llm_completion_tokens"], words, "{report}");
+    // The system prompt and the caller's three words, one token a word at the fake provider.
+    let prompt = llm["llm_prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 3, "{report}");
+    assert_eq!(row["llm_prompt_tokens"], prompt, "{report}");
+    assert_eq!(
+        llm["llm_completion_chars"],
+        text.chars().count(),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_hosted_tokens_are_metered() {
+    hosted_tokens_are_metered(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_hosted_tokens_are_metered() {
+    hosted_tokens_are_metered(Db::postgres().await).await;
+}

@@ -211,6 +211,7 @@ impl Call {
             max_tokens: self.agent.max_tokens,
             temperature: self.agent.temperature,
             json: false,
+            tokens: None,
         };
         tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
         if let Some(greeting) = greeting {

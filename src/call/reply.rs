@@ -17,7 +17,9 @@ use super::turn::{ms_since, run_turn, TurnEvent, TurnInput, TurnRequest, TurnSin
 use crate::engines::llm::Role;
 use crate::engines::EngineError;
 use crate::protocol::{DoneReason, EndOfTurn, ErrorCode};
-use crate::store::{LLM_COMPLETION_CHARS, STT_AUDIO_MS, TTS_CHARS};
+use crate::store::{
+    LLM_COMPLETION_CHARS, LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS, STT_AUDIO_MS, TTS_CHARS,
+};
 
 /// Events a speculative reply may hold back before it is dropped as runaway.
 const MAX_HELD_EVENTS: usize = 4096;
@@ -321,7 +323,11 @@ impl Call {
                 })
                 .await;
             }
-            TurnEvent::Done { reply, mut timings } => {
+            TurnEvent::Done {
+                reply,
+                mut timings,
+                tokens,
+            } => {
                 r.running = false;
                 // A reply to the caller (not a spoken line or an operator's voice) was written
                 // by the language model.
@@ -339,6 +345,10 @@ impl Call {
                 if let Some(chars) = written {
                     let llm = self.engines.llm.name();
                     self.meter(LLM_COMPLETION_CHARS, &llm, chars);
+                }
+                if let Some(t) = tokens {
+                    self.meter(LLM_PROMPT_TOKENS, &t.engine, t.prompt as i64);
+                    self.meter(LLM_COMPLETION_TOKENS, &t.engine, t.completion as i64);
                 }
                 self.emit(CallEvent::ResponseText {
                     turn_id,
