@@ -4,7 +4,8 @@
 //! subject's live calls and daily minutes; a call whose minutes run out hears the limit message
 //! and ends with `limit_reached`, no sooner than its allowance; the usage report matches what
 //! the calls did (calls, audio streamed, speech-to-text audio, reply and speech characters), a
-//! resent usage write counts once, and another org sees none of it.
+//! resent usage write counts once, and another org sees none of it; a hosted model's token
+//! counts are metered; the HTTP API's rate limits answer 429 with `Retry-After`.
 
 mod common;
 mod store_common;
@@ -443,4 +444,64 @@ async fn sqlite_hosted_tokens_are_metered() {
 #[tokio::test]
 async fn postgres_hosted_tokens_are_metered() {
     hosted_tokens_are_metered(Db::postgres().await).await;
+}
+
+/// The HTTP API answers 429 `rate_limited` with `Retry-After` past a client address's or a
+/// token subject's requests per minute; other subjects, `/health` and calls go on.
+async fn rate_limits_answer_429(db: Db) {
+    let mut config = Config::for_tests();
+    config.usage.rate_per_ip = 0;
+    config.usage.rate_per_subject = 3;
+    let server = start_with_store(config, Engines::fake(), db.store().await).await;
+    let op = operator(&server, Some("acme"));
+    for _ in 0..3 {
+        assert_eq!(get(&server, "/api/stats", &op).await.status(), 200);
+    }
+    let r = get(&server, "/api/stats", &op).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&wait), "{wait}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // Another subject from the same address is not limited, nor is a call over the socket.
+    let other = operator(&server, Some("globex"));
+    assert_eq!(get(&server, "/api/stats", &other).await.status(), 200);
+    let (mut ws, _) = call_as(&server, "carol", Some("acme")).await;
+    turn(&mut ws, "still talking").await;
+    hang_up(&mut ws).await;
+    let health = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Per address: every request of the address counts, whoever sends it.
+    let mut config = Config::for_tests();
+    config.usage.rate_per_ip = 2;
+    config.usage.rate_per_subject = 0;
+    let server = start_with_store(config, Engines::fake(), db.store().await).await;
+    let (a, b) = (
+        operator(&server, Some("acme")),
+        operator(&server, Some("globex")),
+    );
+    assert_eq!(get(&server, "/api/stats", &a).await.status(), 200);
+    assert_eq!(get(&server, "/api/stats", &b).await.status(), 200);
+    let r = get(&server, "/api/stats", &b).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    for _ in 0..5 {
+        let health = reqwest::get(server.url("/health")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rate_limits_answer_429() {
+    rate_limits_answer_429(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_rate_limits_answer_429() {
+    rate_limits_answer_429(Db::postgres().await).await;
 }

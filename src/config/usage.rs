@@ -2,7 +2,7 @@
 //! empty is unlimited) and what the agent says when a call's daily minutes run out
 //! (`VOXWIRE_LIMIT_MESSAGE`).
 
-use super::{invalid, ConfigError, Env};
+use super::{invalid, parse_num, ConfigError, Env};
 use crate::store::{OrgLimits, MAX_LIMIT};
 
 /// What the agent says before a call ends because its daily minutes ran out.
@@ -18,13 +18,24 @@ pub struct UsageSettings {
     pub defaults: OrgLimits,
     /// Spoken when a call's daily minutes run out (`VOXWIRE_LIMIT_MESSAGE`).
     pub limit_message: String,
+    /// `/api/...` requests per minute per client address (`VOXWIRE_RATE_LIMIT_PER_IP`; 0: off).
+    pub rate_per_ip: u32,
+    /// `/api/...` requests per minute per token subject (`VOXWIRE_RATE_LIMIT_PER_SUBJECT`; 0:
+    /// off).
+    pub rate_per_subject: u32,
 }
+
+/// Default requests per minute per client address, and per token subject.
+pub const DEFAULT_RATE_PER_IP: u32 = 1200;
+pub const DEFAULT_RATE_PER_SUBJECT: u32 = 600;
 
 impl Default for UsageSettings {
     fn default() -> Self {
         Self {
             defaults: OrgLimits::default(),
             limit_message: DEFAULT_LIMIT_MESSAGE.to_string(),
+            rate_per_ip: DEFAULT_RATE_PER_IP,
+            rate_per_subject: DEFAULT_RATE_PER_SUBJECT,
         }
     }
 }
@@ -69,6 +80,20 @@ impl UsageSettings {
                 subject_daily_minutes: limit(env, "VOXWIRE_LIMIT_SUBJECT_DAILY_MINUTES")?,
             },
             limit_message,
+            rate_per_ip: parse_num(
+                env,
+                "VOXWIRE_RATE_LIMIT_PER_IP",
+                DEFAULT_RATE_PER_IP,
+                0,
+                1_000_000,
+            )?,
+            rate_per_subject: parse_num(
+                env,
+                "VOXWIRE_RATE_LIMIT_PER_SUBJECT",
+                DEFAULT_RATE_PER_SUBJECT,
+                0,
+                1_000_000,
+            )?,
         })
     }
 }
@@ -91,6 +116,10 @@ mod tests {
         let s = UsageSettings::from_env(&env(&[])).unwrap();
         assert_eq!(s.defaults, OrgLimits::default());
         assert_eq!(s.limit_message, DEFAULT_LIMIT_MESSAGE);
+        assert_eq!(s.rate_per_ip, DEFAULT_RATE_PER_IP);
+        let s = UsageSettings::from_env(&env(&[("VOXWIRE_RATE_LIMIT_PER_SUBJECT", "0")])).unwrap();
+        assert_eq!(s.rate_per_subject, 0);
+        assert!(UsageSettings::from_env(&env(&[("VOXWIRE_RATE_LIMIT_PER_IP", "-1")])).is_err());
         let s = UsageSettings::from_env(&env(&[
             ("VOXWIRE_LIMIT_CONCURRENT_CALLS", "3"),
             ("VOXWIRE_LIMIT_SUBJECT_DAILY_MINUTES", " 0 "),

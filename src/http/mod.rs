@@ -10,6 +10,7 @@ pub mod export;
 pub mod filters;
 pub mod limits;
 pub mod operate;
+pub mod rate;
 pub mod stats;
 pub mod subjects;
 pub mod usage;
@@ -72,6 +73,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/agents", get(api::agents))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate::limit,
+        ))
         .fallback_service(web)
         .with_state(state)
 }
