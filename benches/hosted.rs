@@ -100,6 +100,7 @@ fn request() -> ChatRequest {
         max_tokens: 40,
         temperature: 0.0,
         json: false,
+        tokens: None,
     }
 }
 

@@ -382,6 +382,9 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
         fatal: bool,
+        /// `limit_reached`: which limit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<LimitKind>,
     },
 }
 
@@ -412,6 +415,42 @@ pub enum EndReason {
     ConnectionLost,
     /// An operator or admin of the call's org ended it (`POST /api/calls/{id}/end`).
     EndedByOperator,
+    /// The org's or the subject's daily minutes ran out; the agent said the limit message
+    /// (`VOXWIRE_LIMIT_MESSAGE`) first.
+    LimitReached,
+}
+
+/// Which of an org's limits refused a call or ended it (`PUT /api/limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Live calls of the org on this node.
+    ConcurrentCalls,
+    /// Call minutes of the org in the UTC day.
+    DailyMinutes,
+    /// Live calls of one subject of the org on this node.
+    SubjectConcurrentCalls,
+    /// Call minutes of one subject of the org in the UTC day.
+    SubjectDailyMinutes,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::ConcurrentCalls,
+        LimitKind::DailyMinutes,
+        LimitKind::SubjectConcurrentCalls,
+        LimitKind::SubjectDailyMinutes,
+    ];
+
+    /// The limit's wire name, e.g. `daily_minutes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::ConcurrentCalls => "concurrent_calls",
+            LimitKind::DailyMinutes => "daily_minutes",
+            LimitKind::SubjectConcurrentCalls => "subject_concurrent_calls",
+            LimitKind::SubjectDailyMinutes => "subject_daily_minutes",
+        }
+    }
 }
 
 /// Who a reply's words come from, on reply frames that are not the agent's own.
@@ -482,6 +521,10 @@ pub enum ErrorCode {
     InvalidApiKey,
     /// `start_call` with a session token already bound to another call.
     SessionUsed,
+    /// `start_call`: one of the org's limits is reached (the error's `limit` says which).
+    LimitReached,
+    /// Too many HTTP requests from one address or one token subject; see `Retry-After`.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -529,6 +572,8 @@ impl ErrorCode {
             Self::AgentConflict => "agent_conflict",
             Self::InvalidApiKey => "invalid_api_key",
             Self::SessionUsed => "session_used",
+            Self::LimitReached => "limit_reached",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -540,6 +585,17 @@ impl ServerMessage {
             code,
             message: message.into(),
             fatal,
+            limit: None,
+        }
+    }
+
+    /// A non-fatal `limit_reached` error frame naming the limit.
+    pub fn limit_reached(limit: LimitKind, message: impl Into<String>) -> Self {
+        Self::Error {
+            code: ErrorCode::LimitReached,
+            message: message.into(),
+            fatal: false,
+            limit: Some(limit),
         }
     }
 }

@@ -28,6 +28,7 @@ fn request(text: &str) -> ChatRequest {
         max_tokens: 50,
         temperature: 0.2,
         json: false,
+        tokens: None,
     }
 }
 

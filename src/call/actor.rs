@@ -22,9 +22,11 @@ use super::reply::Speaker;
 use super::services::CallServices;
 use super::store::{CallRecord, CallState, LiveCall};
 use super::turn::{TurnEvent, TurnInput};
+use super::usage::{LimitWatch, Meter, WRITE_EVERY};
 use crate::agents::Agent;
 use crate::engines::Engines;
-use crate::protocol::{EndReason, ErrorCode, TurnDetectionUpdate};
+use crate::protocol::{EndReason, ErrorCode, LimitKind, TurnDetectionUpdate};
+use crate::store::{AGENT_AUDIO_MS, CALLER_AUDIO_MS};
 
 pub struct Call {
     pub(super) svc: Arc<CallServices>,
@@ -62,10 +64,30 @@ pub struct Call {
     pub(super) recorder: Recorder,
     /// The call's recording, if it is recorded.
     pub(super) recording: Option<Mixer>,
+    /// The running usage of this stretch of the call.
+    pub(super) meter: Option<Meter>,
+    /// Watches the org's and subject's daily minutes, until the call runs.
+    watch: Option<LimitWatch>,
+    /// A daily allowance ran out: the limit message is being said; the call ends when it has
+    /// been, or at this deadline.
+    closing: Option<Instant>,
 }
+
+/// The longest the limit message may take to be said before the call ends anyway.
+const CLOSING_GRACE: Duration = Duration::from_secs(30);
+/// How often a closing call looks whether its limit message has been played.
+const CLOSING_POLL: Duration = Duration::from_millis(100);
 
 /// How long an ended call waits for its writes before checking again (the database may be away).
 const FORGET_RETRY: Duration = Duration::from_secs(5);
+
+/// Waits until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// A deadline that never comes (about thirty years away).
 fn far_future() -> Instant {
@@ -116,8 +138,47 @@ impl Call {
             listen,
             recorder,
             recording: None,
+            meter: None,
+            watch: None,
+            closing: None,
             svc,
         }
+    }
+
+    /// Meters the call into `meter`, and ends it when `watch` says a daily allowance ran out.
+    pub(super) fn with_usage(mut self, meter: Meter, watch: Option<LimitWatch>) -> Self {
+        self.meter = Some(meter);
+        self.watch = watch;
+        self
+    }
+
+    /// Adds to the call's usage.
+    pub(super) fn meter(&mut self, metric: &'static str, engine: &str, amount: i64) {
+        if let Some(m) = self.meter.as_mut() {
+            m.add(metric, engine, amount);
+        }
+    }
+
+    /// Writes the call's running usage (with the audio each side sent so far).
+    fn write_usage(&mut self) {
+        let (caller_ms, agent_ms) = self.recorder.stretch_audio_ms();
+        let tts = self.engines.tts.name();
+        if let Some(m) = self.meter.as_mut() {
+            m.observe(CALLER_AUDIO_MS, "", caller_ms);
+            m.observe(AGENT_AUDIO_MS, &tts, agent_ms);
+            m.write();
+        }
+    }
+
+    /// A daily allowance ran out: the agent says the limit message, then the call ends.
+    async fn limit_reached(&mut self, kind: LimitKind) {
+        info!(call_id = %self.record.id, limit = kind.as_str(), "a daily limit ran out");
+        self.cancel_pending();
+        self.interrupt_reply(true).await;
+        self.closing = Some(Instant::now() + CLOSING_GRACE);
+        let message = self.svc.usage.limit_message.clone();
+        self.start_reply(TurnInput::Say(message), Instant::now(), None, None)
+            .await;
     }
 
     /// Records the call into `recording`.
@@ -150,17 +211,37 @@ impl Call {
             max_tokens: self.agent.max_tokens,
             temperature: self.agent.temperature,
             json: false,
+            tokens: None,
         };
         tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
         if let Some(greeting) = greeting {
             self.start_reply(greeting, Instant::now(), None, Some(0))
                 .await;
         }
+        let (limit_tx, mut limit_rx) = tokio::sync::oneshot::channel();
+        let mut watching = match self.watch.take() {
+            Some(watch) => {
+                tokio::spawn(watch.run(self.cancel.clone(), limit_tx));
+                true
+            }
+            None => false,
+        };
+        let mut usage_tick = tokio::time::interval(WRITE_EVERY);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reason = loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break EndReason::ServerShutdown,
                 _ = tokio::time::sleep_until(self.deadline) => break EndReason::MaxDuration,
+                _ = sleep_until_some(self.closing) => break EndReason::LimitReached,
+                kind = &mut limit_rx, if watching => {
+                    watching = false;
+                    if let Ok(kind) = kind {
+                        self.limit_reached(kind).await;
+                    }
+                }
+                _ = usage_tick.tick() => self.write_usage(),
+                _ = tokio::time::sleep(CLOSING_POLL), if self.closing.is_some() => {}
                 _ = self.owner.closed(), if self.owner_open => break EndReason::ConnectionLost,
                 input = inputs.recv() => match input {
                     None => break EndReason::ConnectionLost,
@@ -179,11 +260,24 @@ impl Call {
             if !self.owner_open {
                 break EndReason::ConnectionLost;
             }
+            if self.closing.is_some() && !self.agent_speaking() {
+                break EndReason::LimitReached;
+            }
         };
         self.finish(reason).await;
     }
 
     async fn on_input(&mut self, input: CallInput) {
+        if self.closing.is_some() {
+            // The call is ending: the caller does not start another turn.
+            if let CallInput::Audio(_)
+            | CallInput::Commit
+            | CallInput::Text(_)
+            | CallInput::Interrupt = input
+            {
+                return;
+            }
+        }
         match input {
             CallInput::Audio(samples) => self.on_audio(samples).await,
             CallInput::Commit => self.commit().await,
@@ -340,6 +434,7 @@ impl Call {
             self.recorder
                 .summarize_on_end(self.svc.summaries.clone(), pending);
         }
+        self.write_usage();
         self.emit(CallEvent::Ended {
             call_id,
             reason,

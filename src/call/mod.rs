@@ -20,6 +20,7 @@ mod session;
 pub mod start;
 pub mod store;
 pub mod turn;
+pub mod usage;
 
 pub use event::{CallEvent, CallInput};
 pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};

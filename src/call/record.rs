@@ -429,6 +429,12 @@ impl Recorder {
         self.log(kind, data);
     }
 
+    /// The caller's and the agent's audio of this stretch of the call, in ms.
+    pub fn stretch_audio_ms(&self) -> (i64, i64) {
+        let caller_ms = self.caller_samples * 1000 / u64::from(crate::audio::ENGINE_RATE);
+        (caller_ms as i64, self.agent_ms.round() as i64)
+    }
+
     /// The call's totals so far, for its next stretch.
     pub fn totals(&self) -> Totals {
         let caller_ms = self.caller_samples * 1000 / u64::from(crate::audio::ENGINE_RATE);

@@ -17,6 +17,9 @@ use super::turn::{ms_since, run_turn, TurnEvent, TurnInput, TurnRequest, TurnSin
 use crate::engines::llm::Role;
 use crate::engines::EngineError;
 use crate::protocol::{DoneReason, EndOfTurn, ErrorCode};
+use crate::store::{
+    LLM_COMPLETION_CHARS, LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS, STT_AUDIO_MS, TTS_CHARS,
+};
 
 /// Events a speculative reply may hold back before it is dropped as runaway.
 const MAX_HELD_EVENTS: usize = 4096;
@@ -90,6 +93,11 @@ impl Call {
         anchor: Instant,
         answer: bool,
     ) -> (u64, CancellationToken) {
+        if let TurnInput::Audio(audio) | TurnInput::Live { audio, .. } = &input {
+            let ms = audio.len() as i64 * 1000 / i64::from(crate::audio::ENGINE_RATE);
+            let stt = self.engines.stt.name();
+            self.meter(STT_AUDIO_MS, &stt, ms);
+        }
         let run = self.speaker.next_run;
         self.speaker.next_run += 1;
         let cancel = self.cancel.child_token();
@@ -229,6 +237,14 @@ impl Call {
     }
 
     pub(super) async fn on_turn_event(&mut self, run: u64, event: TurnEvent) {
+        // What the speech engine was given, spoken or not (a dropped speculative reply too).
+        if let TurnEvent::Audio {
+            sentence: Some(s), ..
+        } = &event
+        {
+            let tts = self.engines.tts.name();
+            self.meter(TTS_CHARS, &tts, s.chars().count() as i64);
+        }
         if self.on_listen_event(run, &event).await {
             return;
         }
@@ -307,8 +323,16 @@ impl Call {
                 })
                 .await;
             }
-            TurnEvent::Done { reply, mut timings } => {
+            TurnEvent::Done {
+                reply,
+                mut timings,
+                tokens,
+            } => {
                 r.running = false;
+                // A reply to the caller (not a spoken line or an operator's voice) was written
+                // by the language model.
+                let written =
+                    (r.user_item.is_some() && !r.live_voice).then(|| reply.chars().count() as i64);
                 timings.end_of_speech_ms = r.end_of_speech_ms;
                 timings.end_of_turn = r.end_of_turn;
                 // An operator's live voice answers nobody's turn: no voice-to-voice figure.
@@ -318,6 +342,14 @@ impl Call {
                     .push_item(Role::Assistant, reply.clone(), Some(item_id));
                 self.record.turns.fetch_add(1, Ordering::SeqCst);
                 self.svc.metrics.turn(&timings);
+                if let Some(chars) = written {
+                    let llm = self.engines.llm.name();
+                    self.meter(LLM_COMPLETION_CHARS, &llm, chars);
+                }
+                if let Some(t) = tokens {
+                    self.meter(LLM_PROMPT_TOKENS, &t.engine, t.prompt as i64);
+                    self.meter(LLM_COMPLETION_TOKENS, &t.engine, t.completion as i64);
+                }
                 self.emit(CallEvent::ResponseText {
                     turn_id,
                     item_id,

@@ -40,4 +40,6 @@ pub struct CallServices {
     pub summaries: crate::summary::Summaries,
     /// Where recordings are written (`VOXWIRE_RECORDINGS_DIR`).
     pub recordings: std::path::PathBuf,
+    /// Default limits of an org, and what is said when a call's minutes run out.
+    pub usage: crate::config::UsageSettings,
 }

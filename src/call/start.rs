@@ -20,9 +20,10 @@ use super::recording::{recording_path, Mixer};
 use super::services::CallServices;
 use super::store::{Owner, Restored, StoreError};
 use super::turn::TurnInput;
+use super::usage::{limits_at_start, LimitWatch, Meter};
 use crate::audio::vad::SpeechScorer;
 use crate::engines::llm::Role;
-use crate::protocol::{DetectionMode, ErrorCode, TurnDetection, TurnDetectionUpdate};
+use crate::protocol::{DetectionMode, ErrorCode, LimitKind, TurnDetection, TurnDetectionUpdate};
 
 /// Events queued for the call's own transport; past that the call waits for it (its writer
 /// gives up on a client that stops reading, which ends the call).
@@ -69,13 +70,27 @@ pub struct Started {
 pub struct StartError {
     pub code: ErrorCode,
     pub message: String,
+    /// `limit_reached`: which limit.
+    pub limit: Option<LimitKind>,
+}
+
+impl StartError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            limit: None,
+        }
+    }
+
+    pub fn with_limit(mut self, limit: LimitKind) -> Self {
+        self.limit = Some(limit);
+        self
+    }
 }
 
 pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> StartError {
-    StartError {
-        code,
-        message: message.into(),
-    }
+    StartError::new(code, message)
 }
 
 impl CallServices {
@@ -301,14 +316,18 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         svc.limits.max_turn_audio_ms,
     )
     .with_echo_cancellation(svc.turn.echo_cancellation);
+    let (caps, allowance) = limits_at_start(svc, &req.owner).await?;
     let live = svc
         .calls
-        .start(&req.owner, &agent.name, req.resume.as_deref())
+        .start_capped(&req.owner, &agent.name, req.resume.as_deref(), caps)
         .map_err(|e| {
             let code = match e {
                 StoreError::TooMany(_) => ErrorCode::TooManyCalls,
                 StoreError::NotFound(_) => ErrorCode::CallNotFound,
                 StoreError::Live(_) => ErrorCode::CallAlreadyActive,
+                StoreError::Limit(kind, _) => {
+                    return refuse(ErrorCode::LimitReached, e.to_string()).with_limit(kind)
+                }
             };
             refuse(code, e.to_string())
         })?;
@@ -379,6 +398,21 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         &system,
         live.record.turns.load(std::sync::atomic::Ordering::SeqCst),
     );
+    let part_ms = live.record.stretch_started_ms();
+    let meter = Meter::new(
+        Some(svc.writer.clone()),
+        &call_id,
+        part_ms,
+        &req.owner,
+        &agent.name,
+    );
+    let watch = allowance.map(|allowance| LimitWatch {
+        store: svc.store.clone(),
+        owner: req.owner.clone(),
+        call_id: call_id.clone(),
+        part_ms,
+        allowance,
+    });
     let engines = svc.engines.for_agent(&agent.name);
     let output_rate = engines.tts.sample_rate();
     let (input_tx, input_rx) = mpsc::channel(INPUT_BUFFER);
@@ -401,7 +435,8 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         listen,
         recorder,
     )
-    .with_recording(recording);
+    .with_recording(recording)
+    .with_usage(meter, watch);
     let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);
     svc.tasks.spawn(
         call.run(input_rx, greeting.map(TurnInput::Say))

@@ -15,6 +15,7 @@ use super::handle::CallHandle;
 use super::history::History;
 use super::record::Totals;
 use crate::engines::llm::Role;
+use crate::protocol::LimitKind;
 
 /// Who a call belongs to: the token's `sub` and `org`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -136,6 +137,11 @@ impl CallRecord {
         self.stretch.load(Ordering::SeqCst)
     }
 
+    /// When the current live stretch started, Unix ms.
+    pub fn stretch_started_ms(&self) -> i64 {
+        self.started_at_ms.load(Ordering::SeqCst)
+    }
+
     pub fn state(&self) -> CallState {
         match self.state.load(Ordering::Relaxed) {
             1 => CallState::Thinking,
@@ -174,12 +180,25 @@ pub enum StoreError {
     Live(String),
     #[error("too many calls for this user (limit {0})")]
     TooMany(usize),
+    #[error("the org's `{kind}` limit of {1} live calls is reached", kind = .0.as_str())]
+    Limit(LimitKind, i64),
+}
+
+/// The org's caps on live calls, checked when a call starts (`None`: no cap).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveCaps {
+    /// Live calls of the org on this node.
+    pub org: Option<i64>,
+    /// Live calls of the subject (in the org) on this node.
+    pub subject: Option<i64>,
 }
 
 struct Inner {
     calls: HashMap<String, Arc<CallRecord>>,
     order: VecDeque<String>,
     live_per_user: HashMap<Owner, usize>,
+    /// Live calls per org (`None`: the default org).
+    live_per_org: HashMap<Option<String>, usize>,
     /// Live calls only.
     handles: HashMap<String, CallHandle>,
 }
@@ -207,6 +226,12 @@ impl Drop for LiveCall {
                 inner.live_per_user.remove(&self.record.owner);
             }
         }
+        if let Some(n) = inner.live_per_org.get_mut(&self.record.owner.org) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.live_per_org.remove(&self.record.owner.org);
+            }
+        }
     }
 }
 
@@ -221,6 +246,7 @@ impl CallStore {
                 calls: HashMap::new(),
                 order: VecDeque::new(),
                 live_per_user: HashMap::new(),
+                live_per_org: HashMap::new(),
                 handles: HashMap::new(),
             }),
             max_calls: max_calls.max(1),
@@ -240,10 +266,29 @@ impl CallStore {
         agent: &str,
         resume: Option<&str>,
     ) -> Result<LiveCall, StoreError> {
+        self.start_capped(owner, agent, resume, LiveCaps::default())
+    }
+
+    /// Like [`CallStore::start`], refusing a call that would go over the org's `caps`
+    /// (checked and counted under one lock, so that racing starts cannot both pass).
+    pub fn start_capped(
+        self: &Arc<Self>,
+        owner: &Owner,
+        agent: &str,
+        resume: Option<&str>,
+        caps: LiveCaps,
+    ) -> Result<LiveCall, StoreError> {
         let mut inner = self.lock();
         let live = inner.live_per_user.get(owner).copied().unwrap_or(0);
         if live >= self.max_live_per_user {
             return Err(StoreError::TooMany(self.max_live_per_user));
+        }
+        let in_org = inner.live_per_org.get(&owner.org).copied().unwrap_or(0);
+        if let Some(cap) = caps.org.filter(|cap| in_org as i64 >= *cap) {
+            return Err(StoreError::Limit(LimitKind::ConcurrentCalls, cap));
+        }
+        if let Some(cap) = caps.subject.filter(|cap| live as i64 >= *cap) {
+            return Err(StoreError::Limit(LimitKind::SubjectConcurrentCalls, cap));
         }
         let record = match resume {
             Some(id) => {
@@ -288,6 +333,7 @@ impl CallStore {
             }
         };
         *inner.live_per_user.entry(owner.clone()).or_insert(0) += 1;
+        *inner.live_per_org.entry(owner.org.clone()).or_insert(0) += 1;
         Ok(LiveCall {
             record,
             store: self.clone(),

@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::agents::Agent;
 use crate::audio::resample::StreamResampler;
 use crate::audio::ENGINE_RATE;
-use crate::engines::llm::{ChatMessage, ChatRequest, Role};
+use crate::engines::llm::{ChatMessage, ChatRequest, Role, TokenCount, TokenTap};
 use crate::engines::stt::Transcription;
 use crate::engines::tts::piece::{speak_piece, Piece};
 use crate::engines::tts::text::SentenceSplitter;
@@ -59,7 +59,12 @@ pub enum TurnEvent {
         sentence: Option<String>,
     },
     /// The reply is complete.
-    Done { reply: String, timings: TurnTimings },
+    Done {
+        reply: String,
+        timings: TurnTimings,
+        /// The language model's token counts, when it reports them.
+        tokens: Option<TokenCount>,
+    },
     /// An engine failed; the turn ends here.
     Failed { error: EngineError },
 }
@@ -146,12 +151,14 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         sink.send(TurnEvent::Done {
             reply: String::new(),
             timings,
+            tokens: None,
         })
         .await;
         return;
     }
     let mut messages = req.history;
     messages.push(ChatMessage::new(Role::User, user_text));
+    let tap = TokenTap::default();
     let request = ChatRequest {
         session_id: req.session_id,
         system: req.system,
@@ -159,6 +166,7 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         max_tokens: req.agent.max_tokens,
         temperature: req.agent.temperature,
         json: false,
+        tokens: Some(tap.clone()),
     };
     let (sentence_tx, sentence_rx) = mpsc::channel::<Piece>(32);
     let anchor = req.anchor;
@@ -181,7 +189,12 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             timings.tts_first_audio_ms = first_audio;
             timings.voice_to_voice_ms = first_audio;
             timings.total_ms = ms_since(anchor);
-            sink.send(TurnEvent::Done { reply, timings }).await;
+            sink.send(TurnEvent::Done {
+                reply,
+                timings,
+                tokens: tap.take(),
+            })
+            .await;
         }
         Err(error) => {
             sink.send(TurnEvent::Failed { error }).await;
@@ -242,6 +255,7 @@ async fn say(
             sink.send(TurnEvent::Done {
                 reply: text,
                 timings,
+                tokens: None,
             })
             .await;
         }
@@ -330,6 +344,7 @@ async fn voice(
     sink.send(TurnEvent::Done {
         reply: text,
         timings,
+        tokens: None,
     })
     .await;
 }

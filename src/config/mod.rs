@@ -4,6 +4,7 @@
 mod net;
 mod store;
 mod turn;
+mod usage;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub use net::NetSettings;
 pub use store::StoreSettings;
 use turn::parse_vad;
 pub use turn::{TurnSettings, VadChoice};
+pub use usage::{UsageSettings, DEFAULT_LIMIT_MESSAGE};
 pub use webhooks::{WebhookSecret, WebhookSettings, WebhookTarget, MIN_SECRET_BYTES};
 
 /// Exit code for a configuration error (EX_USAGE).
@@ -112,6 +114,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// Each agent's signed webhook and how deliveries are retried.
     pub webhooks: WebhookSettings,
+    /// Default usage limits of an org and the message said when a call's minutes run out.
+    pub usage: UsageSettings,
 }
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
@@ -457,6 +461,7 @@ impl Config {
             webhooks: WebhookSettings::from_env(env, &agents)?,
             agents,
             store: StoreSettings::from_env(env)?,
+            usage: UsageSettings::from_env(env)?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
 //! tokens, call sessions minted with API keys, the monitor stream, history export and figures,
-//! erasure, webhook deliveries, the agents API, health, metrics, and the static `web/` folder).
+//! usage and limits, erasure, webhook deliveries, the agents API, health, metrics, and the
+//! static `web/` folder).
 
 pub mod access;
 pub mod agents;
@@ -9,11 +10,14 @@ pub mod calls;
 pub mod error;
 pub mod export;
 pub mod filters;
+pub mod limits;
 pub mod operate;
 pub mod principal;
+pub mod rate;
 pub mod sessions;
 pub mod stats;
 pub mod subjects;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -60,6 +64,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/sessions", post(sessions::create))
         .route("/api/stats", get(stats::stats))
+        .route("/api/usage", get(usage::usage))
+        .route(
+            "/api/limits",
+            get(limits::get_limits)
+                .put(limits::put_limits)
+                .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES)),
+        )
         .route("/api/subjects/{sub}", delete(subjects::erase))
         .route("/api/webhooks/deliveries", get(webhooks::deliveries))
         .route("/api/monitor/events", get(monitor::events))
@@ -73,6 +84,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate::limit,
+        ))
         .fallback_service(web)
         .with_state(state)
 }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use conns::Counted;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Open connections per client address.
     pub per_ip: Arc<PerIp>,
+    /// Requests per minute on the HTTP API, per address and per token subject.
+    pub rate: Arc<crate::http::rate::RateLimits>,
     /// What the call core needs, shared by every transport.
     pub call_services: Arc<CallServices>,
     /// Open monitor streams per org.
@@ -107,11 +110,16 @@ impl AppState {
             webhooks,
             summaries,
             recordings: config.store.recordings_dir.clone(),
+            usage: config.usage.clone(),
         });
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
             sessions: TaskTracker::new(),
             per_ip: PerIp::new(config.net.max_connections_per_ip),
+            rate: crate::http::rate::RateLimits::new(
+                config.usage.rate_per_ip,
+                config.usage.rate_per_subject,
+            ),
             monitors: MonitorSlots::new(config.net.max_monitors),
             demo_mode,
             engines,
@@ -193,6 +201,7 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         connections.spawn(serve_connection(
             Counted::new(stream, permit),
+            peer,
             app.clone(),
             header_timeout,
             root.clone(),
@@ -266,6 +275,7 @@ fn refuse(stream: TcpStream) {
 /// progress finish.
 async fn serve_connection<I>(
     io: I,
+    peer: std::net::SocketAddr,
     app: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -277,7 +287,17 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let conn = builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(
+            TokioIo::new(io),
+            // The client's address, for the per-address rate limit.
+            TowerToHyperService::new(app.map_request(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            )),
+        )
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -11,6 +11,7 @@ use super::rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, SummaryRow,
     TurnMetricsRow, Write,
 };
+use super::usage::{GroupBy, OrgLimits, UsageReport, UsageRow, CALL_MS, MAX_REPORT_ROWS};
 use super::StoreError;
 
 #[derive(Default)]
@@ -34,6 +35,8 @@ struct Tables {
     summaries: HashMap<String, SummaryRow>,
     audit: Vec<AuditRow>,
     agent_versions: BTreeMap<(String, String, i64), AgentVersionRow>,
+    limits: HashMap<String, OrgLimits>,
+    usage: BTreeMap<(String, i64, String, String, String), UsageRow>,
 }
 
 impl MemoryStore {
@@ -47,6 +50,79 @@ impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn set_fault(&self, fault: Option<bool>) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    pub(crate) fn limits(&self, org: &str) -> Option<OrgLimits> {
+        self.tables().limits.get(org).copied()
+    }
+
+    pub(crate) fn set_limits(&self, org: &str, l: &OrgLimits) {
+        self.tables().limits.insert(org.to_string(), *l);
+    }
+
+    pub(crate) fn used_ms(
+        &self,
+        org: &str,
+        sub: &str,
+        day: &str,
+        except: (&str, i64),
+    ) -> (i64, i64) {
+        let t = self.tables();
+        let rows = t.usage.values().filter(|r| {
+            r.org == org
+                && r.day == day
+                && r.metric == CALL_MS
+                && !(r.call_id == except.0 && r.part_ms == except.1)
+        });
+        rows.fold((0, 0), |(o, s), r| {
+            (o + r.value, s + if r.sub == sub { r.value } else { 0 })
+        })
+    }
+
+    pub(crate) fn usage_report(
+        &self,
+        org: &str,
+        from_day: &str,
+        to_day: &str,
+        group: GroupBy,
+    ) -> UsageReport {
+        let t = self.tables();
+        let mut calls: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut sums: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+        for r in t.usage.values() {
+            if r.org != org || r.day.as_str() < from_day || r.day.as_str() > to_day {
+                continue;
+            }
+            let key = match group {
+                GroupBy::Day => r.day.clone(),
+                GroupBy::Agent => r.agent.clone(),
+                GroupBy::Sub => r.sub.clone(),
+            };
+            if r.metric == CALL_MS {
+                calls
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(r.call_id.clone());
+            }
+            *sums
+                .entry((key, r.metric.clone(), r.engine.clone()))
+                .or_default() += r.value;
+        }
+        let max = MAX_REPORT_ROWS as usize;
+        let truncated = calls.len() > max || sums.len() > max;
+        UsageReport {
+            calls: calls
+                .into_iter()
+                .take(max)
+                .map(|(k, ids)| (k, ids.len() as i64))
+                .collect(),
+            sums: sums
+                .into_iter()
+                .take(max)
+                .map(|((k, m, e), v)| (k, m, e, v))
+                .collect(),
+            truncated,
+        }
     }
 
     pub(crate) fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
@@ -327,6 +403,21 @@ fn of_call<'a, T>(
 
 fn apply(t: &mut Tables, w: &Write) {
     match w {
+        Write::Usage(r) => {
+            let key = (
+                r.call_id.clone(),
+                r.part_ms,
+                r.day.clone(),
+                r.metric.clone(),
+                r.engine.clone(),
+            );
+            match t.usage.get_mut(&key) {
+                Some(old) => old.value = old.value.max(r.value),
+                None => {
+                    t.usage.insert(key, r.clone());
+                }
+            }
+        }
         Write::CallStarted(c) => match t.calls.get_mut(&c.id) {
             Some(old) => {
                 old.agent = c.agent.clone();

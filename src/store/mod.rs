@@ -19,6 +19,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod usage;
 mod writer;
 
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ pub use keys::{KeyRow, Revoked, SessionRow, MAX_LISTED_KEYS};
 pub use rows::{
     CallRow, EventRow, ItemRow, ListQuery, StatsRows, StreamEventRow, StreamQuery, SummaryRow,
     TurnMetricsRow, Write,
+};
+pub use usage::{
+    day_of, day_start_ms, org_key, GroupBy, OrgLimits, UsageReport, UsageRow, AGENT_AUDIO_MS,
+    CALLER_AUDIO_MS, CALL_MS, LLM_COMPLETION_CHARS, LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS,
+    MAX_LIMIT, MAX_REPORT_ROWS, STT_AUDIO_MS, TTS_CHARS,
 };
 pub use writer::StoreWriter;
 
@@ -401,6 +407,77 @@ impl Store {
             Backend::Sqlite(s) => agents::insert(&s.pool, row).await.map_err(op),
             Backend::Postgres(p) => agents::insert(&p.pool, row).await.map_err(op),
             Backend::Memory(m) => Ok(m.insert_agent_version(row)),
+        }
+    }
+
+    /// The limits `org` set (`None`: it set none, the defaults apply).
+    pub async fn limits(&self, org: Option<&str>) -> Result<Option<OrgLimits>, StoreError> {
+        let op = StoreError::query("reading an org's limits");
+        let org = org_key(org);
+        match &self.backend {
+            Backend::Sqlite(s) => usage::limits(&s.pool, org).await.map_err(op),
+            Backend::Postgres(p) => usage::limits(&p.pool, org).await.map_err(op),
+            Backend::Memory(m) => Ok(m.limits(org)),
+        }
+    }
+
+    /// Sets the limits of `org`.
+    pub async fn set_limits(&self, org: Option<&str>, l: &OrgLimits) -> Result<(), StoreError> {
+        let op = StoreError::query("setting an org's limits");
+        let org = org_key(org);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match &self.backend {
+            Backend::Sqlite(s) => usage::set_limits(&s.pool, org, l, at).await.map_err(op),
+            Backend::Postgres(p) => usage::set_limits(&p.pool, org, l, at).await.map_err(op),
+            Backend::Memory(m) => {
+                m.set_limits(org, l);
+                Ok(())
+            }
+        }
+    }
+
+    /// Call milliseconds of `org` and of its subject `sub` on `day` (`YYYY-MM-DD`), without
+    /// the call stretch `except` (`(call_id, part_ms)`).
+    pub async fn used_ms(
+        &self,
+        org: Option<&str>,
+        sub: &str,
+        day: &str,
+        except: (&str, i64),
+    ) -> Result<(i64, i64), StoreError> {
+        let op = StoreError::query("reading an org's minutes");
+        let org = org_key(org);
+        match &self.backend {
+            Backend::Sqlite(s) => usage::used_ms(&s.pool, org, sub, day, except)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => usage::used_ms(&p.pool, org, sub, day, except)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.used_ms(org, sub, day, except)),
+        }
+    }
+
+    /// The usage of `org` on the UTC days `from_day..=to_day` (`YYYY-MM-DD`), by `group`.
+    pub async fn usage_report(
+        &self,
+        org: Option<&str>,
+        from_day: &str,
+        to_day: &str,
+        group: GroupBy,
+    ) -> Result<UsageReport, StoreError> {
+        let op = StoreError::query("reading an org's usage");
+        let org = org_key(org);
+        match &self.backend {
+            Backend::Sqlite(s) => usage::report(&s.pool, org, from_day, to_day, group)
+                .await
+                .map_err(op),
+            Backend::Postgres(p) => usage::report(&p.pool, org, from_day, to_day, group)
+                .await
+                .map_err(op),
+            Backend::Memory(m) => Ok(m.usage_report(org, from_day, to_day, group)),
         }
     }
 

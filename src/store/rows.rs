@@ -258,6 +258,8 @@ pub enum Write {
     /// Inserts or replaces the call's summary; nothing when the call is not (or no longer)
     /// stored, so a summary finished after an erasure leaves nothing behind.
     Summary(SummaryRow),
+    /// Raises a call stretch's running total of one metric on one day (never lowers it).
+    Usage(super::usage::UsageRow),
 }
 
 impl Write {
@@ -267,6 +269,7 @@ impl Write {
             Write::CallStarted(c) => &c.id,
             Write::Item(i) => &i.call_id,
             Write::Summary(r) => &r.call_id,
+            Write::Usage(r) => &r.call_id,
             Write::ItemHeard { call_id, .. }
             | Write::CallEnded { call_id, .. }
             | Write::TurnMetrics(TurnMetricsRow { call_id, .. })
@@ -284,6 +287,7 @@ impl Write {
             Write::Event(_) => "event",
             Write::CallEnded { .. } => "call_ended",
             Write::Summary(_) => "summary",
+            Write::Usage(_) => "usage",
         }
     }
 }

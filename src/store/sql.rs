@@ -65,6 +65,7 @@ where
     for<'q> Json<&'q serde_json::Value>: Encode<'q, DB> + Type<DB>,
 {
     let query = match w {
+        Write::Usage(r) => return super::usage::apply::<DB>(conn, r).await,
         Write::CallStarted(c) => sqlx::query(CALL_STARTED)
             .bind(c.id.as_str())
             .bind(c.org.as_deref())

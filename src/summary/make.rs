@@ -138,6 +138,7 @@ fn request(session_id: &str, system: &str, user: String, max_tokens: usize) -> C
         max_tokens,
         temperature: 0.0,
         json: false,
+        tokens: None,
     }
 }
 

@@ -160,7 +160,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::CallAlreadyActive | ErrorCode::SessionUsed => StatusCode::CONFLICT,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::TooManyCalls => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyCalls | ErrorCode::LimitReached => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::EngineBusy | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::EngineError => StatusCode::BAD_GATEWAY,
         ErrorCode::TurnAudioLimit => StatusCode::PAYLOAD_TOO_LARGE,
@@ -232,7 +232,14 @@ async fn handle(
     };
     let started = call::start(&state.call_services, request)
         .await
-        .map_err(|e| bad(status_of(e.code), e.code, e.message))?;
+        .map_err(|e| {
+            let limit = e.limit;
+            let err = bad(status_of(e.code), e.code, e.message);
+            match limit {
+                Some(l) => err.with("limit", serde_json::json!(l)),
+                None => err,
+            }
+        })?;
     let call_id = started.call_id.clone();
     let handle = started.handle;
     let mut events = started.events;

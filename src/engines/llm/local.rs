@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::smollm::{
     self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason, WeightFormat,
 };
-use super::{ChatRequest, LanguageModel};
+use super::{ChatRequest, LanguageModel, TokenCount};
 use crate::engines::pool::BlockingPool;
 use crate::engines::{EngineError, EngineInitError};
 
@@ -153,6 +153,7 @@ impl LanguageModel for SmolLmEngine {
     ) -> BoxStream<'static, Result<String, EngineError>> {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
         let (max_tokens, temperature) = (request.max_tokens, request.temperature);
+        let (tap, engine) = (request.tokens.clone(), self.name());
         let messages = to_model_messages(request);
         let params = GenerateParams {
             max_tokens: max_tokens.max(1),
@@ -178,6 +179,13 @@ impl LanguageModel for SmolLmEngine {
                     let _ = tx.send(Err(EngineError::Cancelled)).await;
                 }
                 Ok(stats) => {
+                    if let Some(tap) = &tap {
+                        tap.set(TokenCount {
+                            engine,
+                            prompt: stats.prompt_tokens as u64,
+                            completion: stats.generated_tokens as u64,
+                        });
+                    }
                     tracing::debug!(
                         prompt_tokens = stats.prompt_tokens,
                         cached_tokens = stats.cached_tokens,

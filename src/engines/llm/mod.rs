@@ -69,6 +69,32 @@ pub struct ChatRequest {
     pub temperature: f32,
     /// Ask for one JSON object (models whose [`LanguageModel::json_output`] is true).
     pub json: bool,
+    /// Where an engine that counts tokens leaves the reply's counts (metering).
+    pub tokens: Option<TokenTap>,
+}
+
+/// The token counts of one reply, as the engine that wrote it counted them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenCount {
+    /// The engine's name (the member of a chain that answered).
+    pub engine: String,
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// Where an engine that knows its token counts leaves them for a reply; engines that do not
+/// know them leave it empty.
+#[derive(Debug, Clone, Default)]
+pub struct TokenTap(std::sync::Arc<std::sync::Mutex<Option<TokenCount>>>);
+
+impl TokenTap {
+    pub fn set(&self, count: TokenCount) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(count);
+    }
+
+    pub fn take(&self) -> Option<TokenCount> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 pub trait LanguageModel: Send + Sync {

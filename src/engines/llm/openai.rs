@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatRequest, LanguageModel};
+use super::{ChatRequest, LanguageModel, TokenCount, TokenTap};
 use crate::engines::http::{spawn_stream, HttpApi};
 use crate::engines::providers::ProviderSpec;
 use crate::engines::{EngineError, EngineInitError};
@@ -68,6 +68,8 @@ impl OpenAiLlm {
             "stream": true,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
+            // The last event then carries the reply's token counts (metering).
+            "stream_options": {"include_usage": true},
         });
         if request.json {
             body["response_format"] = json!({"type": "json_object"});
@@ -93,10 +95,11 @@ impl LanguageModel for OpenAiLlm {
         let body = self.body(&request);
         let api = self.api.clone();
         let url = self.url.clone();
+        let tap = request.tokens.clone().map(|t| (t, self.name()));
         spawn_stream(64, move |tx| async move {
             let mut attempt = 0;
             loop {
-                match one_attempt(&api, &url, &body, &cancel, &tx).await {
+                match one_attempt(&api, &url, &body, &cancel, &tx, tap.as_ref()).await {
                     Attempt::Done => return,
                     Attempt::Failed { error, may_retry } => {
                         let retry = may_retry
@@ -143,6 +146,7 @@ async fn one_attempt(
     body: &Value,
     cancel: &CancellationToken,
     tx: &mpsc::Sender<Delta>,
+    tap: Option<&(TokenTap, String)>,
 ) -> Attempt {
     let resp = match api
         .send(|| api.bearer(api.client().post(url).json(body)), cancel)
@@ -180,7 +184,17 @@ async fn one_attempt(
         if data == "[DONE]" {
             return Attempt::Done;
         }
-        match parse_chunk(data) {
+        let parsed = parse_event(data).map(|(text, usage)| {
+            if let (Some((prompt, completion)), Some((tap, engine))) = (usage, tap) {
+                tap.set(TokenCount {
+                    engine: engine.clone(),
+                    prompt,
+                    completion,
+                });
+            }
+            text
+        });
+        match parsed {
             Ok(Some(text)) if !text.is_empty() => {
                 sent_text = true;
                 if tx.send(Ok(text)).await.is_err() {
@@ -201,7 +215,15 @@ async fn one_attempt(
 }
 
 /// The text of one `chat.completion.chunk`, or the error it reports.
+#[cfg(test)]
 fn parse_chunk(data: &str) -> Result<Option<String>, String> {
+    parse_event(data).map(|(text, _)| text)
+}
+
+/// The text of one `chat.completion.chunk` and the token counts it carries (the last one,
+/// with `stream_options.include_usage`), or the error it reports.
+#[allow(clippy::type_complexity)]
+fn parse_event(data: &str) -> Result<(Option<String>, Option<(u64, u64)>), String> {
     let v: Value = serde_json::from_str(data).map_err(|e| {
         let head: String = data.chars().take(80).collect();
         format!("malformed JSON in the reply stream ({e}): {head}")
@@ -214,9 +236,15 @@ fn parse_chunk(data: &str) -> Result<Option<String>, String> {
             .unwrap_or_else(|| err.to_string());
         return Err(format!("the provider reported an error mid-stream: {msg}"));
     }
-    Ok(v.pointer("/choices/0/delta/content")
+    let usage = v.get("usage").filter(|u| u.is_object()).map(|u| {
+        let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        (n("prompt_tokens"), n("completion_tokens"))
+    });
+    let text = v
+        .pointer("/choices/0/delta/content")
         .and_then(Value::as_str)
-        .map(str::to_string))
+        .map(str::to_string);
+    Ok((text, usage))
 }
 
 #[cfg(test)]
@@ -234,6 +262,10 @@ mod tests {
         assert!(parse_chunk(r#"{"choices":[{"delta":"#)
             .unwrap_err()
             .contains("malformed JSON"));
+        let last = r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        assert_eq!(parse_event(last), Ok((None, Some((12, 5)))));
+        let none = r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#;
+        assert_eq!(parse_event(none), Ok((Some("a".into()), None)));
         assert!(parse_chunk(r#"{"error":{"message":"overloaded"}}"#)
             .unwrap_err()
             .contains("overloaded"));

@@ -355,7 +355,15 @@ impl Connection {
         };
         let started = match call::start(&self.svc, request).await {
             Ok(s) => s,
-            Err(e) => return self.send_error(e.code, e.message, false).await,
+            Err(e) => match e.limit {
+                Some(limit) => {
+                    self.svc.metrics.error(e.code);
+                    return self
+                        .send(ServerMessage::limit_reached(limit, e.message))
+                        .await;
+                }
+                None => return self.send_error(e.code, e.message, false).await,
+            },
         };
         let output_format = output_format.unwrap_or(AudioFormat {
             encoding: Encoding::Pcm16,

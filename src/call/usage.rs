@@ -1,0 +1,310 @@
+//! A call's usage and the org's limits on it. [`Meter`] keeps the running totals of the
+//! call's current stretch (per UTC day, metric and engine) and writes them through the store
+//! writer, off the call's path: every [`WRITE_EVERY`] and when the call ends. [`limits_at_start`]
+//! refuses a call over its org's daily minutes; [`LimitWatch`] tells a live call when the org's
+//! or the subject's minutes of the day run out.
+//!
+//! Minutes are wall-clock minutes of calls within the UTC day (a call across midnight counts
+//! on both days). The store is read for the other calls' minutes, which they write every
+//! [`WRITE_EVERY`]: calls of one org that run at once may together overrun a daily allowance
+//! by about that much each.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::record::now_ms;
+use super::services::CallServices;
+use super::start::StartError;
+use super::store::{LiveCaps, Owner};
+use crate::protocol::{ErrorCode, LimitKind};
+use crate::store::{
+    day_of, day_start_ms, org_key, OrgLimits, Store, StoreWriter, UsageRow, Write, CALL_MS,
+};
+
+/// How often a live call writes its running usage, and re-reads the org's minutes when a
+/// daily limit applies.
+pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+
+const DAY_MS: i64 = 86_400_000;
+const MINUTE_MS: i64 = 60_000;
+
+/// The running usage of one live stretch of a call.
+pub struct Meter {
+    writer: Option<StoreWriter>,
+    call_id: String,
+    /// When the stretch began (Unix ms).
+    part_ms: i64,
+    org: String,
+    sub: String,
+    agent: String,
+    /// By (UTC day, metric, engine).
+    totals: BTreeMap<(String, &'static str, String), i64>,
+    /// Stretch totals already counted by [`Meter::observe`], by (metric, engine).
+    seen: BTreeMap<(&'static str, String), i64>,
+}
+
+impl Meter {
+    pub fn new(
+        writer: Option<StoreWriter>,
+        call_id: &str,
+        part_ms: i64,
+        owner: &Owner,
+        agent: &str,
+    ) -> Self {
+        Self {
+            writer,
+            call_id: call_id.to_string(),
+            part_ms,
+            org: org_key(owner.org.as_deref()).to_string(),
+            sub: owner.sub.clone(),
+            agent: agent.to_string(),
+            totals: BTreeMap::new(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Counts what `total` (the stretch's total of `metric` by `engine` so far) adds to
+    /// what was observed before, on today's row.
+    pub fn observe(&mut self, metric: &'static str, engine: &str, total: i64) {
+        let seen = self.seen.entry((metric, engine.to_string())).or_default();
+        let delta = total - *seen;
+        *seen = total.max(*seen);
+        self.add(metric, engine, delta);
+    }
+
+    /// Adds `amount` of `metric` done by `engine` (`""`: no engine) to today's total.
+    pub fn add(&mut self, metric: &'static str, engine: &str, amount: i64) {
+        if amount <= 0 {
+            return;
+        }
+        let key = (day_of(now_ms()), metric, engine.to_string());
+        let total = self.totals.entry(key).or_default();
+        *total = total.saturating_add(amount);
+    }
+
+    /// The total of `metric` by `engine` over every day of the stretch.
+    pub fn total(&self, metric: &str, engine: &str) -> i64 {
+        self.totals
+            .iter()
+            .filter(|((_, m, e), _)| *m == metric && e == engine)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Sets the call's time per UTC day from the start of the stretch to `now`.
+    fn clock(&mut self, now: i64) {
+        let mut day = day_start_ms(self.part_ms);
+        // A stretch lasts at most a day or so (`VOXWIRE_MAX_CALL_SECS`); the bound is a guard.
+        for _ in 0..400 {
+            if day > now {
+                break;
+            }
+            let ms = now.min(day + DAY_MS) - self.part_ms.max(day);
+            self.totals
+                .insert((day_of(day), CALL_MS, String::new()), ms.max(0));
+            day += DAY_MS;
+        }
+    }
+
+    /// Writes the running totals (each write raises the stored ones; none counts twice).
+    pub fn write(&mut self) {
+        self.clock(now_ms());
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        for ((day, metric, engine), value) in &self.totals {
+            writer.send(Write::Usage(UsageRow {
+                call_id: self.call_id.clone(),
+                part_ms: self.part_ms,
+                day: day.clone(),
+                org: self.org.clone(),
+                sub: self.sub.clone(),
+                agent: self.agent.clone(),
+                metric: metric.to_string(),
+                engine: engine.clone(),
+                value: *value,
+            }));
+        }
+    }
+}
+
+/// The limits in force for `org`: its own, else the configured defaults.
+pub async fn org_limits(svc: &CallServices, org: Option<&str>) -> Result<OrgLimits, StartError> {
+    match svc.store.limits(org).await {
+        Ok(own) => Ok(own.unwrap_or(svc.usage.defaults)),
+        Err(e) => {
+            warn!(error = %e, "cannot read the org's limits");
+            Err(StartError::new(
+                ErrorCode::StoreUnavailable,
+                "the call store is unavailable; try again",
+            ))
+        }
+    }
+}
+
+fn reached(kind: LimitKind, limit: i64, what: &str) -> StartError {
+    StartError::new(
+        ErrorCode::LimitReached,
+        format!(
+            "the {what} limit of {limit} is reached (`{}`)",
+            kind.as_str()
+        ),
+    )
+    .with_limit(kind)
+}
+
+/// Checks the daily minutes of the org and of the subject before a call starts; returns the
+/// caps on live calls to check as it starts, and the watch on its minutes (if any applies).
+pub async fn limits_at_start(
+    svc: &CallServices,
+    owner: &Owner,
+) -> Result<(LiveCaps, Option<Allowance>), StartError> {
+    let limits = org_limits(svc, owner.org.as_deref()).await?;
+    let caps = LiveCaps {
+        org: limits.concurrent_calls,
+        subject: limits.subject_concurrent_calls,
+    };
+    let allowance = Allowance {
+        org_ms: limits.daily_minutes.map(|m| m.saturating_mul(MINUTE_MS)),
+        sub_ms: limits
+            .subject_daily_minutes
+            .map(|m| m.saturating_mul(MINUTE_MS)),
+    };
+    if allowance.org_ms.is_none() && allowance.sub_ms.is_none() {
+        return Ok((caps, None));
+    }
+    let day = day_of(now_ms());
+    let (org_used, sub_used) = svc
+        .store
+        .used_ms(owner.org.as_deref(), &owner.sub, &day, ("", -1))
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "cannot read the org's minutes");
+            StartError::new(
+                ErrorCode::StoreUnavailable,
+                "the call store is unavailable; try again",
+            )
+        })?;
+    if let (Some(max), Some(m)) = (allowance.org_ms, limits.daily_minutes) {
+        if org_used >= max {
+            return Err(reached(LimitKind::DailyMinutes, m, "org's daily minutes"));
+        }
+    }
+    if let (Some(max), Some(m)) = (allowance.sub_ms, limits.subject_daily_minutes) {
+        if sub_used >= max {
+            return Err(reached(
+                LimitKind::SubjectDailyMinutes,
+                m,
+                "subject's daily minutes",
+            ));
+        }
+    }
+    Ok((caps, Some(allowance)))
+}
+
+/// A live call's daily allowances, in ms (`None`: unlimited).
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    pub org_ms: Option<i64>,
+    pub sub_ms: Option<i64>,
+}
+
+/// Watches one live stretch of a call against its org's and subject's daily minutes.
+pub struct LimitWatch {
+    pub store: Store,
+    pub owner: Owner,
+    pub call_id: String,
+    pub part_ms: i64,
+    pub allowance: Allowance,
+}
+
+impl LimitWatch {
+    /// Sends the limit that ran out, once; ends with `cancel` or when no limit applies.
+    pub async fn run(self, cancel: CancellationToken, out: oneshot::Sender<LimitKind>) {
+        loop {
+            let now = now_ms();
+            let day = day_of(now);
+            let mine = now - self.part_ms.max(day_start_ms(now));
+            let used = self
+                .store
+                .used_ms(
+                    self.owner.org.as_deref(),
+                    &self.owner.sub,
+                    &day,
+                    (&self.call_id, self.part_ms),
+                )
+                .await;
+            let wait = match used {
+                Ok((org_used, sub_used)) => {
+                    let left = [
+                        (self.allowance.org_ms, org_used, LimitKind::DailyMinutes),
+                        (
+                            self.allowance.sub_ms,
+                            sub_used,
+                            LimitKind::SubjectDailyMinutes,
+                        ),
+                    ]
+                    .into_iter()
+                    .filter_map(|(max, used, kind)| max.map(|m| (m - used - mine, kind)))
+                    .min_by_key(|(left, _)| *left);
+                    match left {
+                        None => return,
+                        Some((left, kind)) if left <= 0 => {
+                            let _ = out.send(kind);
+                            return;
+                        }
+                        Some((left, _)) => left,
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, call_id = %self.call_id, "cannot read the org's minutes");
+                    WRITE_EVERY.as_millis() as i64
+                }
+            };
+            // Look again when the allowance would run out, at the next write of the other
+            // calls, or at midnight (UTC) when a new day's allowance begins.
+            let to_midnight = day_start_ms(now) + DAY_MS - now;
+            let wait = wait
+                .min(WRITE_EVERY.as_millis() as i64)
+                .min(to_midnight)
+                .max(1);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_splits_a_stretch_at_midnight() {
+        let owner = Owner {
+            sub: "s".into(),
+            org: None,
+        };
+        let midnight = 1_798_675_200_000;
+        let mut m = Meter::new(None, "c", midnight - 5_000, &owner, "a");
+        m.clock(midnight + 7_000);
+        assert_eq!(
+            m.totals[&("2026-12-30".into(), CALL_MS, String::new())],
+            5_000
+        );
+        assert_eq!(
+            m.totals[&("2026-12-31".into(), CALL_MS, String::new())],
+            7_000
+        );
+        assert_eq!(m.total(CALL_MS, ""), 12_000);
+        m.add("tts_chars", "fake", 12);
+        m.add("tts_chars", "fake", 0);
+        m.add("tts_chars", "fake", 3);
+        assert_eq!(m.total("tts_chars", "fake"), 15);
+    }
+}
