@@ -250,6 +250,14 @@ async fn erasing_a_subject(db: Db) {
     assert_eq!(counts["summaries"], 3, "{counts}");
     assert_eq!(scalar(&db, owed).await, 0);
     assert_eq!(scalar(&db, summarised).await, 0);
+    // The org's usage record stays, without alice's name (the default org is stored as '');
+    // her usage in another org stays hers.
+    let used_by = |sub: &str, org: &str| {
+        format!("SELECT COUNT(*) FROM call_usage WHERE sub = '{sub}' AND org = '{org}'")
+    };
+    assert_eq!(scalar(&db, &used_by("alice", "")).await, 0);
+    assert!(scalar(&db, &used_by("(erased)", "")).await > 0);
+    assert!(scalar(&db, &used_by("alice", "globex")).await > 0);
     assert!(items > 0 && events > 0 && metrics > 0, "{counts}");
 
     // Nothing of alice's phrase anywhere: rows, search, recordings, SQLite's files.

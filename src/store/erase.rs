@@ -1,9 +1,13 @@
 //! Deleting calls, for retention and for erasing a subject: finding the calls, deleting them
-//! with their items, turn metrics and events in one transaction, and the audit entry of an
-//! erasure. The statements are shared by SQLite and Postgres, like those of `sql.rs`.
+//! with their items, turn metrics, events, webhook deliveries and summaries in one transaction
+//! (their usage rows stay, without the subject), and the audit entry of an erasure. The statements are shared by SQLite and Postgres, like those of `sql.rs`.
 
 use serde::Serialize;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+
+/// The `sub` of usage rows whose calls were deleted: the org's usage is kept, whose it was
+/// is not.
+pub const ERASED_SUB: &str = "(erased)";
 
 /// Ids bound per `IN (...)` list, well under SQLite's limit on parameters.
 pub(crate) const CHUNK: usize = 500;
@@ -203,6 +207,16 @@ where
             }
             *count += query.execute(&mut *conn).await?.affected();
         }
+        // The org's usage record stays, without whose it was.
+        let sql = format!(
+            "UPDATE call_usage SET sub = '{ERASED_SUB}' WHERE call_id IN ({list}) \
+             AND sub <> '{ERASED_SUB}'"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&mut *conn).await?;
     }
     if let Some(a) = audit {
         deleted.recordings = a.recordings;

@@ -270,6 +270,9 @@ impl MemoryStore {
             d.metrics += (before.1 - t.turn_metrics.len()) as i64;
             d.events += (before.2 - t.events.len()) as i64;
             d.summaries += i64::from(t.summaries.remove(id).is_some());
+            for row in t.usage.values_mut().filter(|r| &r.call_id == id) {
+                row.sub = super::erase::ERASED_SUB.to_string();
+            }
             d.calls += i64::from(t.calls.remove(id).is_some());
         }
         d.webhooks = self.deliveries.delete_calls(ids);
