@@ -446,8 +446,9 @@ async fn postgres_hosted_tokens_are_metered() {
     hosted_tokens_are_metered(Db::postgres().await).await;
 }
 
-/// The HTTP API answers 429 `rate_limited` with `Retry-After` past a client address's or a
-/// token subject's requests per minute; other subjects, `/health` and calls go on.
+/// The HTTP API answers 429 `rate_limited` with `Retry-After` past a client address's, a
+/// token subject's or an API key's requests per minute; other subjects, `/health` and calls
+/// go on.
 async fn rate_limits_answer_429(db: Db) {
     let mut config = Config::for_tests();
     config.usage.rate_per_ip = 0;
@@ -475,6 +476,27 @@ async fn rate_limits_answer_429(db: Db) {
     hang_up(&mut ws).await;
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
+    // An API key is counted on its own, by its id.
+    let k = voxwire::keys::generate();
+    let store = server.state.call_services.store.clone();
+    store
+        .create_key(&voxwire::store::KeyRow {
+            id: k.id.clone(),
+            org: "acme".into(),
+            name: "backend".into(),
+            secret_sha256: k.secret_sha256,
+            created_at_ms: voxwire::call::record::now_ms(),
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&server, "/api/usage", &k.text).await.status(), 200);
+    }
+    let r = get(&server, "/api/usage", &k.text).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
 
     // Per address: every request of the address counts, whoever sends it.
     let mut config = Config::for_tests();

@@ -108,7 +108,22 @@ fn too_many(wait: Duration) -> Response {
     resp
 }
 
-/// The middleware: limits `/api/...` requests by address and by token subject.
+/// What a request's token is counted under besides its address: an API key by its id (whether
+/// it is valid is the route's to check; the map of keys stays bounded either way), a token that
+/// verifies by its org and subject. Anything else is limited by address alone.
+fn subject_of(state: &AppState, token: &str) -> Option<String> {
+    if let Some(key) = crate::keys::parse(token) {
+        return Some(format!("key\u{0}{}", key.id));
+    }
+    let claims = state.auth.verify(token).ok()?;
+    Some(format!(
+        "{}\u{0}{}",
+        claims.org.unwrap_or_default(),
+        claims.sub
+    ))
+}
+
+/// The middleware: limits `/api/...` requests by address and by API key or token subject.
 pub async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/api/") {
         return next.run(req).await;
@@ -117,13 +132,11 @@ pub async fn limit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    // A token that verifies: its subject. Anything else is limited by address alone.
     let query = Query::<TokenQuery>::try_from_uri(req.uri())
         .map(|q| q.0)
         .unwrap_or_default();
     let subject = token_from_request(req.headers(), query.token.as_deref())
-        .and_then(|t| state.auth.verify(t).ok())
-        .map(|c| format!("{}\u{0}{}", c.org.unwrap_or_default(), c.sub));
+        .and_then(|t| subject_of(&state, t));
     match state.rate.check(ip, subject.as_deref()) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
