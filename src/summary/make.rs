@@ -267,12 +267,14 @@ fn local_field(spec: &FieldSpec, answer: &str, transcript: &str) -> Value {
     }
     let found = match spec.kind {
         // A fact, not a sentence: a few words, found together in the call.
-        // (The answer, or its first part before a comma or the like: "Ada Lovelace, 4 people".)
+        // The answer, its first parts before a comma or the like ("Ada Lovelace, 4 people"),
+        // or what follows its last "is" ("The caller's name is Ada Lovelace").
         FieldKind::String => answer
             .split([',', ';', ':', '('])
             .map(str::trim)
             .take(2)
             .chain(std::iter::once(answer))
+            .chain(answer.rsplit_once(" is ").map(|(_, v)| v.trim()))
             .find(|a| a.split_whitespace().count() <= MAX_FIELD_WORDS && phrase_in(a, transcript))
             .map(Value::from),
         FieldKind::Number | FieldKind::Integer => {
@@ -512,6 +514,14 @@ mod tests {
             json!("Ada Lovelace")
         );
         assert_eq!(local_field(&name, "Grace Hopper", t), Value::Null);
+        assert_eq!(
+            local_field(&name, "The caller's name is Ada Lovelace.", t),
+            json!("Ada Lovelace")
+        );
+        assert_eq!(
+            local_field(&name, "The caller's name is Grace Hopper.", t),
+            Value::Null
+        );
         assert_eq!(local_field(&name, "none", t), Value::Null);
         assert_eq!(local_field(&size, "4 people", t), json!(4));
         assert_eq!(local_field(&size, "6", t), Value::Null);
