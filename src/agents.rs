@@ -298,8 +298,9 @@ struct AgentsFile {
 }
 
 /// The agents this server knows: those of `agents.toml`, by name, with one default, which
-/// every org may use; and those each org made over the API (current versions, as the store
-/// has them). Clones share the API agents.
+/// seed every org; and what each org made over the API (current versions, as the store has
+/// them): its own agents, its replacements of the file's (which keep the file's engines,
+/// webhooks and retention) and the file's agents it deleted. Clones share the API agents.
 #[derive(Debug, Clone)]
 pub struct Agents {
     by_name: HashMap<String, Arc<Agent>>,
@@ -307,8 +308,46 @@ pub struct Agents {
     api: Arc<RwLock<ApiAgents>>,
 }
 
-/// The agents made over the API, by org (`None`: the default org) and name.
-type ApiAgents = HashMap<(Option<String>, String), Versioned>;
+/// The agents made over the API, by org (`None`: the default org) and name; `None` is a file
+/// agent the org deleted.
+type ApiAgents = HashMap<(Option<String>, String), Option<Versioned>>;
+
+/// The fields an agent made over the API cannot set: they need the server's configuration.
+/// A replacement of a file agent keeps the file's.
+pub const FILE_ONLY_FIELDS: [&str; 6] = [
+    "stt",
+    "llm",
+    "tts",
+    "webhook_url",
+    "webhook_secret_env",
+    "retention_days",
+];
+
+/// `agent` with the fields only `agents.toml` sets taken from `file`.
+fn inherit(file: &Agent, agent: &Agent) -> Agent {
+    Agent {
+        stt: file.stt.clone(),
+        llm: file.llm.clone(),
+        tts: file.tts.clone(),
+        webhook_url: file.webhook_url.clone(),
+        webhook_secret_env: file.webhook_secret_env.clone(),
+        retention_days: file.retention_days,
+        ..agent.clone()
+    }
+}
+
+/// Where an org's agent of some name comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `agents.toml`, unchanged by the org.
+    File(Arc<Agent>),
+    /// The org's own version (a replacement of the file's when the file has the name).
+    Api(Versioned),
+    /// A file agent the org deleted.
+    Deleted,
+    /// No such agent.
+    None,
+}
 
 /// An agent made over the API, at its current version.
 #[derive(Debug, Clone)]
@@ -327,15 +366,15 @@ pub const MAX_API_VARIABLES: usize = 64;
 /// the file.
 pub fn from_api(definition: serde_json::Value) -> Result<Agent, String> {
     let a: Agent = serde_json::from_value(definition).map_err(|e| e.to_string())?;
-    let server_only = [
-        ("stt", a.stt.is_some()),
-        ("llm", a.llm.is_some()),
-        ("tts", a.tts.is_some()),
-        ("webhook_url", a.webhook_url.is_some()),
-        ("webhook_secret_env", a.webhook_secret_env.is_some()),
-        ("retention_days", a.retention_days.is_some()),
+    let set = [
+        a.stt.is_some(),
+        a.llm.is_some(),
+        a.tts.is_some(),
+        a.webhook_url.is_some(),
+        a.webhook_secret_env.is_some(),
+        a.retention_days.is_some(),
     ];
-    if let Some((field, _)) = server_only.iter().find(|(_, set)| *set) {
+    if let Some((field, _)) = FILE_ONLY_FIELDS.iter().zip(set).find(|(_, set)| *set) {
         return Err(format!(
             "agent `{}`: `{field}` is set in agents.toml only",
             a.name
@@ -408,16 +447,27 @@ impl Agents {
         self.api.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The agent a call of `org` gets by `name` (the default for `None`): the org's own agent
-    /// of that name, else the file's.
+    /// The agent a call of `org` gets by `name` (the default for `None`): the org's own
+    /// version of that name, else the file's (unless the org deleted it).
     pub fn get_in(&self, org: Option<&str>, name: Option<&str>) -> Option<Arc<Agent>> {
-        if let Some(n) = name {
-            let key = (org.map(str::to_string), n.to_string());
-            if let Some(v) = self.api().get(&key) {
-                return Some(v.agent.clone());
-            }
+        match self.source(org, name.unwrap_or(&self.default)) {
+            Source::File(a) => Some(a),
+            Source::Api(v) => Some(v.agent),
+            Source::Deleted | Source::None => None,
         }
-        self.get(name)
+    }
+
+    /// Where `org`'s agent `name` comes from.
+    pub fn source(&self, org: Option<&str>, name: &str) -> Source {
+        let key = (org.map(str::to_string), name.to_string());
+        match self.api().get(&key) {
+            Some(Some(v)) => Source::Api(v.clone()),
+            Some(None) => Source::Deleted,
+            None => match self.by_name.get(name) {
+                Some(a) => Source::File(a.clone()),
+                None => Source::None,
+            },
+        }
     }
 
     /// Whether `name` is one of `agents.toml`'s.
@@ -427,29 +477,52 @@ impl Agents {
 
     /// The org's agent `name` made over the API, at its current version.
     pub fn api_agent(&self, org: Option<&str>, name: &str) -> Option<Versioned> {
-        self.api()
-            .get(&(org.map(str::to_string), name.to_string()))
-            .cloned()
+        match self.source(org, name) {
+            Source::Api(v) => Some(v),
+            _ => None,
+        }
     }
 
-    /// Sets the org's agent `name` made over the API (`None`: it was deleted).
+    /// Sets the org's agent `name` made over the API (`None`: it was deleted). A version of a
+    /// file agent's name keeps the file's engines, webhooks and retention.
     pub fn set_api(&self, org: Option<&str>, name: &str, current: Option<Versioned>) {
+        let current = current.map(|v| match self.by_name.get(name) {
+            Some(file) => Versioned {
+                version: v.version,
+                agent: Arc::new(inherit(file, &v.agent)),
+            },
+            None => v,
+        });
         let mut api = self.api.write().unwrap_or_else(|p| p.into_inner());
         let key = (org.map(str::to_string), name.to_string());
         match current {
-            Some(v) => api.insert(key, v),
+            Some(v) => api.insert(key, Some(v)),
+            // A deleted file agent stays deleted for the org; an agent of its own is gone.
+            None if self.by_name.contains_key(name) => api.insert(key, None),
             None => api.remove(&key),
         };
     }
 
-    /// The names a call of `org` may ask for: the file's and the org's own, sorted.
+    /// The names a call of `org` may ask for: the file's it did not delete and its own,
+    /// sorted.
     pub fn names_in(&self, org: Option<&str>) -> Vec<String> {
-        let mut v = self.names();
+        let api = self.api();
+        let mine = |(o, _): &&(Option<String>, String)| o.as_deref() == org;
+        let deleted: Vec<&String> = api
+            .iter()
+            .filter(|(k, v)| mine(k) && v.is_none())
+            .map(|((_, n), _)| n)
+            .collect();
+        let mut v: Vec<String> = self
+            .by_name
+            .keys()
+            .filter(|n| !deleted.contains(n))
+            .cloned()
+            .collect();
         v.extend(
-            self.api()
-                .keys()
-                .filter(|(o, _)| o.as_deref() == org)
-                .map(|(_, n)| n.clone()),
+            api.iter()
+                .filter(|(k, v)| mine(k) && v.is_some())
+                .map(|((_, n), _)| n.clone()),
         );
         v.sort();
         v.dedup();
@@ -576,6 +649,74 @@ mod tests {
             let e = Agents::parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    fn versioned(version: i64, definition: serde_json::Value) -> Versioned {
+        Versioned {
+            version,
+            agent: Arc::new(from_api(definition).unwrap()),
+        }
+    }
+
+    #[test]
+    fn an_org_replaces_or_deletes_a_file_agent_for_itself_only() {
+        let agents = Agents::parse(
+            "default = \"desk\"\n[[agent]]\nname = \"desk\"\nsystem_prompt = \"file\"\n\
+             llm = [\"local\"]\nretention_days = 7\n\
+             [[agent]]\nname = \"sales\"\nsystem_prompt = \"file sales\"\n",
+        )
+        .unwrap();
+        let mine = versioned(
+            1,
+            serde_json::json!({"name": "desk", "system_prompt": "mine"}),
+        );
+        agents.set_api(Some("acme"), "desk", Some(mine));
+        // The replacement is acme's default, and keeps the file's engines and retention.
+        let a = agents.get_in(Some("acme"), None).unwrap();
+        assert_eq!(a.system_prompt, "mine");
+        assert_eq!(
+            (a.llm.clone(), a.retention_days),
+            (Some(vec!["local".into()]), Some(7))
+        );
+        assert!(matches!(agents.source(Some("acme"), "desk"), Source::Api(v) if v.version == 1));
+        // Other orgs keep the file's.
+        assert_eq!(agents.get_in(None, None).unwrap().system_prompt, "file");
+        assert_eq!(
+            agents
+                .get_in(Some("beta"), Some("desk"))
+                .unwrap()
+                .system_prompt,
+            "file"
+        );
+
+        agents.set_api(Some("acme"), "sales", None);
+        assert!(agents.get_in(Some("acme"), Some("sales")).is_none());
+        assert!(matches!(
+            agents.source(Some("acme"), "sales"),
+            Source::Deleted
+        ));
+        assert_eq!(agents.names_in(Some("acme")), ["desk"]);
+        assert_eq!(agents.names_in(None), ["desk", "sales"]);
+        // Made again, it is back.
+        let again = versioned(
+            3,
+            serde_json::json!({"name": "sales", "system_prompt": "back"}),
+        );
+        agents.set_api(Some("acme"), "sales", Some(again));
+        assert_eq!(
+            agents
+                .get_in(Some("acme"), Some("sales"))
+                .unwrap()
+                .system_prompt,
+            "back"
+        );
+
+        // An org's own agent, deleted, is simply gone.
+        let own = versioned(1, serde_json::json!({"name": "own", "system_prompt": "x"}));
+        agents.set_api(Some("acme"), "own", Some(own));
+        assert_eq!(agents.names_in(Some("acme")), ["desk", "own", "sales"]);
+        agents.set_api(Some("acme"), "own", None);
+        assert!(matches!(agents.source(Some("acme"), "own"), Source::None));
     }
 
     #[test]

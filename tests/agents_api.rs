@@ -223,10 +223,11 @@ async fn agents_over_the_api(db: Db) {
             "summary_fields.a",
         ),
         (v1.clone(), "agent_exists", "exists"),
+        // A file agent is the org's too: it is replaced, not made again.
         (
             json!({"name": "greeter", "system_prompt": "x"}),
-            "agent_from_file",
-            "agents.toml",
+            "agent_exists",
+            "PUT /api/agents/greeter",
         ),
     ] {
         let (status, body) = post(&server, &admin, &bad).await;
@@ -247,8 +248,6 @@ async fn agents_over_the_api(db: Db) {
     let big = json!({"name": "big", "system_prompt": "x".repeat(70_000)});
     let (status, body) = post(&server, &admin, &big).await;
     assert_eq!((status, code(&body)), (413, "payload_too_large"));
-    let (status, body) = put(&server, &admin, "greeter", &v1).await;
-    assert_eq!((status, code(&body)), (409, "agent_from_file"));
 
     // A caller of the org gets it; its greeting opens the call.
     let (mut live, live_id, greeting) = call_with(&server, "ada", "acme", "sales").await.unwrap();
@@ -458,6 +457,189 @@ async fn agents_over_the_api(db: Db) {
     typed(&mut ws, "hello").await;
     hang_up(&mut ws).await;
     assert_eq!(stored(&again, &id).await.1, "You sell plums.");
+}
+
+fn admin_of_default_org(server: &TestServer) -> String {
+    server
+        .state
+        .auth
+        .issue_with_role("root", None, None, Role::Admin, Duration::from_secs(600))
+        .unwrap()
+}
+
+async fn get(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
+    send_json(server, reqwest::Method::GET, path, Some(token), None).await
+}
+
+async fn delete(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
+    send_json(server, reqwest::Method::DELETE, path, Some(token), None).await
+}
+
+/// The agents of agents.toml seed every org: the default org (and any other) replaces one for
+/// itself, keeping the file's engines, webhooks and retention, or deletes it; the other orgs
+/// keep the file's; a restart keeps both.
+async fn file_agents_seed_every_org(db: Db) {
+    let server =
+        common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await;
+    let root = admin_of_default_org(&server);
+    let acme = token(&server, "boss", "acme", Role::Admin);
+
+    // As the file has it: version 0, without the fields only the file sets.
+    let (status, body) = get(&server, &root, "/api/agents/greeter").await;
+    assert_eq!(
+        (status, body["source"].as_str(), body["version"].as_i64()),
+        (200, Some("file"), Some(0)),
+        "{body}"
+    );
+    assert_eq!(
+        body["definition"]["greeting"],
+        "Welcome to {{business}}, {{name}}."
+    );
+    assert!(body["definition"].get("llm").is_none(), "{body}");
+
+    // The default org replaces it, and the default agent too; version 1 each.
+    let (status, body) = put(
+        &server,
+        &root,
+        "greeter",
+        &json!({"system_prompt": "You greet people.", "greeting": "Hi from the default org."}),
+    )
+    .await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(1)), "{body}");
+    let (status, body) = put(
+        &server,
+        &root,
+        "receptionist",
+        &json!({"system_prompt": "You are the new front desk."}),
+    )
+    .await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(1)), "{body}");
+
+    // The default org's calls get the replacements (the default one with no agent named);
+    // acme's get the file's.
+    let greeting = |s: &TestServer, org: Option<&str>| {
+        let token = s
+            .state
+            .auth
+            .issue_with_role("ada", org, None, Role::Caller, Duration::from_secs(600))
+            .unwrap();
+        let s = s.ws_url();
+        async move {
+            let mut req = s.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            recv(&mut ws).await;
+            send(&mut ws, json!({"type": "start_call", "agent": "greeter"})).await;
+            let started = recv(&mut ws).await;
+            assert_eq!(started["type"], "call_started", "{started}");
+            let frames = recv_until(&mut ws, "response_done").await;
+            hang_up(&mut ws).await;
+            frames
+                .iter()
+                .find(|f| f["type"] == "response" && f["is_final"] == true)
+                .and_then(|f| f["text"].as_str().map(str::to_string))
+        }
+    };
+    assert_eq!(
+        greeting(&server, None).await.as_deref(),
+        Some("Hi from the default org.")
+    );
+    assert_eq!(
+        greeting(&server, Some("acme")).await.as_deref(),
+        Some("Welcome to Test Co, friend.")
+    );
+    let desk = |org: Option<&str>| server.state.agents.get_in(org, None).unwrap();
+    assert_eq!(desk(None).system_prompt, "You are the new front desk.");
+    assert!(desk(Some("acme"))
+        .system_prompt
+        .starts_with("You are a receptionist"));
+
+    // Its history starts at the replacement; the list shows where each comes from.
+    let (_, body) = get(&server, &root, "/api/agents/greeter").await;
+    assert_eq!(
+        (body["source"].as_str(), body["version"].as_i64()),
+        (Some("api"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(body["history"].as_array().unwrap().len(), 1, "{body}");
+    let (_, list) = get(&server, &root, "/api/agents").await;
+    let source = |list: &Value, name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .map(|i| (i["source"].clone(), i["version"].clone()))
+    };
+    assert_eq!(source(&list, "greeter"), Some((json!("api"), json!(1))));
+    let (_, theirs) = get(&server, &acme, "/api/agents").await;
+    assert_eq!(source(&theirs, "greeter"), Some((json!("file"), json!(0))));
+
+    // acme deletes the file's greeter for itself: its calls no longer get it, others do.
+    let (status, body) = delete(&server, &acme, "/api/agents/greeter").await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(1)), "{body}");
+    let (status, _) = get(&server, &acme, "/api/agents/greeter").await;
+    assert_eq!(status, 404);
+    let (_, theirs) = get(&server, &acme, "/api/agents").await;
+    assert_eq!(source(&theirs, "greeter"), None, "{theirs}");
+    assert!(server
+        .state
+        .agents
+        .get_in(Some("acme"), Some("greeter"))
+        .is_none());
+    assert_eq!(
+        greeting(&server, None).await.as_deref(),
+        Some("Hi from the default org.")
+    );
+    // The default agent cannot be deleted: calls naming no agent get it.
+    let (status, body) = delete(&server, &root, "/api/agents/receptionist").await;
+    assert_eq!((status, code(&body)), (409, "agent_from_file"), "{body}");
+
+    // A restart keeps the replacements and the deletion.
+    let _ = server
+        .state
+        .call_services
+        .writer
+        .flush(Duration::from_secs(10))
+        .await;
+    let mut server = server;
+    let _ = server.stop.take().unwrap().send(());
+    let _ = tokio::time::timeout(Duration::from_secs(60), &mut server.task).await;
+    let again =
+        common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await;
+    assert_eq!(
+        greeting(&again, None).await.as_deref(),
+        Some("Hi from the default org.")
+    );
+    assert!(again
+        .state
+        .agents
+        .get_in(Some("acme"), Some("greeter"))
+        .is_none());
+    assert!(again
+        .state
+        .agents
+        .get_in(Some("beta"), Some("greeter"))
+        .is_some());
+    // Made again by acme, it goes on from the next version.
+    let (status, body) = post(
+        &again,
+        &token(&again, "boss", "acme", Role::Admin),
+        &json!({"name": "greeter", "system_prompt": "You greet acme's callers."}),
+    )
+    .await;
+    assert_eq!((status, body["version"].as_i64()), (201, Some(2)), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_agents_seed_every_org() {
+    file_agents_seed_every_org(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_file_agents_seed_every_org() {
+    file_agents_seed_every_org(Db::postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! (its API key) or admins create, read, replace and delete the org's own agents (`POST /api/agents`,
 //! `GET|PUT|DELETE /api/agents/{name}`), validated like `agents.toml`. Every change is a new
 //! version in the store; a running call keeps the version it started with. The agents of
-//! `agents.toml` are every org's and are changed in the file only.
+//! `agents.toml` seed every org: an org may replace one (version 1 on) or delete it, for
+//! itself only; the replacement keeps the file's engines, webhooks and retention.
 
 use std::sync::Arc;
 
@@ -17,12 +18,12 @@ use super::api::{authenticate, TokenQuery};
 use super::calls::unavailable;
 use super::error::AppError;
 use super::principal::principal;
-use crate::agents::{from_api, Agent, Versioned};
+use crate::agents::{from_api, Agent, Source, Versioned, FILE_ONLY_FIELDS};
 use crate::auth::token_from_request;
 use crate::call::record::now_ms;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
-use crate::store::{AgentVersionRow, Store, StoreError};
+use crate::store::{AgentVersionRow, StoreError};
 
 /// The largest agent definition taken, in bytes.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
@@ -49,7 +50,7 @@ pub async fn list(
         .into_iter()
         .map(|name| match agents.api_agent(org.as_deref(), &name) {
             Some(v) => json!({"name": name, "source": "api", "version": v.version}),
-            None => json!({"name": name, "source": "file", "version": null}),
+            None => json!({"name": name, "source": "file", "version": 0}),
         })
         .collect();
     Ok(Json(json!({
@@ -67,18 +68,19 @@ pub async fn read(
 ) -> Result<impl IntoResponse, AppError> {
     let who = principal(&state, &headers).await?;
     let org = who.org.as_deref();
-    if state.agents.api_agent(org, &name).is_none() && state.agents.from_file(&name) {
-        let agent = state
-            .agents
-            .get(Some(&name))
-            .ok_or_else(|| missing(&name))?;
-        return Ok(Json(json!({
-            "name": name,
-            "source": "file",
-            "version": null,
-            "definition": agent.as_ref(),
-            "history": [],
-        })));
+    match state.agents.source(org, &name) {
+        Source::File(agent) => {
+            return Ok(Json(json!({
+                "name": name,
+                "source": "file",
+                "version": 0,
+                "definition": api_view(&agent),
+                "file_settings": file_settings(&agent),
+                "history": [],
+            })));
+        }
+        Source::Deleted => return Err(missing(&name)),
+        Source::Api(_) | Source::None => {}
     }
     let store = &state.call_services.store;
     let history = store
@@ -112,13 +114,40 @@ pub async fn read(
             })
         })
         .collect();
+    // `get` knows the file's agents only.
+    let file_settings = state.agents.get(Some(&name)).map(|a| file_settings(&a));
     Ok(Json(json!({
         "name": name,
         "source": "api",
         "version": current.version,
         "definition": definition,
+        "file_settings": file_settings,
         "history": changes,
     })))
+}
+
+/// An agent as the API takes it: without the fields set in `agents.toml` only.
+fn api_view(agent: &Agent) -> Value {
+    let mut v = serde_json::to_value(agent).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        for field in FILE_ONLY_FIELDS {
+            obj.remove(field);
+        }
+    }
+    v
+}
+
+/// The fields only `agents.toml` sets that a file agent sets (a replacement keeps them).
+fn file_settings(agent: &Agent) -> Value {
+    let all = serde_json::to_value(agent).unwrap_or(Value::Null);
+    let set: serde_json::Map<String, Value> = FILE_ONLY_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let v = all.get(*f).filter(|v| !v.is_null())?;
+            Some((f.to_string(), v.clone()))
+        })
+        .collect();
+    Value::Object(set)
 }
 
 /// The top-level fields that differ between two versions (all of the new one's at first).
@@ -222,21 +251,22 @@ async fn save(
     Ok(current)
 }
 
-/// The newest stored version of the org's agent (0 when it never existed), and whether it is
-/// deleted.
-async fn newest(store: &Store, org: Option<&str>, name: &str) -> Result<(i64, bool), StoreError> {
-    let history = store.agent_history(org_key(org), name).await?;
-    Ok(history
-        .last()
-        .map_or((0, true), |r| (r.version, r.definition.is_none())))
-}
-
-fn from_file(name: &str) -> AppError {
-    AppError::new(
-        StatusCode::CONFLICT,
-        ErrorCode::AgentFromFile,
-        format!("agent `{name}` is defined in agents.toml and is changed there"),
-    )
+/// The org's agent `name` as the store has it: its newest version (0 for a file agent the org
+/// never changed, or a name never used) and whether the org has it now.
+async fn newest(
+    state: &AppState,
+    org: Option<&str>,
+    name: &str,
+) -> Result<(i64, bool), StoreError> {
+    let history = state
+        .call_services
+        .store
+        .agent_history(org_key(org), name)
+        .await?;
+    Ok(match history.last() {
+        Some(r) => (r.version, r.definition.is_some()),
+        None => (0, state.agents.from_file(name)),
+    })
 }
 
 fn answer(name: &str, v: &Versioned) -> Json<Value> {
@@ -244,7 +274,7 @@ fn answer(name: &str, v: &Versioned) -> Json<Value> {
         "name": name,
         "source": "api",
         "version": v.version,
-        "definition": v.agent.as_ref(),
+        "definition": api_view(&v.agent),
     }))
 }
 
@@ -259,13 +289,8 @@ pub async fn create(
     let org = who.org.as_deref();
     let agent = definition(&body, None)?;
     let name = agent.name.clone();
-    if state.agents.from_file(&name) {
-        return Err(from_file(&name));
-    }
-    let (version, deleted) = newest(&state.call_services.store, org, &name)
-        .await
-        .map_err(unavailable)?;
-    if !deleted {
+    let (version, exists) = newest(&state, org, &name).await.map_err(unavailable)?;
+    if exists {
         return Err(AppError::new(
             StatusCode::CONFLICT,
             ErrorCode::AgentExists,
@@ -286,14 +311,9 @@ pub async fn replace(
 ) -> Result<impl IntoResponse, AppError> {
     let who = principal(&state, &headers).await?;
     let org = who.org.as_deref();
-    if state.agents.from_file(&name) {
-        return Err(from_file(&name));
-    }
     let agent = definition(&body, Some(&name))?;
-    let (version, deleted) = newest(&state.call_services.store, org, &name)
-        .await
-        .map_err(unavailable)?;
-    if deleted {
+    let (version, exists) = newest(&state, org, &name).await.map_err(unavailable)?;
+    if !exists {
         return Err(missing(&name));
     }
     let saved = save(&state, org, &name, version + 1, Some(agent), &who.label()).await?;
@@ -309,13 +329,18 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, AppError> {
     let who = principal(&state, &headers).await?;
     let org = who.org.as_deref();
-    if state.agents.from_file(&name) {
-        return Err(from_file(&name));
+    if name == state.agents.default_name() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AgentFromFile,
+            format!(
+                "agent `{name}` is the default of agents.toml, which calls that name no agent \
+                 get; replace it with PUT /api/agents/{name} instead"
+            ),
+        ));
     }
-    let (version, deleted) = newest(&state.call_services.store, org, &name)
-        .await
-        .map_err(unavailable)?;
-    if deleted {
+    let (version, exists) = newest(&state, org, &name).await.map_err(unavailable)?;
+    if !exists {
         return Err(missing(&name));
     }
     save(&state, org, &name, version + 1, None, &who.label()).await?;
@@ -336,6 +361,8 @@ pub async fn load(state: &AppState) -> Result<usize, String> {
     for r in rows {
         let org = (!r.org.is_empty()).then_some(r.org.as_str());
         let Some(def) = r.definition.as_deref() else {
+            // A file agent the org deleted stays deleted.
+            state.agents.set_api(org, &r.name, None);
             continue;
         };
         let agent = serde_json::from_str(def)
