@@ -339,6 +339,8 @@ async fn a_chain_falls_back_and_benches_the_failing_provider() {
     ];
     let chain = FallbackLlm::new(members, Duration::from_secs(30));
     assert_eq!(chain.name(), "openai (gpt-test) > fake (test engine)");
+    // Usage names the provider the chain tries first.
+    assert_eq!(chain.usage_label(), "openai");
     for _ in 0..3 {
         fake.push_fault(Route::ChatCompletions, Fault::Status(500));
     }
@@ -350,6 +352,7 @@ async fn a_chain_falls_back_and_benches_the_failing_provider() {
     let (text, _) = collect(&chain, CancellationToken::new()).await;
     assert_eq!(text, "You said: hi. That is turn 1.");
     assert_eq!(fake.count(Route::ChatCompletions), 3);
+    assert_eq!(chain.usage_label(), "fake");
 
     // With no cooldown the provider is first again, and answers.
     let members: Vec<Arc<dyn LanguageModel>> = vec![

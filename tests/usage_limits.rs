@@ -250,6 +250,33 @@ async fn minutes_run_out(db: Db) {
     let secs = alice["call_seconds"].as_f64().unwrap();
     assert!((3.5..30.0).contains(&secs), "{report}");
     assert_eq!(alice["calls"], 1, "{report}");
+
+    // A limit set while a call is live reaches it: globex has none when mallory calls, then
+    // its minute of the day is set and already used.
+    let (mut m, answer) = try_call(&server, "mallory", Some("globex"), json!({})).await;
+    assert_eq!(answer["type"], "call_started", "{answer}");
+    store
+        .write(&[used_today("globex", "zed", 60_000)])
+        .await
+        .unwrap();
+    let (status, _) = put_limits(
+        &server,
+        &admin(&server, Some("globex")),
+        &limits(json!(null), json!(1), json!(null), json!(null)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let frames = recv_until(&mut m, "call_ended").await;
+    assert_eq!(
+        frames.last().unwrap()["reason"],
+        "limit_reached",
+        "{:?}",
+        types(&frames)
+    );
+    assert_eq!(
+        reply(&frames)["text"],
+        voxwire::config::DEFAULT_LIMIT_MESSAGE
+    );
 }
 
 #[tokio::test]
@@ -341,14 +368,17 @@ async fn usage_matches_the_calls(db: Db) {
         "{spoken} of {written}: {report}"
     );
     assert!(f("call_seconds") > 0.0, "{report}");
-    // By engine: the fake engines.
+    // By engine: the fake engines, under their plain label, with every engine figure.
     let engines = carol["by_engine"].as_object().unwrap();
-    assert!(!engines.is_empty(), "{report}");
-    let spoken_by: f64 = engines
-        .values()
-        .filter_map(|e| e["tts_chars"].as_f64())
-        .sum();
-    assert_eq!(spoken_by as usize, spoken, "{report}");
+    assert_eq!(engines.keys().collect::<Vec<_>>(), ["fake"], "{report}");
+    for metric in [
+        "tts_chars",
+        "stt_seconds",
+        "llm_completion_chars",
+        "agent_audio_seconds",
+    ] {
+        assert_eq!(engines["fake"][metric], carol[metric], "{metric}: {report}");
+    }
 
     // By day: today; by agent: the default agent.
     let by_day = json_of(&server, "/api/usage?group_by=day", &op).await;
@@ -405,7 +435,8 @@ async fn postgres_usage_matches_the_calls() {
 }
 
 /// A hosted language model reports its token counts (the OpenAI-compatible stream's last
-/// event); they are metered under its name, with the reply's characters.
+/// event); they are metered under its name, with the reply's characters, and the summary's
+/// tokens count in the same call.
 async fn hosted_tokens_are_metered(db: Db) {
     let fake = common::providers::FakeProvider::start().await;
     let mut config = Config::for_tests();
@@ -413,21 +444,38 @@ async fn hosted_tokens_are_metered(db: Db) {
     config.llm = vec!["openai".into()];
     let engines = Engines::from_config(&config).unwrap();
     let server = start_with_store(config, engines, db.store().await).await;
-    let (mut ws, _) = call_as(&server, "carol", Some("acme")).await;
+    let (mut ws, call_id) = call_as(&server, "carol", Some("acme")).await;
     send(&mut ws, json!({"type": "text", "text": "one two three"})).await;
     let frames = recv_until(&mut ws, "response_done").await;
     let text = reply(&frames)["text"].as_str().unwrap().to_string();
     assert_eq!(text, common::providers::DEFAULT_REPLY);
     hang_up(&mut ws).await;
+    // The summary made when the call ends asks the same model: once it is stored, its tokens
+    // are the call's too.
+    let store = server.state.call_services.store.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.summary(&call_id).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no summary of {call_id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.count(common::providers::Route::ChatCompletions), 2);
     flush(&server).await;
     let report = json_of(&server, "/api/usage", &operator(&server, Some("acme"))).await;
     let row = &report["rows"][0];
-    let llm = &row["by_engine"]["openai (gpt-test)"];
+    // Under the provider's name in providers.toml; the fake speech engines under `fake`.
+    let llm = &row["by_engine"]["openai"];
+    assert!(
+        row["by_engine"]["fake"]["tts_chars"].as_u64() > Some(0),
+        "{report}"
+    );
+    // The fake provider answers both the turn and the summary with its default reply, one
+    // token a word.
     let words = common::providers::DEFAULT_REPLY.split_whitespace().count();
-    assert_eq!(llm["llm_completion_tokens"], words, "{report}");
-    // The system prompt and the caller's three words, one token a word at the fake provider.
+    assert_eq!(llm["llm_completion_tokens"], 2 * words, "{report}");
+    // The system prompt and the caller's three words, then the summary's request, which holds
+    // the whole conversation: more than twice the turn's three words.
     let prompt = llm["llm_prompt_tokens"].as_u64().unwrap();
-    assert!(prompt > 3, "{report}");
+    assert!(prompt > 2 * (3 + words as u64), "{report}");
     assert_eq!(row["llm_prompt_tokens"], prompt, "{report}");
     assert_eq!(
         llm["llm_completion_chars"],

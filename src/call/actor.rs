@@ -146,7 +146,8 @@ impl Call {
     }
 
     /// Meters the call into `meter`, and ends it when `watch` says a daily allowance ran out.
-    pub(super) fn with_usage(mut self, meter: Meter, watch: Option<LimitWatch>) -> Self {
+    pub(super) fn with_usage(mut self, mut meter: Meter, watch: Option<LimitWatch>) -> Self {
+        meter.audio_engine = self.engines.tts.usage_label();
         self.meter = Some(meter);
         self.watch = watch;
         self
@@ -162,9 +163,9 @@ impl Call {
     /// Writes the call's running usage (with the audio each side sent so far).
     fn write_usage(&mut self) {
         let (caller_ms, agent_ms) = self.recorder.stretch_audio_ms();
-        let tts = self.engines.tts.name();
         if let Some(m) = self.meter.as_mut() {
             m.observe(CALLER_AUDIO_MS, "", caller_ms);
+            let tts = m.audio_engine.clone();
             m.observe(AGENT_AUDIO_MS, &tts, agent_ms);
             m.write();
         }

@@ -95,7 +95,7 @@ impl Call {
     ) -> (u64, CancellationToken) {
         if let TurnInput::Audio(audio) | TurnInput::Live { audio, .. } = &input {
             let ms = audio.len() as i64 * 1000 / i64::from(crate::audio::ENGINE_RATE);
-            let stt = self.engines.stt.name();
+            let stt = self.engines.stt.usage_label();
             self.meter(STT_AUDIO_MS, &stt, ms);
         }
         let run = self.speaker.next_run;
@@ -242,7 +242,7 @@ impl Call {
             sentence: Some(s), ..
         } = &event
         {
-            let tts = self.engines.tts.name();
+            let tts = self.engines.tts.usage_label();
             self.meter(TTS_CHARS, &tts, s.chars().count() as i64);
         }
         if self.on_listen_event(run, &event).await {
@@ -343,7 +343,7 @@ impl Call {
                 self.record.turns.fetch_add(1, Ordering::SeqCst);
                 self.svc.metrics.turn(&timings);
                 if let Some(chars) = written {
-                    let llm = self.engines.llm.name();
+                    let llm = self.engines.llm.usage_label();
                     self.meter(LLM_COMPLETION_CHARS, &llm, chars);
                 }
                 if let Some(t) = tokens {

@@ -316,7 +316,7 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         svc.limits.max_turn_audio_ms,
     )
     .with_echo_cancellation(svc.turn.echo_cancellation);
-    let (caps, allowance) = limits_at_start(svc, &req.owner).await?;
+    let caps = limits_at_start(svc, &req.owner).await?;
     let live = svc
         .calls
         .start_capped(&req.owner, &agent.name, req.resume.as_deref(), caps)
@@ -406,12 +406,12 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         &req.owner,
         &agent.name,
     );
-    let watch = allowance.map(|allowance| LimitWatch {
+    let watch = Some(LimitWatch {
         store: svc.store.clone(),
         owner: req.owner.clone(),
         call_id: call_id.clone(),
         part_ms,
-        allowance,
+        defaults: svc.usage.defaults,
     });
     let engines = svc.engines.for_agent(&agent.name);
     let output_rate = engines.tts.sample_rate();

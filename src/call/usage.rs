@@ -2,7 +2,8 @@
 //! call's current stretch (per UTC day, metric and engine) and writes them through the store
 //! writer, off the call's path: every [`WRITE_EVERY`] and when the call ends. [`limits_at_start`]
 //! refuses a call over its org's daily minutes; [`LimitWatch`] tells a live call when the org's
-//! or the subject's minutes of the day run out.
+//! or the subject's minutes of the day run out. It reads the org's limits again each time it
+//! looks, so a limit set or changed during a call reaches it within [`WRITE_EVERY`].
 //!
 //! Minutes are wall-clock minutes of calls within the UTC day (a call across midnight counts
 //! on both days). The store is read for the other calls' minutes, which they write every
@@ -45,6 +46,9 @@ pub struct Meter {
     totals: BTreeMap<(String, &'static str, String), i64>,
     /// Stretch totals already counted by [`Meter::observe`], by (metric, engine).
     seen: BTreeMap<(&'static str, String), i64>,
+    /// Who speaks the stretch's replies, for its agent audio: fixed for the stretch, since
+    /// that audio is observed as a running total.
+    pub audio_engine: String,
 }
 
 impl Meter {
@@ -64,6 +68,7 @@ impl Meter {
             agent: agent.to_string(),
             totals: BTreeMap::new(),
             seen: BTreeMap::new(),
+            audio_engine: String::new(),
         }
     }
 
@@ -158,24 +163,16 @@ fn reached(kind: LimitKind, limit: i64, what: &str) -> StartError {
 }
 
 /// Checks the daily minutes of the org and of the subject before a call starts; returns the
-/// caps on live calls to check as it starts, and the watch on its minutes (if any applies).
-pub async fn limits_at_start(
-    svc: &CallServices,
-    owner: &Owner,
-) -> Result<(LiveCaps, Option<Allowance>), StartError> {
+/// caps on live calls to check as it starts.
+pub async fn limits_at_start(svc: &CallServices, owner: &Owner) -> Result<LiveCaps, StartError> {
     let limits = org_limits(svc, owner.org.as_deref()).await?;
     let caps = LiveCaps {
         org: limits.concurrent_calls,
         subject: limits.subject_concurrent_calls,
     };
-    let allowance = Allowance {
-        org_ms: limits.daily_minutes.map(|m| m.saturating_mul(MINUTE_MS)),
-        sub_ms: limits
-            .subject_daily_minutes
-            .map(|m| m.saturating_mul(MINUTE_MS)),
-    };
-    if allowance.org_ms.is_none() && allowance.sub_ms.is_none() {
-        return Ok((caps, None));
+    let allowance = Allowance::of(&limits);
+    if allowance.is_none() {
+        return Ok(caps);
     }
     let day = day_of(now_ms());
     let (org_used, sub_used) = svc
@@ -203,7 +200,7 @@ pub async fn limits_at_start(
             ));
         }
     }
-    Ok((caps, Some(allowance)))
+    Ok(caps)
 }
 
 /// A live call's daily allowances, in ms (`None`: unlimited).
@@ -213,55 +210,46 @@ pub struct Allowance {
     pub sub_ms: Option<i64>,
 }
 
+impl Allowance {
+    fn of(limits: &OrgLimits) -> Self {
+        Self {
+            org_ms: limits.daily_minutes.map(|m| m.saturating_mul(MINUTE_MS)),
+            sub_ms: limits
+                .subject_daily_minutes
+                .map(|m| m.saturating_mul(MINUTE_MS)),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.org_ms.is_none() && self.sub_ms.is_none()
+    }
+}
+
 /// Watches one live stretch of a call against its org's and subject's daily minutes.
 pub struct LimitWatch {
     pub store: Store,
     pub owner: Owner,
     pub call_id: String,
     pub part_ms: i64,
-    pub allowance: Allowance,
+    /// The limits of an org that has none of its own.
+    pub defaults: OrgLimits,
 }
 
 impl LimitWatch {
-    /// Sends the limit that ran out, once; ends with `cancel` or when no limit applies.
+    /// Sends the limit that ran out, once; ends with `cancel`.
     pub async fn run(self, cancel: CancellationToken, out: oneshot::Sender<LimitKind>) {
         loop {
             let now = now_ms();
-            let day = day_of(now);
-            let mine = now - self.part_ms.max(day_start_ms(now));
-            let used = self
-                .store
-                .used_ms(
-                    self.owner.org.as_deref(),
-                    &self.owner.sub,
-                    &day,
-                    (&self.call_id, self.part_ms),
-                )
-                .await;
-            let wait = match used {
-                Ok((org_used, sub_used)) => {
-                    let left = [
-                        (self.allowance.org_ms, org_used, LimitKind::DailyMinutes),
-                        (
-                            self.allowance.sub_ms,
-                            sub_used,
-                            LimitKind::SubjectDailyMinutes,
-                        ),
-                    ]
-                    .into_iter()
-                    .filter_map(|(max, used, kind)| max.map(|m| (m - used - mine, kind)))
-                    .min_by_key(|(left, _)| *left);
-                    match left {
-                        None => return,
-                        Some((left, kind)) if left <= 0 => {
-                            let _ = out.send(kind);
-                            return;
-                        }
-                        Some((left, _)) => left,
-                    }
+            let wait = match self.left(now).await {
+                Ok(Some((left, kind))) if left <= 0 => {
+                    let _ = out.send(kind);
+                    return;
                 }
+                Ok(Some((left, _))) => left,
+                // No daily limit now: one may be set during the call.
+                Ok(None) => WRITE_EVERY.as_millis() as i64,
                 Err(e) => {
-                    warn!(error = %e, call_id = %self.call_id, "cannot read the org's minutes");
+                    warn!(error = %e, call_id = %self.call_id, "cannot read the org's limits or minutes");
                     WRITE_EVERY.as_millis() as i64
                 }
             };
@@ -277,6 +265,30 @@ impl LimitWatch {
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }
         }
+    }
+
+    /// The ms left of the allowance that runs out first, and which it is (`None`: no daily
+    /// limit applies).
+    async fn left(&self, now: i64) -> Result<Option<(i64, LimitKind)>, crate::store::StoreError> {
+        let org = self.owner.org.as_deref();
+        let limits = self.store.limits(org).await?.unwrap_or(self.defaults);
+        let allowance = Allowance::of(&limits);
+        if allowance.is_none() {
+            return Ok(None);
+        }
+        let day = day_of(now);
+        let mine = now - self.part_ms.max(day_start_ms(now));
+        let (org_used, sub_used) = self
+            .store
+            .used_ms(org, &self.owner.sub, &day, (&self.call_id, self.part_ms))
+            .await?;
+        Ok([
+            (allowance.org_ms, org_used, LimitKind::DailyMinutes),
+            (allowance.sub_ms, sub_used, LimitKind::SubjectDailyMinutes),
+        ]
+        .into_iter()
+        .filter_map(|(max, used, kind)| max.map(|m| (m - used - mine, kind)))
+        .min_by_key(|(left, _)| *left))
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::fields::{fit_all, FieldKind, FieldSpec};
-use crate::engines::llm::{ChatMessage, ChatRequest, LanguageModel, Role};
+use crate::engines::llm::{ChatMessage, ChatRequest, LanguageModel, Role, TokenTap};
 use crate::engines::EngineError;
 
 /// The transcript a JSON-capable model reads, at most (the start and the end are kept).
@@ -50,6 +50,18 @@ pub struct Made {
     pub method: Method,
     /// The model whose words were kept; `None` for an extract.
     pub engine: Option<String>,
+    /// What asking the model cost, kept or not (for usage).
+    pub spent: Spent,
+}
+
+/// The tokens a summary's requests cost, as the engine counted them (engines that do not
+/// count leave them at 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Who did the work: `local` or the provider's name.
+    pub engine: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 /// The summary of a conversation; `None` when the caller said nothing.
@@ -74,9 +86,13 @@ pub async fn make(
     } else {
         LOCAL_TRANSCRIPT_CHARS
     };
+    let mut spent = Spent {
+        engine: llm.usage_label(),
+        ..Spent::default()
+    };
     let made = if json {
         let transcript = transcript(messages, budget);
-        by_json(llm, session_id, &transcript, specs, cancel).await
+        by_json(llm, session_id, &transcript, specs, cancel, &mut spent).await
     } else {
         // The small model reads the caller's lines only: what it keeps must be the caller's
         // words, not the agent's (which the same model wrote, and may have made up).
@@ -86,10 +102,12 @@ pub async fn make(
             .cloned()
             .collect();
         let transcript = transcript(&said, budget);
-        by_extraction(llm, session_id, &transcript, specs, cancel).await
+        by_extraction(llm, session_id, &transcript, specs, cancel, &mut spent).await
     };
     llm.release(session_id);
-    Some(made.unwrap_or_else(|| extract(&caller, specs)))
+    let mut made = made.unwrap_or_else(|| extract(&caller, specs));
+    made.spent = spent;
+    Some(made)
 }
 
 /// `Caller:` and `Agent:` lines, cut in the middle to `budget` characters.
@@ -113,21 +131,37 @@ pub fn transcript(messages: &[ChatMessage], budget: usize) -> String {
     format!("{head}\n[...]\n{tail}")
 }
 
+/// The model's answer to `request` (cut after `max_chars`); its token counts go to `spent`.
 async fn complete(
     llm: &dyn LanguageModel,
-    request: ChatRequest,
+    mut request: ChatRequest,
     max_chars: usize,
     cancel: &CancellationToken,
+    spent: &mut Spent,
 ) -> Result<String, EngineError> {
+    let tap = TokenTap::default();
+    request.tokens = Some(tap.clone());
     let mut stream = llm.stream(request, cancel.clone());
     let mut out = String::new();
+    let mut result = Ok(());
     while let Some(delta) = stream.next().await {
-        out.push_str(&delta?);
+        match delta {
+            Ok(d) => out.push_str(&d),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
         if out.len() > max_chars {
             break;
         }
     }
-    Ok(out)
+    drop(stream);
+    if let Some(t) = tap.take() {
+        spent.prompt_tokens += t.prompt;
+        spent.completion_tokens += t.completion;
+    }
+    result.map(|()| out)
 }
 
 fn request(session_id: &str, system: &str, user: String, max_tokens: usize) -> ChatRequest {
@@ -151,6 +185,7 @@ async fn by_json(
     transcript: &str,
     specs: &[FieldSpec],
     cancel: &CancellationToken,
+    spent: &mut Spent,
 ) -> Option<Made> {
     let mut ask = format!(
         "The call:\n{transcript}\n\nAnswer with {{\"summary\": \"...\", \"fields\": {{...}}}}. \
@@ -176,7 +211,7 @@ async fn by_json(
     }
     let mut req = request(session_id, JSON_SYSTEM, ask, 600);
     req.json = true;
-    let answer = match complete(llm, req, 16_000, cancel).await {
+    let answer = match complete(llm, req, 16_000, cancel, spent).await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "the language model could not summarise the call");
@@ -198,6 +233,7 @@ async fn by_json(
         fields: fit_all(specs, Some(fields)),
         method: Method::Json,
         engine: Some(llm.name()),
+        spent: Spent::default(),
     })
 }
 
@@ -223,10 +259,11 @@ async fn by_extraction(
     transcript: &str,
     specs: &[FieldSpec],
     cancel: &CancellationToken,
+    spent: &mut Spent,
 ) -> Option<Made> {
     let ask = format!("{transcript}\n\nIn one short sentence: what did the caller want?");
-    let answer = match complete(llm, request(session_id, LOCAL_SYSTEM, ask, 40), 400, cancel).await
-    {
+    let asked = request(session_id, LOCAL_SYSTEM, ask, 40);
+    let answer = match complete(llm, asked, 400, cancel, spent).await {
         Ok(a) => first_sentence(&a),
         Err(e) => {
             tracing::warn!(error = %e, "the language model could not summarise the call");
@@ -244,11 +281,11 @@ async fn by_extraction(
             FieldKind::Boolean => "Answer yes or no.",
         };
         let ask = format!("{transcript}\n\n{}? {how}", s.question());
-        let value =
-            match complete(llm, request(session_id, LOCAL_SYSTEM, ask, 16), 200, cancel).await {
-                Ok(a) => local_field(s, &first_sentence(&a), transcript),
-                Err(_) => Value::Null,
-            };
+        let asked = request(session_id, LOCAL_SYSTEM, ask, 16);
+        let value = match complete(llm, asked, 200, cancel, spent).await {
+            Ok(a) => local_field(s, &first_sentence(&a), transcript),
+            Err(_) => Value::Null,
+        };
         fields.insert(s.name.clone(), value);
     }
     Some(Made {
@@ -256,6 +293,7 @@ async fn by_extraction(
         fields: Value::Object(fields),
         method: Method::Model,
         engine: Some(llm.name()),
+        spent: Spent::default(),
     })
 }
 
@@ -308,6 +346,7 @@ pub fn extract(caller: &[&str], specs: &[FieldSpec]) -> Made {
         fields: fit_all(specs, None),
         method: Method::Extract,
         engine: None,
+        spent: Spent::default(),
     }
 }
 

@@ -24,7 +24,10 @@ use crate::call::CallMeta;
 use crate::engines::llm::{ChatMessage, LanguageModel};
 use crate::metrics::SummaryMetrics;
 use crate::redact::Redactor;
-use crate::store::{StoreWriter, SummaryRow, Write};
+use crate::store::{
+    day_of, org_key, StoreWriter, SummaryRow, UsageRow, Write, LLM_COMPLETION_TOKENS,
+    LLM_PROMPT_TOKENS,
+};
 
 /// Calls waiting for their summary, at most.
 pub const QUEUE: usize = 1024;
@@ -192,9 +195,35 @@ impl Worker {
             }
         };
         self.metrics.add(made.method.as_str());
+        for row in usage_rows(&job.meta, &made.spent, now_ms()) {
+            self.writer.send(Write::Usage(row));
+        }
         let row = summary_row(&job.meta, made, &job.agent.redactor());
         self.writer.send(Write::Summary(row));
     }
+}
+
+/// The tokens a summary cost, as the call's usage: a stretch of its own that starts when the
+/// summary was made (so a resumed call's next summary counts again), with no call time.
+fn usage_rows(meta: &CallMeta, spent: &make::Spent, at_ms: i64) -> Vec<UsageRow> {
+    [
+        (LLM_PROMPT_TOKENS, spent.prompt_tokens),
+        (LLM_COMPLETION_TOKENS, spent.completion_tokens),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(metric, n)| UsageRow {
+        call_id: meta.call_id.clone(),
+        part_ms: at_ms,
+        day: day_of(at_ms),
+        org: org_key(meta.org.as_deref()).to_string(),
+        sub: meta.sub.clone(),
+        agent: meta.agent.clone(),
+        metric: metric.to_string(),
+        engine: spent.engine.clone(),
+        value: i64::try_from(n).unwrap_or(i64::MAX),
+    })
+    .collect()
 }
 
 /// The stored row of a summary, masked as the agent's redaction says.
@@ -297,6 +326,31 @@ mod tests {
     }
 
     #[test]
+    fn a_summarys_tokens_are_the_calls_usage() {
+        let meta = CallMeta {
+            call_id: "c1".into(),
+            org: None,
+            sub: "ada".into(),
+            agent: "desk".into(),
+        };
+        let spent = make::Spent {
+            engine: "local".into(),
+            prompt_tokens: 120,
+            completion_tokens: 0,
+        };
+        let rows = usage_rows(&meta, &spent, 86_400_000 + 5);
+        assert_eq!(rows.len(), 1, "a metric with nothing spent has no row");
+        let r = &rows[0];
+        assert_eq!(
+            (r.metric.as_str(), r.value, r.engine.as_str()),
+            (LLM_PROMPT_TOKENS, 120, "local")
+        );
+        assert_eq!((r.org.as_str(), r.day.as_str()), ("", "1970-01-02"));
+        assert_eq!((r.call_id.as_str(), r.part_ms), ("c1", 86_400_005));
+        assert!(usage_rows(&meta, &make::Spent::default(), 1).is_empty());
+    }
+
+    #[test]
     fn a_stored_summary_is_masked_like_the_call() {
         let meta = CallMeta {
             call_id: "c1".into(),
@@ -309,6 +363,7 @@ mod tests {
             fields: json!({"callback": "415 555 0100", "size": 4}),
             method: make::Method::Json,
             engine: Some("hosted".into()),
+            spent: make::Spent::default(),
         };
         let r = summary_row(
             &meta,

@@ -21,6 +21,10 @@ impl LanguageModel for FakeLlm {
         "fake (test engine)".into()
     }
 
+    fn usage_label(&self) -> String {
+        "fake".into()
+    }
+
     fn stream(
         &self,
         request: ChatRequest,

@@ -33,6 +33,14 @@ impl LanguageModel for FallbackLlm {
         self.health.name()
     }
 
+    fn usage_label(&self) -> String {
+        self.health
+            .order()
+            .first()
+            .and_then(|&i| self.members.get(i))
+            .map_or_else(|| "local".into(), |m| m.usage_label())
+    }
+
     /// As the first member does: the one that answers unless it is failing (a local fallback
     /// then answers a JSON request in its own way, which the caller must allow for).
     fn json_output(&self) -> bool {

@@ -153,7 +153,7 @@ impl LanguageModel for SmolLmEngine {
     ) -> BoxStream<'static, Result<String, EngineError>> {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
         let (max_tokens, temperature) = (request.max_tokens, request.temperature);
-        let (tap, engine) = (request.tokens.clone(), self.name());
+        let (tap, engine) = (request.tokens.clone(), self.usage_label());
         let messages = to_model_messages(request);
         let params = GenerateParams {
             max_tokens: max_tokens.max(1),

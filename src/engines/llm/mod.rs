@@ -76,7 +76,7 @@ pub struct ChatRequest {
 /// The token counts of one reply, as the engine that wrote it counted them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenCount {
-    /// The engine's name (the member of a chain that answered).
+    /// Who wrote the reply: `local` or the provider's name (the member of a chain that answered).
     pub engine: String,
     pub prompt: u64,
     pub completion: u64,
@@ -99,6 +99,11 @@ impl TokenTap {
 
 pub trait LanguageModel: Send + Sync {
     fn name(&self) -> String;
+    /// Who did the work, for usage: `local`, or the provider's name (`openai`, `deepgram`);
+    /// a chain names the member it tries first.
+    fn usage_label(&self) -> String {
+        "local".into()
+    }
     /// Streams the reply as text deltas; the stream ends when the reply is complete. Must stop
     /// promptly when `cancel` fires.
     fn stream(

@@ -83,6 +83,10 @@ impl LanguageModel for OpenAiLlm {
         format!("{} ({})", self.provider, self.model)
     }
 
+    fn usage_label(&self) -> String {
+        self.provider.clone()
+    }
+
     fn json_output(&self) -> bool {
         true
     }
@@ -95,7 +99,7 @@ impl LanguageModel for OpenAiLlm {
         let body = self.body(&request);
         let api = self.api.clone();
         let url = self.url.clone();
-        let tap = request.tokens.clone().map(|t| (t, self.name()));
+        let tap = request.tokens.clone().map(|t| (t, self.usage_label()));
         spawn_stream(64, move |tx| async move {
             let mut attempt = 0;
             loop {

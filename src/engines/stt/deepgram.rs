@@ -53,6 +53,8 @@ pub struct DeepgramStt {
 struct Inner {
     /// e.g. `deepgram (nova-3)`.
     label: String,
+    /// The provider's name in `providers.toml`, for usage.
+    provider: String,
     /// Names the engine in errors, e.g. `deepgram speech-to-text`.
     engine: String,
     url: String,
@@ -101,6 +103,7 @@ impl DeepgramStt {
         }
         let inner = Inner {
             label: format!("{name} ({model})"),
+            provider: name.to_string(),
             engine: format!("{name} speech-to-text"),
             url: url.into(),
             key: spec.api_key.clone(),
@@ -142,6 +145,10 @@ fn start(
 impl SpeechToText for DeepgramStt {
     fn name(&self) -> String {
         self.inner.label.clone()
+    }
+
+    fn usage_label(&self) -> String {
+        self.inner.provider.clone()
     }
 
     fn transcribe(

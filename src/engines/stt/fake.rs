@@ -18,6 +18,10 @@ impl SpeechToText for FakeStt {
         "fake (test engine)".into()
     }
 
+    fn usage_label(&self) -> String {
+        "fake".into()
+    }
+
     fn transcribe(
         &self,
         audio: Arc<[f32]>,

@@ -32,6 +32,14 @@ impl SpeechToText for FallbackStt {
         self.health.name()
     }
 
+    fn usage_label(&self) -> String {
+        self.health
+            .order()
+            .first()
+            .and_then(|&i| self.members.get(i))
+            .map_or_else(|| "local".into(), |m| m.usage_label())
+    }
+
     fn transcribe(
         &self,
         audio: Arc<[f32]>,

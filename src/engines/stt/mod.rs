@@ -25,6 +25,11 @@ pub struct Transcription {
 pub trait SpeechToText: Send + Sync {
     /// Name shown at start-up and in `connected`.
     fn name(&self) -> String;
+    /// Who did the work, for usage: `local`, or the provider's name (`openai`, `deepgram`);
+    /// a chain names the member it tries first.
+    fn usage_label(&self) -> String {
+        "local".into()
+    }
     /// Transcribes 16 kHz mono samples. Must stop early when `cancel` fires.
     fn transcribe(
         &self,

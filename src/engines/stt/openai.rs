@@ -56,6 +56,10 @@ impl SpeechToText for OpenAiStt {
         format!("{} ({})", self.provider, self.model)
     }
 
+    fn usage_label(&self) -> String {
+        self.provider.clone()
+    }
+
     fn transcribe(
         &self,
         audio: Arc<[f32]>,

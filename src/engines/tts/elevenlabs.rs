@@ -24,6 +24,8 @@ pub struct ElevenLabsTts {
     key: Option<HeaderValue>,
     /// e.g. `elevenlabs (eleven_flash_v2_5, 24000 Hz)`.
     label: String,
+    /// The provider's name in `providers.toml`, for usage.
+    provider: String,
     /// API root: voices and the rest are path segments added to it.
     base: Url,
     model: String,
@@ -84,6 +86,7 @@ impl ElevenLabsTts {
             api,
             key,
             label: format!("{name} ({model}, {rate} Hz)"),
+            provider: name.to_string(),
             base,
             model,
             rate,
@@ -95,6 +98,10 @@ impl ElevenLabsTts {
 impl TextToSpeech for ElevenLabsTts {
     fn name(&self) -> String {
         self.label.clone()
+    }
+
+    fn usage_label(&self) -> String {
+        self.provider.clone()
     }
 
     fn sample_rate(&self) -> u32 {

@@ -27,6 +27,10 @@ impl TextToSpeech for FakeTts {
         "fake (test engine)".into()
     }
 
+    fn usage_label(&self) -> String {
+        "fake".into()
+    }
+
     fn sample_rate(&self) -> u32 {
         self.rate
     }

@@ -75,6 +75,14 @@ impl TextToSpeech for FallbackTts {
         self.health.name()
     }
 
+    fn usage_label(&self) -> String {
+        self.health
+            .order()
+            .first()
+            .and_then(|&i| self.members.get(i))
+            .map_or_else(|| "local".into(), |m| m.usage_label())
+    }
+
     fn sample_rate(&self) -> u32 {
         self.rate
     }

@@ -18,6 +18,11 @@ use super::EngineError;
 
 pub trait TextToSpeech: Send + Sync {
     fn name(&self) -> String;
+    /// Who did the work, for usage: `local`, or the provider's name (`openai`, `deepgram`);
+    /// a chain names the member it tries first.
+    fn usage_label(&self) -> String {
+        "local".into()
+    }
     /// Rate of the samples this engine produces.
     fn sample_rate(&self) -> u32;
     /// Whether `name` is a voice this engine can speak with (agents are checked at start-up).

@@ -60,6 +60,10 @@ impl TextToSpeech for OpenAiTts {
         format!("{} ({}, {} Hz)", self.provider, self.model, self.rate)
     }
 
+    fn usage_label(&self) -> String {
+        self.provider.clone()
+    }
+
     fn sample_rate(&self) -> u32 {
         self.rate
     }
