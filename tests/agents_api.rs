@@ -165,6 +165,19 @@ async fn stored(server: &TestServer, id: &str) -> (Vec<String>, String) {
     (said, prompt)
 }
 
+/// The server stopped once its writes are stored, and a new one on the same store.
+async fn restart(mut server: TestServer, db: &Db) -> TestServer {
+    let _ = server
+        .state
+        .call_services
+        .writer
+        .flush(Duration::from_secs(10))
+        .await;
+    let _ = server.stop.take().unwrap().send(());
+    let _ = tokio::time::timeout(Duration::from_secs(60), &mut server.task).await;
+    common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await
+}
+
 async fn agents_over_the_api(db: Db) {
     let server =
         common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await;
@@ -432,17 +445,7 @@ async fn agents_over_the_api(db: Db) {
     assert_eq!((status, body["version"].as_i64()), (201, Some(4)), "{body}");
 
     // A restart finds the agents in the store.
-    let _ = server
-        .state
-        .call_services
-        .writer
-        .flush(Duration::from_secs(10))
-        .await;
-    let mut server = server;
-    let _ = server.stop.take().unwrap().send(());
-    let _ = tokio::time::timeout(Duration::from_secs(60), &mut server.task).await;
-    let again =
-        common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await;
+    let again = restart(server, &db).await;
     let (status, body) = send_json(
         &again,
         reqwest::Method::GET,
@@ -597,17 +600,7 @@ async fn file_agents_seed_every_org(db: Db) {
     assert_eq!((status, code(&body)), (409, "agent_from_file"), "{body}");
 
     // A restart keeps the replacements and the deletion.
-    let _ = server
-        .state
-        .call_services
-        .writer
-        .flush(Duration::from_secs(10))
-        .await;
-    let mut server = server;
-    let _ = server.stop.take().unwrap().send(());
-    let _ = tokio::time::timeout(Duration::from_secs(60), &mut server.task).await;
-    let again =
-        common::start_with_store(Config::for_tests(), Engines::fake(), db.store().await).await;
+    let again = restart(server, &db).await;
     assert_eq!(
         greeting(&again, None).await.as_deref(),
         Some("Hi from the default org.")

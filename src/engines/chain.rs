@@ -22,6 +22,20 @@ pub fn failovers() -> Vec<(String, u64)> {
     map.iter().map(|(k, v)| (k.clone(), *v)).collect()
 }
 
+/// The usage label (see `usage_label` of the engine traits) of the member `health` tries
+/// first; `local` for an empty chain.
+pub fn lead_label<T: ?Sized>(
+    health: &Health,
+    members: &[Arc<T>],
+    label: impl Fn(&T) -> String,
+) -> String {
+    health
+        .order()
+        .first()
+        .and_then(|&i| members.get(i))
+        .map_or_else(|| "local".into(), |m| label(m))
+}
+
 /// How long a failed engine goes to the back of its chain.
 pub const COOLDOWN: Duration = Duration::from_secs(30);
 

@@ -34,11 +34,7 @@ impl LanguageModel for FallbackLlm {
     }
 
     fn usage_label(&self) -> String {
-        self.health
-            .order()
-            .first()
-            .and_then(|&i| self.members.get(i))
-            .map_or_else(|| "local".into(), |m| m.usage_label())
+        crate::engines::chain::lead_label(&self.health, &self.members, |m| m.usage_label())
     }
 
     /// As the first member does: the one that answers unless it is failing (a local fallback

@@ -33,11 +33,7 @@ impl SpeechToText for FallbackStt {
     }
 
     fn usage_label(&self) -> String {
-        self.health
-            .order()
-            .first()
-            .and_then(|&i| self.members.get(i))
-            .map_or_else(|| "local".into(), |m| m.usage_label())
+        crate::engines::chain::lead_label(&self.health, &self.members, |m| m.usage_label())
     }
 
     fn transcribe(
