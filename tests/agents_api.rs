@@ -623,6 +623,25 @@ async fn file_agents_seed_every_org(db: Db) {
     )
     .await;
     assert_eq!((status, body["version"].as_i64()), (201, Some(2)), "{body}");
+
+    // The history shows the newest 50 changes, each against the version before it.
+    let boss = token(&again, "boss", "acme", Role::Admin);
+    for i in 0..55 {
+        let body = json!({"system_prompt": format!("You greet caller number {i}.")});
+        let (status, _) = put(&again, &boss, "greeter", &body).await;
+        assert_eq!(status, 200);
+    }
+    let (_, body) = get(&again, &boss, "/api/agents/greeter").await;
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(
+        (history.len(), body["history_truncated"].as_bool()),
+        (50, Some(true))
+    );
+    assert_eq!(
+        (&history[0]["version"], &history[49]["version"]),
+        (&json!(8), &json!(57))
+    );
+    assert_eq!(history[0]["changed"], json!(["system_prompt"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

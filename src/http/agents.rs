@@ -28,6 +28,9 @@ use crate::store::{AgentVersionRow, StoreError};
 /// The largest agent definition taken, in bytes.
 pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
 
+/// The changes `GET /api/agents/{name}` shows at most, the newest ones.
+pub const HISTORY_SHOWN: usize = 50;
+
 /// The store's name of an org (`""`: the default org).
 fn org_key(org: Option<&str>) -> &str {
     org.unwrap_or("")
@@ -83,26 +86,26 @@ pub async fn read(
         Source::Api(_) | Source::None => {}
     }
     let store = &state.call_services.store;
+    // One more than shown: the version before the first shown tells what that one changed.
     let history = store
-        .agent_history(org_key(org), &name)
+        .agent_history(org_key(org), &name, HISTORY_SHOWN as i64 + 1)
         .await
         .map_err(unavailable)?;
     let Some(current) = history.last().filter(|r| r.definition.is_some()) else {
         return Err(missing(&name));
     };
-    let definition: Value = current
-        .definition
-        .as_deref()
-        .and_then(|d| serde_json::from_str(d).ok())
-        .unwrap_or(Value::Null);
-    let mut previous: Option<Value> = None;
-    let changes: Vec<Value> = history
+    let parse = |r: &AgentVersionRow| -> Option<Value> {
+        r.definition
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+    };
+    let definition = parse(current).unwrap_or(Value::Null);
+    let (before, shown) = history.split_at(history.len().saturating_sub(HISTORY_SHOWN));
+    let mut previous: Option<Value> = before.last().and_then(parse);
+    let changes: Vec<Value> = shown
         .iter()
         .map(|r| {
-            let def: Option<Value> = r
-                .definition
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok());
+            let def = parse(r);
             let changed = changed_fields(previous.as_ref(), def.as_ref());
             previous = def;
             json!({
@@ -123,6 +126,7 @@ pub async fn read(
         "definition": definition,
         "file_settings": file_settings,
         "history": changes,
+        "history_truncated": !before.is_empty(),
     })))
 }
 
@@ -261,7 +265,7 @@ async fn newest(
     let history = state
         .call_services
         .store
-        .agent_history(org_key(org), name)
+        .agent_history(org_key(org), name, 1)
         .await?;
     Ok(match history.last() {
         Some(r) => (r.version, r.definition.is_some()),

@@ -23,27 +23,33 @@ pub struct AgentVersionRow {
 
 const COLUMNS: &str = "org, name, version, definition, actor, at_ms";
 
-/// Every version of the org's agent `name`, oldest first.
+/// The newest `limit` versions of the org's agent `name`, oldest first.
 pub(crate) async fn history<DB>(
     db: &Pool<DB>,
     org: &str,
     name: &str,
+    limit: i64,
 ) -> Result<Vec<AgentVersionRow>, sqlx::Error>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'r> AgentVersionRow: sqlx::FromRow<'r, DB::Row>,
 {
     let sql = format!(
-        "SELECT {COLUMNS} FROM agent_versions WHERE org = $1 AND name = $2 ORDER BY version"
+        "SELECT {COLUMNS} FROM agent_versions WHERE org = $1 AND name = $2 \
+         ORDER BY version DESC LIMIT $3"
     );
-    sqlx::query_as(&sql)
+    let mut rows: Vec<AgentVersionRow> = sqlx::query_as(&sql)
         .bind(org)
         .bind(name)
+        .bind(limit)
         .fetch_all(db)
-        .await
+        .await?;
+    rows.reverse();
+    Ok(rows)
 }
 
 /// The newest version of every agent of every org (deleted ones included: their definition

@@ -298,13 +298,19 @@ impl MemoryStore {
         d
     }
 
-    pub(crate) fn agent_history(&self, org: &str, name: &str) -> Vec<AgentVersionRow> {
-        self.tables()
+    pub(crate) fn agent_history(&self, org: &str, name: &str, limit: i64) -> Vec<AgentVersionRow> {
+        let mut rows: Vec<AgentVersionRow> = self
+            .tables()
             .agent_versions
             .values()
             .filter(|r| r.org == org && r.name == name)
             .cloned()
-            .collect()
+            .collect();
+        rows.sort_by_key(|r| r.version);
+        let skip = rows
+            .len()
+            .saturating_sub(usize::try_from(limit).unwrap_or(0));
+        rows.split_off(skip)
     }
 
     pub(crate) fn current_agents(&self) -> Vec<AgentVersionRow> {

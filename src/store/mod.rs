@@ -375,18 +375,19 @@ impl Store {
         }
     }
 
-    /// Every version of the org's agent `name` made over the API (`""`: the default org),
-    /// oldest first.
+    /// The newest `limit` versions of the org's agent `name` made over the API (`""`: the
+    /// default org), oldest first.
     pub async fn agent_history(
         &self,
         org: &str,
         name: &str,
+        limit: i64,
     ) -> Result<Vec<AgentVersionRow>, StoreError> {
         let op = StoreError::query("reading an agent's versions");
         match &self.backend {
-            Backend::Sqlite(s) => agents::history(&s.pool, org, name).await.map_err(op),
-            Backend::Postgres(p) => agents::history(&p.pool, org, name).await.map_err(op),
-            Backend::Memory(m) => Ok(m.agent_history(org, name)),
+            Backend::Sqlite(s) => agents::history(&s.pool, org, name, limit).await.map_err(op),
+            Backend::Postgres(p) => agents::history(&p.pool, org, name, limit).await.map_err(op),
+            Backend::Memory(m) => Ok(m.agent_history(org, name, limit)),
         }
     }
 
