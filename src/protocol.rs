@@ -529,6 +529,9 @@ pub enum ErrorCode {
     LimitReached,
     /// Too many HTTP requests from one address or one token subject; see `Retry-After`.
     RateLimited,
+    /// A route whose configuration is not set on this server (phone calls without
+    /// `TWILIO_AUTH_TOKEN` or `VOXWIRE_PUBLIC_URL`).
+    NotConfigured,
 }
 
 impl ErrorCode {
@@ -578,6 +581,7 @@ impl ErrorCode {
             Self::SessionUsed => "session_used",
             Self::LimitReached => "limit_reached",
             Self::RateLimited => "rate_limited",
+            Self::NotConfigured => "not_configured",
         }
     }
 }
