@@ -145,7 +145,7 @@ impl Output {
             .marks
             .iter()
             .position(|m| m.0 == item && m.1 == piece)?;
-        let (_, _, played_ms) = self.marks.drain(..=at).last()?;
+        let (_, _, played_ms) = self.marks.drain(..=at).next_back()?;
         Some((item, played_ms))
     }
 }
