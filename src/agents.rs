@@ -57,6 +57,9 @@ pub struct Agent {
     /// Words that, said (or typed) by the caller, stop the recording and delete it.
     #[serde(default = "default_opt_out")]
     pub recording_opt_out: Vec<String>,
+    /// Keys (DTMF, e.g. `*9`) that, pressed by the caller, stop the recording and delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_opt_out_digits: Option<String>,
     /// Days this agent's ended calls are kept, instead of `VOXWIRE_RETENTION_DAYS` (0: kept
     /// forever).
     #[serde(default)]
@@ -229,6 +232,15 @@ pub fn validate(a: &Agent) -> Result<(), String> {
         return Err(format!("agent `{}`: system_prompt is empty", a.name));
     }
     check_webhook(a)?;
+    if let Some(d) = &a.recording_opt_out_digits {
+        if !crate::call::keys::valid_digits(d) {
+            return Err(format!(
+                "agent `{}`: recording_opt_out_digits must be 1 to {} keys of 0-9, *, # and A-D",
+                a.name,
+                crate::call::keys::MAX_DIGITS
+            ));
+        }
+    }
     if let Some(bad) = a.client_variables.iter().find(|v| !valid_variable_name(v)) {
         return Err(format!(
             "agent `{}`: client_variables: `{}` is not a variable name (1 to 64 \

@@ -213,6 +213,39 @@ impl Authenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
+    /// Signs a pass of another kind than a caller's token (a phone stream's, say). Its claims
+    /// carry `aud` (the kind) and `exp`, and no `sub`: a pass never opens `/ws` nor the API.
+    pub fn sign_pass<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Verifies a pass made by [`Self::sign_pass`] for audience `aud`: size, signature,
+    /// algorithm, audience and expiry.
+    pub fn verify_pass<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        aud: &str,
+    ) -> Result<T, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 0;
+        validation.set_audience(&[aud]);
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::InvalidAudience => AuthError::Invalid("not a pass of this kind".into()),
+                _ => AuthError::Invalid("malformed pass".into()),
+            })
+    }
+
     /// Verifies size, signature, algorithm, `nbf`, expiry and lifetime.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;

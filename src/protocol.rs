@@ -62,6 +62,10 @@ pub enum ClientMessage {
     Text {
         text: String,
     },
+    /// Keys pressed on a keypad (DTMF): 1 to 32 of `0-9`, `*`, `#` and `A-D`.
+    Dtmf {
+        digits: String,
+    },
     /// How much of a reply's audio the client has played so far.
     Playback {
         item_id: u64,
@@ -525,6 +529,9 @@ pub enum ErrorCode {
     LimitReached,
     /// Too many HTTP requests from one address or one token subject; see `Retry-After`.
     RateLimited,
+    /// A route whose configuration is not set on this server (phone calls without
+    /// `TWILIO_AUTH_TOKEN` or `VOXWIRE_PUBLIC_URL`).
+    NotConfigured,
 }
 
 impl ErrorCode {
@@ -574,6 +581,7 @@ impl ErrorCode {
             Self::SessionUsed => "session_used",
             Self::LimitReached => "limit_reached",
             Self::RateLimited => "rate_limited",
+            Self::NotConfigured => "not_configured",
         }
     }
 }
@@ -615,12 +623,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
             "a message must be a JSON object with a string field `type`".into(),
         ));
     };
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 10] = [
         "start_call",
         "update_call",
         "audio",
         "commit",
         "text",
+        "dtmf",
         "playback",
         "interrupt",
         "ping",
@@ -633,7 +642,20 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
             format!("unknown message type `{kind}`"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| (ErrorCode::InvalidMessage, format!("{kind}: {e}")))
+    let msg: ClientMessage = serde_json::from_value(value)
+        .map_err(|e| (ErrorCode::InvalidMessage, format!("{kind}: {e}")))?;
+    if let ClientMessage::Dtmf { digits } = &msg {
+        if !crate::call::keys::valid_digits(digits) {
+            return Err((
+                ErrorCode::InvalidMessage,
+                format!(
+                    "dtmf: digits must be 1 to {} keys of 0-9, *, # and A-D",
+                    crate::call::keys::MAX_DIGITS
+                ),
+            ));
+        }
+    }
+    Ok(msg)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use tracing::info;
 use super::caller::{Caller, Judged, Partial};
 use super::event::{CallEvent, CallInput};
 use super::handle::{AudioStream, ListenAudio};
+use super::keys::{turn_text, Keypad};
 use super::operator::Takeover;
 use super::record::Recorder;
 use super::recording::Mixer;
@@ -46,6 +47,8 @@ pub struct Call {
     pub(super) speaker: Speaker,
     /// Operators: who holds the call taken over, notes, caller turns only transcribed.
     pub(super) takeover: Takeover,
+    /// Keys the caller is pressing (DTMF), until their entry is complete.
+    keys: Keypad,
     deadline: Instant,
     pub(super) turn_tx: mpsc::Sender<(u64, TurnEvent)>,
     turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
@@ -123,6 +126,7 @@ impl Call {
             caller,
             speaker: Speaker::default(),
             takeover: Takeover::default(),
+            keys: Keypad::default(),
             deadline: Instant::now()
                 .checked_add(max_call)
                 .unwrap_or_else(far_future),
@@ -242,6 +246,11 @@ impl Call {
                     }
                 }
                 _ = usage_tick.tick() => self.write_usage(),
+                _ = sleep_until_some(self.keys.deadline()) => {
+                    if let Some(entry) = self.keys.pause() {
+                        self.keyed(entry).await;
+                    }
+                }
                 _ = tokio::time::sleep(CLOSING_POLL), if self.closing.is_some() => {}
                 _ = self.owner.closed(), if self.owner_open => break EndReason::ConnectionLost,
                 input = inputs.recv() => match input {
@@ -274,6 +283,7 @@ impl Call {
             if let CallInput::Audio(_)
             | CallInput::Commit
             | CallInput::Text(_)
+            | CallInput::Dtmf(_)
             | CallInput::Interrupt = input
             {
                 return;
@@ -283,6 +293,7 @@ impl Call {
             CallInput::Audio(samples) => self.on_audio(samples).await,
             CallInput::Commit => self.commit().await,
             CallInput::Text(text) => self.on_text(text).await,
+            CallInput::Dtmf(digits) => self.on_keys(digits).await,
             CallInput::Playback { item_id, played_ms } => {
                 self.on_playback(item_id, played_ms).await
             }
@@ -344,15 +355,51 @@ impl Call {
                 is_final: true,
                 text,
                 ..
-            } if self.agent.opts_out(text) => {
-                if let Some(m) = self.recording.take() {
-                    m.discard();
-                    info!(call_id = %self.record.id, "the caller opted out of the recording");
-                    self.recorder.recording_opted_out();
-                }
-            }
+            } if self.agent.opts_out(text) => self.opt_out_of_recording(),
             _ => {}
         }
+    }
+
+    /// The caller asked not to be recorded: the recording stops and is deleted.
+    fn opt_out_of_recording(&mut self) {
+        if let Some(m) = self.recording.take() {
+            m.discard();
+            info!(call_id = %self.record.id, "the caller opted out of the recording");
+            self.recorder.recording_opted_out();
+        }
+    }
+
+    /// Keys pressed by the caller: told to subscribers, checked against the agent's opt-out
+    /// code, and each complete entry given to the agent as a caller turn.
+    async fn on_keys(&mut self, digits: String) {
+        let pressed = self.keys.press(
+            &digits,
+            self.agent.recording_opt_out_digits.as_deref(),
+            Instant::now(),
+        );
+        self.emit(CallEvent::Dtmf { digits }).await;
+        if pressed.opted_out {
+            self.opt_out_of_recording();
+        }
+        for entry in pressed.entries {
+            self.keyed(entry).await;
+        }
+    }
+
+    /// A complete keypad entry: a caller turn, stored like a typed one (`source: dtmf`).
+    async fn keyed(&mut self, entry: String) {
+        if self.closing.is_some() {
+            return;
+        }
+        let item = self.record.new_item_id();
+        self.recorder.keyed(item);
+        self.start_reply(
+            TurnInput::Text(turn_text(&entry)),
+            Instant::now(),
+            Some(item),
+            None,
+        )
+        .await;
     }
 
     /// Hands a chunk of the call's audio to operators listening in, if any.

@@ -16,6 +16,8 @@ pub enum CallInput {
     Commit,
     /// A typed message.
     Text(String),
+    /// Keys pressed on the caller's keypad (DTMF), checked with `keys::valid_digits`.
+    Dtmf(String),
     /// How much of reply `item_id` the caller has heard so far.
     Playback { item_id: u64, played_ms: u64 },
     /// Stop the agent's reply.
@@ -82,6 +84,10 @@ pub enum CallEvent {
         item_id: u64,
         played_ms: u64,
         heard: String,
+    },
+    /// The caller pressed keys (DTMF); a complete entry becomes a caller turn.
+    Dtmf {
+        digits: String,
     },
     /// A late playback report changed what the caller heard of cut reply `item_id`.
     Heard {

@@ -22,6 +22,7 @@ pub const MONITORED: &[&str] = &[
     "transcript",
     "response",
     "interrupted",
+    "dtmf",
     "metrics",
     "takeover_started",
     "takeover_ended",

@@ -9,6 +9,7 @@ pub mod event;
 pub mod feed;
 pub mod handle;
 pub mod history;
+pub mod keys;
 pub mod listen;
 pub mod operator;
 pub mod playback;

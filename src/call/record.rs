@@ -35,6 +35,8 @@ pub struct Recorder {
     replies: HashMap<u64, String>,
     /// User items that were typed.
     typed: HashSet<u64>,
+    /// User items keyed in on a keypad (DTMF).
+    keyed: HashSet<u64>,
     /// Reply items that are an operator's lines, until their text is recorded.
     operator_lines: HashSet<u64>,
     /// Item of the push-to-talk turn, if this is one.
@@ -80,6 +82,7 @@ impl Recorder {
             prior_agent_ms: totals.agent_audio_ms,
             replies: HashMap::new(),
             typed: HashSet::new(),
+            keyed: HashSet::new(),
             operator_lines: HashSet::new(),
             push_to_talk: false,
             caller_samples: 0,
@@ -191,6 +194,10 @@ impl Recorder {
         self.typed.insert(item_id);
     }
 
+    pub fn keyed(&mut self, item_id: u64) {
+        self.keyed.insert(item_id);
+    }
+
     pub fn set_push_to_talk(&mut self) {
         self.push_to_talk = true;
     }
@@ -238,6 +245,8 @@ impl Recorder {
                 if *is_final && !text.trim().is_empty() {
                     let source = if self.typed.contains(item_id) {
                         "text"
+                    } else if self.keyed.contains(item_id) {
+                        "dtmf"
                     } else if self.push_to_talk {
                         "push_to_talk"
                     } else {
@@ -377,6 +386,7 @@ impl Recorder {
                 }
                 (kind.as_str(), data)
             }
+            CallEvent::Dtmf { digits } => ("dtmf", json!({"digits": digits})),
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
             CallEvent::Error { code, message } => {
                 ("error", json!({"code": code, "message": message}))
@@ -456,7 +466,8 @@ impl Recorder {
     /// Appends to the event log and, for what the monitor shows, to the monitor feed (the
     /// store write first; see [`Feed::publish`]).
     fn log(&mut self, kind: &str, mut data: serde_json::Value) {
-        self.redactor.redact_fields(&mut data, &["text", "heard"]);
+        self.redactor
+            .redact_fields(&mut data, &["text", "heard", "digits"]);
         let seq = self.seq;
         self.seq += 1;
         let at_ms = now_ms();

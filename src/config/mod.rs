@@ -3,6 +3,7 @@
 
 mod net;
 mod store;
+mod telephony;
 mod turn;
 mod usage;
 mod webhooks;
@@ -17,6 +18,7 @@ use crate::protocol::Limits;
 
 pub use net::NetSettings;
 pub use store::StoreSettings;
+pub use telephony::{NumberRoute, TelephonySettings, TwilioToken};
 use turn::parse_vad;
 pub use turn::{TurnSettings, VadChoice};
 pub use usage::{UsageSettings, DEFAULT_LIMIT_MESSAGE};
@@ -116,6 +118,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Default usage limits of an org and the message said when a call's minutes run out.
     pub usage: UsageSettings,
+    /// Phone calls through Twilio: its auth token and who answers each called number.
+    pub telephony: TelephonySettings,
 }
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
@@ -144,6 +148,7 @@ impl std::fmt::Debug for Config {
             .field("vad", &self.vad)
             .field("store", &self.store)
             .field("webhooks", &self.webhooks)
+            .field("telephony", &self.telephony)
             .finish_non_exhaustive()
     }
 }
@@ -462,6 +467,7 @@ impl Config {
             agents,
             store: StoreSettings::from_env(env)?,
             usage: UsageSettings::from_env(env)?,
+            telephony: TelephonySettings::from_env(env)?,
         })
     }
 

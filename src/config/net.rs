@@ -73,6 +73,20 @@ impl NetSettings {
     }
 }
 
+impl NetSettings {
+    /// `VOXWIRE_PUBLIC_URL` for WebSockets: `https://` made `wss://`, `http://` made `ws://`.
+    pub fn public_socket_url(&self) -> Option<String> {
+        let base = self.public_url.as_deref()?;
+        Some(if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_string()
+        })
+    }
+}
+
 fn parse_public_url(env: &dyn Env) -> Result<Option<String>, ConfigError> {
     const VAR: &str = "VOXWIRE_PUBLIC_URL";
     let Some(raw) = env.get(VAR) else {
@@ -142,6 +156,10 @@ mod tests {
         assert_eq!(
             n.public_url.as_deref(),
             Some("https://voice.example.com/base")
+        );
+        assert_eq!(
+            n.public_socket_url().as_deref(),
+            Some("wss://voice.example.com/base")
         );
         for bad in [
             "voice.example.com",

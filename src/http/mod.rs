@@ -1,7 +1,7 @@
 //! The HTTP surface: the router and its handlers (`/ws`, push-to-talk, call history, demo
 //! tokens, call sessions minted with API keys, the monitor stream, history export and figures,
-//! usage and limits, erasure, webhook deliveries, the agents API, health, metrics, and the
-//! static `web/` folder).
+//! usage and limits, erasure, webhook deliveries, the agents API, Twilio's webhook and media
+//! socket, health, metrics, and the static `web/` folder).
 
 pub mod access;
 pub mod agents;
@@ -28,7 +28,7 @@ use axum::Router;
 use tower_http::services::ServeDir;
 
 use crate::server::AppState;
-use crate::transport::{monitor, operator, ptt, ws};
+use crate::transport::{monitor, operator, ptt, twilio, ws};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
@@ -82,6 +82,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(agents::replace)
                 .delete(agents::delete),
         )
+        .route(
+            twilio::VOICE_PATH,
+            post(twilio::voice).layer(DefaultBodyLimit::max(twilio::MAX_FORM_BYTES)),
+        )
+        .route(twilio::MEDIA_PATH, get(twilio::media))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -116,14 +116,7 @@ fn check(
 /// Where the browser opens the call: `VOXWIRE_PUBLIC_URL` as `wss://…/ws` (or `ws://`), else
 /// the request's `Host` (`wss://` behind a proxy that says `X-Forwarded-Proto: https`).
 fn ws_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(base) = &state.config.net.public_url {
-        let ws = if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = base.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            base.clone()
-        };
+    if let Some(ws) = state.config.net.public_socket_url() {
         return format!("{ws}/ws");
     }
     let host = headers

@@ -6,15 +6,12 @@
 //! which nothing arrives for `VOXWIRE_WS_IDLE_TIMEOUT_SECS`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::auth::Claims;
@@ -25,18 +22,15 @@ use crate::server::AppState;
 
 mod output;
 mod session;
-mod socket;
+pub(crate) mod socket;
 
-use socket::{read_loop, write_loop, HARD_LIMIT_FACTOR};
+use socket::HARD_LIMIT_FACTOR;
 pub use socket::{Inbound, Outbound};
-
-/// How long a socket closed for a refused frame stays open for the client to read why.
-const FATAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Initial read buffer of a socket, and the most read from it at once. The default (128 KiB) is
 /// zero-filled on the first read, so every idle call held 128 KiB; a larger frame still grows the
 /// buffer to fit it, and a 500 ms PCM16 chunk (about 21 KB of JSON) takes two reads.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A browser's socket from an origin not in `VOXWIRE_ALLOWED_ORIGINS` (when set) is refused.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
@@ -92,9 +86,14 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
     let session_id = format!("sess_{:016x}", rand::random::<u64>());
     state.metrics.connections.inc();
     info!(session_id = %session_id, sub = %claims.sub, "connected");
-    let (sink, stream) = socket.split();
-    let (in_tx, in_rx) = mpsc::channel(64);
-    let (out_tx, out_rx) = mpsc::channel(256);
+    let (in_rx, out_tx, halves) = socket::split(
+        socket,
+        socket::parse_voxwire,
+        state.config.limits.max_message_bytes,
+        state.config.net.clone(),
+        session_id.clone(),
+        256,
+    );
     let hello = ServerMessage::Connected {
         session_id: session_id.clone(),
         protocol: PROTOCOL,
@@ -102,14 +101,6 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         engines: state.engines.names(),
     };
     let _ = out_tx.send(Outbound::Message(hello)).await;
-    let net = state.config.net.clone();
-    let writer = tokio::spawn(write_loop(sink, out_rx, net.clone(), session_id.clone()));
-    let reader = tokio::spawn(read_loop(
-        stream,
-        in_tx,
-        state.config.limits.max_message_bytes,
-        net.ws_idle_timeout,
-    ));
     let cancel = state.shutdown.child_token();
     session::run(
         state.call_services.clone(),
@@ -120,20 +111,6 @@ async fn connection(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         cancel,
     )
     .await;
-    let unread = if reader.is_finished() {
-        reader.await.ok().flatten()
-    } else {
-        reader.abort();
-        None
-    };
-    // The writer ends once the actor's sender is gone; give it a moment to flush.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    if let Some(stream) = unread {
-        // Closing a socket that still holds unread bytes (the rest of a refused frame) resets
-        // the connection, and a reset makes the client drop what it has not read yet: the
-        // error and the 1009 close. Keep the socket open a moment so the client can read them.
-        tokio::time::sleep(FATAL_LINGER).await;
-        drop(stream);
-    }
+    halves.finish().await;
     info!(session_id = %session_id, "disconnected");
 }

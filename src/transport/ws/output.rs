@@ -162,8 +162,8 @@ impl Output {
                 }
                 OperatorEventKind::Note | OperatorEventKind::Ended => Vec::new(),
             },
-            // The client sent the report; nothing to tell it.
-            CallEvent::Heard { .. } => Vec::new(),
+            // The client sent the report (or the keys); nothing to tell it.
+            CallEvent::Heard { .. } | CallEvent::Dtmf { .. } => Vec::new(),
             CallEvent::Metrics { turn_id, timings } => {
                 vec![ServerMessage::Metrics {
                     turn_id,

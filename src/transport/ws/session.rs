@@ -258,6 +258,7 @@ impl Connection {
             },
             ClientMessage::Commit => self.input(CallInput::Commit).await,
             ClientMessage::Text { text } => self.input(CallInput::Text(text)).await,
+            ClientMessage::Dtmf { digits } => self.input(CallInput::Dtmf(digits)).await,
             ClientMessage::Playback { item_id, played_ms } => {
                 self.input(CallInput::Playback { item_id, played_ms }).await
             }

@@ -1,5 +1,6 @@
 //! The socket's two halves: the reader turns frames into [`Inbound`] items (JSON messages,
 //! binary audio, refusals), the writer sends [`Outbound`] items with a write deadline and pings.
+//! Shared by every WebSocket door: each gives its own parser of text frames.
 
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use crate::protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMess
 /// ones close the socket (1009).
 pub const HARD_LIMIT_FACTOR: usize = 4;
 
-/// From the reader task.
-pub enum Inbound {
-    Message(Box<ClientMessage>),
+/// From the reader task: `M` is a parsed text frame.
+pub enum Inbound<M = Box<ClientMessage>> {
+    Message(M),
     /// A binary frame: raw audio in the call's `audio_format`.
     Audio(bytes::Bytes),
     /// A frame that could not be accepted; the call goes on.
@@ -32,6 +33,8 @@ pub enum Inbound {
 /// To the writer task.
 pub enum Outbound {
     Message(ServerMessage),
+    /// A text frame already serialized (another door's wire format).
+    Text(String),
     Close(u16, String),
 }
 
@@ -61,12 +64,71 @@ fn read_error(e: axum::Error, max_bytes: usize) -> Option<(ErrorCode, String, u1
     }
 }
 
+/// How a door parses its text frames.
+pub type Parse<M> = fn(&str) -> Result<M, (ErrorCode, String)>;
+
+/// The voxwire socket's parser.
+pub fn parse_voxwire(text: &str) -> Result<Box<ClientMessage>, (ErrorCode, String)> {
+    parse_client_message(text).map(Box::new)
+}
+
+/// How long a socket closed for a refused frame stays open for the client to read why.
+const FATAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The reader and writer tasks of one socket, until the connection is over.
+pub struct Halves {
+    reader: tokio::task::JoinHandle<Option<SplitStream<WebSocket>>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Splits `socket` into a reader task (text frames through `parse`, at most `max_bytes`) and a
+/// writer task; returns what they read, where to send, and the tasks.
+pub fn split<M: Send + 'static>(
+    socket: WebSocket,
+    parse: Parse<M>,
+    max_bytes: usize,
+    net: NetSettings,
+    session_id: String,
+    out_buffer: usize,
+) -> (mpsc::Receiver<Inbound<M>>, mpsc::Sender<Outbound>, Halves) {
+    let (sink, stream) = socket.split();
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, out_rx) = mpsc::channel(out_buffer);
+    let idle = net.ws_idle_timeout;
+    let writer = tokio::spawn(write_loop(sink, out_rx, net, session_id));
+    let reader = tokio::spawn(read_loop(stream, in_tx, max_bytes, idle, parse));
+    (in_rx, out_tx, Halves { reader, writer })
+}
+
+impl Halves {
+    /// Ends the connection once its session is over: stops reading, lets the writer flush.
+    pub async fn finish(self) {
+        let unread = if self.reader.is_finished() {
+            self.reader.await.ok().flatten()
+        } else {
+            self.reader.abort();
+            None
+        };
+        // The writer ends once the session's sender is gone; give it a moment to flush.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer).await;
+        if let Some(stream) = unread {
+            // Closing a socket that still holds unread bytes (the rest of a refused frame)
+            // resets the connection, and a reset makes the client drop what it has not read
+            // yet: the error and the 1009 close. Keep the socket open a moment so the client
+            // can read them.
+            tokio::time::sleep(FATAL_LINGER).await;
+            drop(stream);
+        }
+    }
+}
+
 /// Returns the stream when it ended on a frame refused mid-read, whose rest is still unread.
-pub async fn read_loop(
+pub async fn read_loop<M>(
     mut stream: SplitStream<WebSocket>,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<Inbound<M>>,
     max_bytes: usize,
     idle_timeout: Duration,
+    parse: Parse<M>,
 ) -> Option<SplitStream<WebSocket>> {
     loop {
         let msg = match tokio::time::timeout(idle_timeout, stream.next()).await {
@@ -86,8 +148,8 @@ pub async fn read_loop(
                     text.len()
                 ),
             ),
-            Ok(Message::Text(text)) => match parse_client_message(&text) {
-                Ok(m) => Inbound::Message(Box::new(m)),
+            Ok(Message::Text(text)) => match parse(&text) {
+                Ok(m) => Inbound::Message(m),
                 Err((code, message)) => Inbound::Invalid(code, message),
             },
             Ok(Message::Binary(bytes)) if bytes.len() > max_bytes => Inbound::Invalid(
@@ -165,6 +227,7 @@ pub async fn write_loop(
                     continue;
                 }
             },
+            Outbound::Text(text) => Message::Text(text.into()),
             Outbound::Close(code, reason) => {
                 let frame = CloseFrame {
                     code,

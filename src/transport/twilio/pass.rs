@@ -1,0 +1,93 @@
+//! The stream pass: what the voice webhook vouches for, handed to Twilio in the TwiML as the
+//! `<Stream>`'s `token` parameter and given back in the media socket's `start`. Signed with the
+//! server's token secret, for the media socket only (it has no `sub`: it opens nothing else),
+//! and short-lived: Twilio connects within seconds.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthError, Authenticator};
+
+/// The pass's audience: Twilio's media socket.
+pub const AUDIENCE: &str = "voxwire:twilio-media";
+
+/// How long Twilio has to open the media socket.
+pub const TTL: Duration = Duration::from_secs(60);
+
+/// The call Twilio is connecting, as its webhook told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPass {
+    pub aud: String,
+    pub exp: u64,
+    /// Twilio's id of the call (`CallSid`).
+    pub call_sid: String,
+    /// The caller's number (`From`): the call's subject.
+    pub from: String,
+    /// The called number (`To`).
+    pub to: String,
+    /// Who answers: the org (none: the default org) and the agent (none: the org's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl StreamPass {
+    pub fn new(
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        org: Option<String>,
+        agent: Option<String>,
+    ) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            aud: AUDIENCE.to_string(),
+            exp: (now + TTL).as_secs(),
+            call_sid: call_sid.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            org,
+            agent,
+        }
+    }
+
+    pub fn sign(&self, auth: &Authenticator) -> Result<String, AuthError> {
+        auth.sign_pass(self)
+    }
+
+    /// The pass in `token`, if it is one of this server's and has not expired.
+    pub fn verify(auth: &Authenticator, token: &str) -> Result<Self, AuthError> {
+        auth.verify_pass(token, AUDIENCE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_opens_the_media_socket_only() {
+        let auth = Authenticator::new(b"test-secret-0123456789abcdef");
+        let pass = StreamPass::new("CA1", "+15550001111", "+15550002222", None, None);
+        let token = pass.sign(&auth).unwrap();
+        assert_eq!(StreamPass::verify(&auth, &token).unwrap(), pass);
+        // Not a caller's token.
+        assert!(auth.verify(&token).is_err());
+        // Nor is a caller's token a pass.
+        let caller = auth
+            .issue("alice", None, None, Duration::from_secs(60))
+            .unwrap();
+        assert!(StreamPass::verify(&auth, &caller).is_err());
+        // Another server's pass, and an expired one, are refused.
+        let other = Authenticator::new(b"another-secret-0123456789abcdef");
+        assert!(StreamPass::verify(&other, &token).is_err());
+        let mut old = pass.clone();
+        old.exp = 1_000;
+        let old = old.sign(&auth).unwrap();
+        assert_eq!(StreamPass::verify(&auth, &old), Err(AuthError::Expired));
+    }
+}

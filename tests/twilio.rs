@@ -1,0 +1,445 @@
+//! Phone calls through Twilio Media Streams, with a simulated Twilio over real sockets: the
+//! signed webhook answers TwiML with the media socket and a stream pass, a wrong signature gets
+//! 403 and no TwiML, a stream without a valid pass is refused; a call with the fake engines
+//! hears 20 ms mu-law frames, answers with mu-law `media` frames and `mark`s whose echoes keep
+//! history honest, sends `clear` when the caller talks over a reply, takes keypad presses as a
+//! turn, and ends on `stop`, listed in `GET /api/calls` under the caller's number.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use voxwire::config::{NumberRoute, TwilioToken};
+use voxwire::transport::twilio::{signature, StreamPass};
+use voxwire::Config;
+
+const PUBLIC_URL: &str = "http://voxwire.test";
+const AUTH_TOKEN: &str = "twilio-auth-token-for-tests";
+const CALLER: &str = "+15551230000";
+const NUMBER: &str = "+15550001111";
+
+const AGENTS: &str = r#"
+default = "desk"
+
+[[agent]]
+name = "desk"
+system_prompt = "You answer the phone."
+greeting = "Nobody here."
+
+[[agent]]
+name = "phone"
+system_prompt = "You answer calls from {{caller_number}}."
+greeting = "Hello {{caller_number}}, you called {{called_number}}."
+max_tokens = 40
+"#;
+
+fn config() -> Config {
+    let mut c = Config::for_tests();
+    c.agents = voxwire::agents::Agents::parse(AGENTS).unwrap();
+    c.net.public_url = Some(PUBLIC_URL.into());
+    c.telephony.twilio_token = Some(TwilioToken::new(AUTH_TOKEN));
+    c.telephony.numbers.insert(
+        NUMBER.into(),
+        NumberRoute {
+            org: Some("acme".into()),
+            agent: "phone".into(),
+        },
+    );
+    c
+}
+
+/// A server whose fake voice speaks 250 ms per word, so that replies last long enough to be
+/// talked over.
+async fn server() -> TestServer {
+    let mut engines = voxwire::engines::Engines::fake();
+    engines.tts = Arc::new(voxwire::engines::tts::fake::FakeTts {
+        rate: 16_000,
+        ms_per_word: 250,
+    });
+    start_with(config(), engines).await
+}
+
+fn form(call_sid: &str) -> Vec<(String, String)> {
+    [
+        ("AccountSid", "AC0000"),
+        ("CallSid", call_sid),
+        ("From", CALLER),
+        ("To", NUMBER),
+        ("CallStatus", "ringing"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+async fn webhook(
+    server: &TestServer,
+    params: &[(String, String)],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(server.url("/telephony/twilio/voice"))
+        .form(params);
+    if let Some(s) = signature {
+        req = req.header("X-Twilio-Signature", s);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The webhook's answer for a call, signed as Twilio signs it: the TwiML's stream URL and pass.
+async fn answer_call(server: &TestServer, call_sid: &str) -> (String, String) {
+    let params = form(call_sid);
+    let url = format!("{PUBLIC_URL}/telephony/twilio/voice");
+    let sig = signature::sign(AUTH_TOKEN.as_bytes(), &url, &params);
+    let (status, body) = webhook(server, &params, Some(&sig)).await;
+    assert_eq!(status, 200, "{body}");
+    let attr = |name: &str| {
+        let start = body.find(name).unwrap() + name.len();
+        body[start..].split('"').next().unwrap().to_string()
+    };
+    assert!(body.contains("<Response><Connect><Stream"), "{body}");
+    (attr("<Stream url=\""), attr("name=\"token\" value=\""))
+}
+
+async fn media_socket(server: &TestServer) -> Ws {
+    let url = format!("ws://{}/telephony/twilio/media", server.addr);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+async fn start_stream(ws: &mut Ws, call_sid: &str, token: &str) {
+    send_json(
+        ws,
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    )
+    .await;
+    send_json(
+        ws,
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+            "start": {"accountSid": "AC0000", "streamSid": "MZ1", "callSid": call_sid,
+                "tracks": ["inbound"], "customParameters": {"token": token},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}),
+    )
+    .await;
+}
+
+/// Sends 8 kHz audio as 20 ms mu-law `media` frames.
+async fn speak(ws: &mut Ws, samples: &[f32]) {
+    let bytes = voxwire::audio::encode::mulaw_bytes(samples);
+    for frame in bytes.chunks(160) {
+        let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+        send_json(
+            ws,
+            json!({"event": "media", "streamSid": "MZ1",
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload}}),
+        )
+        .await;
+    }
+}
+
+/// Speech-like noise at 8 kHz (a fixed pseudo-random sequence), unlike the agent's tones.
+fn noise(ms: usize) -> Vec<f32> {
+    let mut x: u32 = 12_345;
+    (0..ms * 8)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            ((x >> 16) as f32 / 32_768.0 - 1.0) * 0.4
+        })
+        .collect()
+}
+
+fn silence(ms: usize) -> Vec<f32> {
+    vec![0.0; ms * 8]
+}
+
+/// Frames from the server until none comes for `quiet`.
+async fn frames_until_quiet(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
+        if let Message::Text(t) = msg {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+/// Frames from the server until (and including) the first `event`.
+async fn frames_until(ws: &mut Ws, event: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("socket closed")
+            .expect("socket error");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            let done = v["event"] == event;
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// Echoes every mark of `frames`, as Twilio does once their audio has played.
+async fn echo_marks(ws: &mut Ws, frames: &[Value]) -> usize {
+    let marks: Vec<&Value> = frames.iter().filter(|f| f["event"] == "mark").collect();
+    for m in &marks {
+        send_json(
+            ws,
+            json!({"event": "mark", "streamSid": "MZ1", "mark": m["mark"]}),
+        )
+        .await;
+    }
+    marks.len()
+}
+
+async fn get_json(server: &TestServer, path: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_webhook_answers_signed_calls_only() {
+    let server = server().await;
+    let (url, token) = answer_call(&server, "CA100").await;
+    assert_eq!(url, "ws://voxwire.test/telephony/twilio/media");
+    let pass = StreamPass::verify(&server.state.auth, &token).unwrap();
+    assert_eq!(pass.call_sid, "CA100");
+    assert_eq!(pass.from, CALLER);
+    assert_eq!(
+        (pass.org.as_deref(), pass.agent.as_deref()),
+        (Some("acme"), Some("phone"))
+    );
+    // The pass opens nothing but the media socket.
+    let r = reqwest::Client::new()
+        .get(server.url("/api/calls"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let params = form("CA101");
+    let url = format!("{PUBLIC_URL}/telephony/twilio/voice");
+    let good = signature::sign(AUTH_TOKEN.as_bytes(), &url, &params);
+    let wrong_token = signature::sign(b"another-token", &url, &params);
+    let mut tampered = params.clone();
+    tampered[2].1 = "+15559999999".into();
+    for (params, sig) in [
+        (&params, Some(wrong_token.as_str())),
+        (&params, None),
+        (&tampered, Some(good.as_str())),
+    ] {
+        let (status, body) = webhook(&server, params, sig).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(!body.contains("<Response"), "{body}");
+        let e: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(e["error"]["code"], "forbidden");
+    }
+
+    // An unmapped number gets the default org and agent.
+    let mut other = form("CA102");
+    other[3].1 = "+15550009999".into();
+    let sig = signature::sign(AUTH_TOKEN.as_bytes(), &url, &other);
+    let (status, body) = webhook(&server, &other, Some(&sig)).await;
+    assert_eq!(status, 200);
+    let token = body
+        .split("value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let pass = StreamPass::verify(&server.state.auth, token).unwrap();
+    assert_eq!((pass.org, pass.agent), (None, None));
+}
+
+#[tokio::test]
+async fn phone_routes_without_configuration_answer_503() {
+    let server = start().await;
+    let (status, body) = webhook(&server, &form("CA1"), Some("x")).await;
+    assert_eq!(status, 503);
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["error"]["code"], "not_configured");
+    let r = reqwest::get(server.url("/telephony/twilio/media"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
+async fn a_stream_without_a_valid_pass_is_refused() {
+    let server = server().await;
+    let expired = StreamPass {
+        exp: 1_000,
+        ..StreamPass::new("CA7", CALLER, NUMBER, None, None)
+    }
+    .sign(&server.state.auth)
+    .unwrap();
+    let (_, for_another_call) = answer_call(&server, "CA8").await;
+    let caller_token = server.token("alice");
+    for (call_sid, token) in [
+        ("CA7", "garbage".to_string()),
+        ("CA7", expired),
+        ("CA7", for_another_call),
+        ("CA7", caller_token),
+    ] {
+        let mut ws = media_socket(&server).await;
+        start_stream(&mut ws, call_sid, &token).await;
+        assert_eq!(recv_close(&mut ws).await, Some(1008));
+    }
+    let mut ws = media_socket(&server).await;
+    send_json(&mut ws, json!({"event": "connected"})).await;
+    send_json(
+        &mut ws,
+        json!({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA7",
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}}),
+    )
+    .await;
+    assert_eq!(recv_close(&mut ws).await, Some(1008));
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("voxwire_errors_total{code=\"unauthorized\"} 5"),
+        "{metrics}"
+    );
+    assert_eq!(server.state.call_services.metrics.live_calls.get(), 0);
+}
+
+#[tokio::test]
+async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys() {
+    let server = server().await;
+    let (_, token) = answer_call(&server, "CA200").await;
+    let mut ws = media_socket(&server).await;
+    start_stream(&mut ws, "CA200", &token).await;
+
+    // The greeting: 20 ms mu-law frames, a mark after each piece.
+    let greeting = frames_until_quiet(&mut ws, Duration::from_millis(800)).await;
+    let media: Vec<&Value> = greeting.iter().filter(|f| f["event"] == "media").collect();
+    assert!(media.len() >= 50, "{} frames", media.len());
+    for f in &media {
+        assert_eq!(f["streamSid"], "MZ1");
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(f["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(payload.len(), 160);
+    }
+    assert_eq!(greeting.last().unwrap()["event"], "mark");
+    assert!(echo_marks(&mut ws, &greeting).await >= 2);
+
+    // The caller speaks, then is silent: the reply comes as media and marks.
+    let mut turn = noise(1200);
+    turn.extend(silence(1200));
+    speak(&mut ws, &turn).await;
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.extend(frames_until(&mut ws, "mark").await);
+    }
+    assert!(first.iter().any(|f| f["event"] == "media"));
+    // Its first pieces have played; then the caller talks over the reply.
+    echo_marks(&mut ws, &first).await;
+    speak(&mut ws, &noise(700)).await;
+    let cut = frames_until(&mut ws, "clear").await;
+    assert_eq!(cut.last().unwrap()["streamSid"], "MZ1");
+    speak(&mut ws, &silence(1500)).await;
+    let second = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
+    echo_marks(&mut ws, &second).await;
+
+    // Keys pressed one at a time, as Twilio sends them, ending with #.
+    for digit in ["4", "2", "#"] {
+        send_json(
+            &mut ws,
+            json!({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": digit}}),
+        )
+        .await;
+    }
+    let keyed = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
+    assert!(keyed.iter().any(|f| f["event"] == "media"));
+    echo_marks(&mut ws, &keyed).await;
+
+    // The caller hangs up.
+    send_json(
+        &mut ws,
+        json!({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": "CA200"}}),
+    )
+    .await;
+    assert_eq!(recv_close(&mut ws).await, Some(1000));
+
+    // The call is the org's, under the caller's number, with the phone agent.
+    let operator = server
+        .state
+        .auth
+        .issue_with_role(
+            "sup",
+            Some("acme"),
+            None,
+            voxwire::auth::Role::Operator,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(Duration::from_secs(10)).await);
+    let list = get_json(&server, "/api/calls", &operator).await;
+    let calls = list["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{list}");
+    assert_eq!(calls[0]["sub"], CALLER);
+    assert_eq!(calls[0]["agent"], "phone");
+    let id = calls[0]["call_id"].as_str().unwrap();
+    let call = get_json(&server, &format!("/api/calls/{id}"), &operator).await;
+    assert_eq!(call["end_reason"], "client_ended", "{call}");
+    let items = call["items"].as_array().unwrap();
+    assert_eq!(
+        items[0]["text"],
+        format!("Hello {CALLER}, you called {NUMBER}.")
+    );
+    // The reply the caller talked over keeps what its echoed marks say was heard: its first
+    // words, not all of it.
+    let cut_item = items
+        .iter()
+        .find(|i| i["role"] == "assistant" && !i["heard"].is_null())
+        .unwrap_or_else(|| panic!("no cut reply in {call}"));
+    let heard = cut_item["heard"].as_str().unwrap();
+    let text = cut_item["text"].as_str().unwrap();
+    assert!(
+        !heard.is_empty() && heard.len() < text.len(),
+        "{heard:?} of {text:?}"
+    );
+    assert!(text.starts_with(heard), "{heard:?} of {text:?}");
+    let keyed = items
+        .iter()
+        .find(|i| i["source"] == "dtmf")
+        .unwrap_or_else(|| panic!("no keyed turn in {call}"));
+    assert_eq!(keyed["text"], "Pressed keys: 4 2 #");
+    let log = svc.store.events(id, 0, 1000).await.unwrap();
+    let digits: Vec<String> = log
+        .iter()
+        .filter(|e| e.kind == "dtmf")
+        .map(|e| e.data["digits"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(digits, ["4", "2", "#"]);
+}
