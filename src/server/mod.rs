@@ -146,6 +146,22 @@ pub async fn run(
         Ok(n) => info!(agents = n, "agents made over the API loaded"),
         Err(e) => return Err(std::io::Error::other(e)),
     }
+    // A number whose agent is missing is refused when it rings; say so now. (Its agent may be
+    // made over the API later, so the server still starts.)
+    for (number, route) in &state.config.telephony.numbers {
+        if state
+            .agents
+            .get_in(route.org.as_deref(), Some(&route.agent))
+            .is_none()
+        {
+            warn!(
+                %number,
+                org = route.org.as_deref().unwrap_or("(default)"),
+                agent = %route.agent,
+                "VOXWIRE_TWILIO_NUMBERS names an agent its org does not have: calls to this number are refused until it exists"
+            );
+        }
+    }
     if state.demo_mode {
         if addr.ip().is_loopback() {
             info!("no JWT_SECRET set: local demo mode with a random secret; tokens at GET /api/demo/token");
