@@ -546,3 +546,71 @@ async fn an_interrupted_reply_does_not_end_the_call() {
     let frames = recv_until(&mut ws, "call_ended").await;
     assert_eq!(frames.last().unwrap()["reason"], "client_ended");
 }
+
+#[tokio::test]
+async fn a_message_taken_reaches_the_agents_webhook_masked() {
+    // A receiver that keeps every body it is sent.
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(b): State<Arc<Mutex<Vec<Value>>>>, body: String| async move {
+                    b.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                },
+            ),
+        )
+        .with_state(bodies.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut config = Config::for_tests();
+    config.agents = Agents::parse(&format!(
+        "[[agent]]\nname = \"desk\"\nsystem_prompt = \"p\"\nredact = [\"phone\"]\n\
+         webhook_url = \"{url}\"\nwebhook_secret_env = \"HOOK_SECRET\"\n\
+         [[agent.tools]]\nname = \"note\"\nkind = \"take_message\"\n"
+    ))
+    .unwrap();
+    let env = std::collections::HashMap::from([(
+        "HOOK_SECRET".to_string(),
+        "whsec-test-secret-0123456789abcdef".to_string(),
+    )]);
+    config.webhooks = voxwire::config::WebhookSettings {
+        poll: Duration::from_millis(20),
+        ..voxwire::config::WebhookSettings::from_env(&env, &config.agents).unwrap()
+    };
+    let server = start_with(config, Engines::fake()).await;
+    let (mut ws, call_id) = server.call("alice", json!({})).await;
+    say(
+        &mut ws,
+        r#"[tool:note {"name": "Ada", "callback": "555 123 4567", "message": "About my crown"}]"#,
+    )
+    .await;
+    let mut message = None;
+    for _ in 0..400 {
+        message = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "message.taken")
+            .cloned();
+        if message.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let message = message.expect("message.taken is delivered");
+    let data = &message["data"];
+    assert_eq!(data["call_id"], call_id.as_str());
+    assert_eq!(data["agent"], "desk");
+    assert_eq!(
+        (&data["name"], &data["callback"], &data["message"]),
+        (&json!("Ada"), &json!("[phone]"), &json!("About my crown"))
+    );
+    // The event log is masked the same way.
+    let log = event_log(&server, &call_id).await;
+    let taken = log.iter().find(|(k, _)| k == "message_taken").unwrap();
+    assert_eq!(taken.1["callback"], "[phone]");
+}
