@@ -255,8 +255,9 @@ kind = "take_message"
 /// A server with fake engines whose language model writes a word every `word_ms` and calls
 /// the tools of [`agents`].
 async fn server(word_ms: u64) -> (TestServer, Seen) {
-    // The same value in every test of this binary.
-    std::env::set_var(TOKEN_ENV, TOKEN);
+    // Once for the whole binary (Rust's own reads of the environment are locked).
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| std::env::set_var(TOKEN_ENV, TOKEN));
     let (base, seen) = tool_server().await;
     let mut config = Config::for_tests();
     config.agents = agents(&base);
