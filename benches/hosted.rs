@@ -101,6 +101,7 @@ fn request() -> ChatRequest {
         temperature: 0.0,
         json: false,
         tokens: None,
+        tools: None,
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Agent {
     /// JSON string (see `summary::fields`).
     #[serde(default, deserialize_with = "schema")]
     pub summary_fields: Option<serde_json::Value>,
+    /// Functions the language model may call (`[[agent.tools]]`, see `tools`); models that
+    /// do not call functions ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::tools::Tool>,
 }
 
 fn default_summary() -> bool {
@@ -253,6 +257,7 @@ pub fn validate(a: &Agent) -> Result<(), String> {
         crate::summary::fields::parse_schema(schema)
             .map_err(|e| format!("agent `{}`: {e}", a.name))?;
     }
+    crate::tools::validate(&a.name, &a.tools)?;
     Ok(())
 }
 
@@ -411,6 +416,7 @@ pub fn from_api(definition: serde_json::Value) -> Result<Agent, String> {
         ));
     }
     validate(&a)?;
+    crate::tools::check_api(&a.name, &a.tools)?;
     Ok(a)
 }
 
@@ -729,6 +735,48 @@ mod tests {
         assert_eq!(agents.names_in(Some("acme")), ["desk", "own", "sales"]);
         agents.set_api(Some("acme"), "own", None);
         assert!(matches!(agents.source(Some("acme"), "own"), Source::None));
+    }
+
+    #[test]
+    fn tools_load_from_the_file_and_the_api_keeps_server_secrets_out() {
+        let agents = Agents::parse(
+            "[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n\
+             [[agent.tools]]\nname = \"bye\"\nkind = \"end_call\"\n\
+             [[agent.tools]]\nname = \"crm\"\nkind = \"http\"\nurl = \"https://crm.example/x\"\n\
+             auth_header_env = \"CRM_AUTH\"\n",
+        )
+        .unwrap();
+        assert_eq!(agents.get(None).unwrap().tools.len(), 2);
+        let e = Agents::parse(
+            "[[agent]]\nname = \"a\"\nsystem_prompt = \"p\"\n\
+             [[agent.tools]]\nname = \"crm\"\nkind = \"http\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("agent `a`: tool `crm`: an http tool needs a `url`"),
+            "{e}"
+        );
+        let api = |tool: serde_json::Value| {
+            from_api(serde_json::json!({"name": "a", "system_prompt": "p", "tools": [tool]}))
+        };
+        let ok =
+            api(serde_json::json!({"name": "crm", "kind": "http", "url": "https://crm.example/x"}))
+                .unwrap();
+        let stored = serde_json::to_value(&ok).unwrap();
+        assert_eq!(
+            stored["tools"][0],
+            serde_json::json!({"name": "crm", "description": "", "kind": "http", "url": "https://crm.example/x"})
+        );
+        let e = api(
+            serde_json::json!({"name": "crm", "kind": "http", "url": "https://crm.example/x",
+            "auth_header_env": "CRM_AUTH"}),
+        )
+        .unwrap_err();
+        assert!(e.contains("agents.toml only"), "{e}");
+        let e =
+            api(serde_json::json!({"name": "crm", "kind": "http", "url": "http://127.0.0.1:9/x"}))
+                .unwrap_err();
+        assert!(e.contains("local or private"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod summary;
+pub mod tools;
 pub mod transport;
 pub mod webhooks;
 

@@ -422,6 +422,13 @@ pub enum EndReason {
     /// The org's or the subject's daily minutes ran out; the agent said the limit message
     /// (`VOXWIRE_LIMIT_MESSAGE`) first.
     LimitReached,
+    /// The agent's language model called its `end_call` tool; the call ended once that reply
+    /// had been said.
+    AgentEnded,
+    /// The agent's language model called its `transfer` tool; the call ended once that reply
+    /// had been said (the target is in the event log; phone transfers come with the phone
+    /// transports).
+    Transferred,
 }
 
 /// Which of an org's limits refused a call or ended it (`PUT /api/limits`).

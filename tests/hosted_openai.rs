@@ -29,6 +29,7 @@ fn request(text: &str) -> ChatRequest {
         temperature: 0.2,
         json: false,
         tokens: None,
+        tools: None,
     }
 }
 

@@ -71,9 +71,11 @@ pub struct Call {
     pub(super) meter: Option<Meter>,
     /// Watches the org's and subject's daily minutes, until the call runs.
     watch: Option<LimitWatch>,
-    /// A daily allowance ran out: the limit message is being said; the call ends when it has
-    /// been, or at this deadline.
+    /// A daily allowance ran out, or the agent ended the call: the last reply is being said;
+    /// the call ends when it has been, or at this deadline.
     closing: Option<Instant>,
+    /// Why the call ends once `closing` comes.
+    ending: EndReason,
 }
 
 /// The longest the limit message may take to be said before the call ends anyway.
@@ -145,6 +147,7 @@ impl Call {
             meter: None,
             watch: None,
             closing: None,
+            ending: EndReason::LimitReached,
             svc,
         }
     }
@@ -181,9 +184,19 @@ impl Call {
         self.cancel_pending();
         self.interrupt_reply(true).await;
         self.closing = Some(Instant::now() + CLOSING_GRACE);
+        self.ending = EndReason::LimitReached;
         let message = self.svc.usage.limit_message.clone();
         self.start_reply(TurnInput::Say(message), Instant::now(), None, None)
             .await;
+    }
+
+    /// Ends the call with `reason` once the current reply has been played (at most
+    /// [`CLOSING_GRACE`] from now); the caller starts no other turn meanwhile.
+    pub(super) fn close_after_speaking(&mut self, reason: EndReason) {
+        if self.closing.is_none() {
+            self.closing = Some(Instant::now() + CLOSING_GRACE);
+            self.ending = reason;
+        }
     }
 
     /// Records the call into `recording`.
@@ -217,6 +230,7 @@ impl Call {
             temperature: self.agent.temperature,
             json: false,
             tokens: None,
+            tools: None,
         };
         tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
         if let Some(greeting) = greeting {
@@ -238,7 +252,7 @@ impl Call {
                 biased;
                 _ = self.cancel.cancelled() => break EndReason::ServerShutdown,
                 _ = tokio::time::sleep_until(self.deadline) => break EndReason::MaxDuration,
-                _ = sleep_until_some(self.closing) => break EndReason::LimitReached,
+                _ = sleep_until_some(self.closing) => break self.ending,
                 kind = &mut limit_rx, if watching => {
                     watching = false;
                     if let Ok(kind) = kind {
@@ -271,7 +285,7 @@ impl Call {
                 break EndReason::ConnectionLost;
             }
             if self.closing.is_some() && !self.agent_speaking() {
-                break EndReason::LimitReached;
+                break self.ending;
             }
         };
         self.finish(reason).await;

@@ -108,6 +108,9 @@ pub enum CallEvent {
         text: Option<String>,
         item_id: Option<u64>,
     },
+    /// The agent's language model called a tool, a tool answered, or a built-in tool acted
+    /// (monitor and event log; not sent to the caller).
+    Tool(ToolEvent),
     /// Something the caller should know went wrong; the call goes on.
     Error {
         code: ErrorCode,
@@ -119,4 +122,37 @@ pub enum CallEvent {
         reason: EndReason,
         turns: u64,
     },
+}
+
+/// A step of a tool call, within reply `item_id` of turn `turn_id`.
+#[derive(Debug, Clone)]
+pub enum ToolEvent {
+    /// The model called tool `name` with `arguments` (JSON text, as the model wrote it).
+    Call {
+        turn_id: u64,
+        item_id: u64,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    /// The tool answered (or failed: `error` says why; `cancelled` when the caller
+    /// interrupted). `result` is what the model was given.
+    Result {
+        turn_id: u64,
+        item_id: u64,
+        call_id: String,
+        name: String,
+        result: String,
+        error: Option<&'static str>,
+        ms: f64,
+    },
+    /// `take_message` took a message.
+    Message {
+        turn_id: u64,
+        name: String,
+        callback: String,
+        message: String,
+    },
+    /// `transfer`: the call ends, handed on to `to`.
+    Transfer { turn_id: u64, to: String },
 }

@@ -29,6 +29,10 @@ pub const MONITORED: &[&str] = &[
     "operator_say",
     "operator_context",
     "operator_end",
+    "tool_call",
+    "tool_result",
+    "message_taken",
+    "transferred",
 ];
 
 /// Reply text as it is written: sent only to monitors that ask for it, never stored.

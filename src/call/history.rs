@@ -1,4 +1,6 @@
-//! A call's conversation: user and assistant messages, bounded (oldest dropped).
+//! A call's conversation: user and assistant messages, and the tool calls and results between
+//! them, bounded (oldest dropped; a tool exchange cut in two is left out of what a model is
+//! sent, see [`crate::engines::llm::well_formed`]).
 
 use std::collections::VecDeque;
 
@@ -31,6 +33,17 @@ impl History {
         }
         self.messages
             .push_back((item, ChatMessage::new(role, content)));
+        while self.messages.len() > self.limit {
+            self.messages.pop_front();
+        }
+    }
+
+    /// Adds a message as it is (a tool call or result is kept with empty content).
+    pub fn push_message(&mut self, item: Option<u64>, message: ChatMessage) {
+        if message.content.trim().is_empty() && !message.is_tool_step() {
+            return;
+        }
+        self.messages.push_back((item, message));
         while self.messages.len() > self.limit {
             self.messages.pop_front();
         }

@@ -23,7 +23,7 @@ pub mod store;
 pub mod turn;
 pub mod usage;
 
-pub use event::{CallEvent, CallInput};
+pub use event::{CallEvent, CallInput, ToolEvent};
 pub use feed::{CallMeta, Feed, FeedEvent, FeedItem, FeedReceiver};
 pub use handle::{AudioStream, CallHandle, ListenAudio, Received, Subscription};
 pub use operator::{

@@ -393,7 +393,11 @@ impl Call {
                 self.send_error(code, error.to_string()).await;
             }
             TurnEvent::Done { .. } => done(self),
-            TurnEvent::Delta(_) | TurnEvent::Audio { .. } => {}
+            // A turn that only listens writes no reply and calls no tool.
+            TurnEvent::Delta(_)
+            | TurnEvent::Audio { .. }
+            | TurnEvent::ToolCall(_)
+            | TurnEvent::ToolResult { .. } => {}
         }
         true
     }

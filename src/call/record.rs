@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::event::CallEvent;
+use super::event::{CallEvent, ToolEvent};
 use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use super::operator::OperatorEventKind;
 use crate::redact::Redactor;
@@ -387,6 +387,7 @@ impl Recorder {
                 (kind.as_str(), data)
             }
             CallEvent::Dtmf { digits } => ("dtmf", json!({"digits": digits})),
+            CallEvent::Tool(step) => self.tool(step),
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
             CallEvent::Error { code, message } => {
                 ("error", json!({"code": code, "message": message}))
@@ -439,6 +440,56 @@ impl Recorder {
         self.log(kind, data);
     }
 
+    /// A tool step's log entry; a message taken goes to the webhook too (masked first).
+    fn tool(&self, step: &ToolEvent) -> (&'static str, serde_json::Value) {
+        match step {
+            ToolEvent::Call {
+                turn_id,
+                item_id,
+                call_id,
+                name,
+                arguments,
+            } => (
+                "tool_call",
+                json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
+                    "name": name, "arguments": arguments}),
+            ),
+            ToolEvent::Result {
+                turn_id,
+                item_id,
+                call_id,
+                name,
+                result,
+                error,
+                ms,
+            } => (
+                "tool_result",
+                json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
+                    "name": name, "ok": error.is_none(), "error": error, "result": result,
+                    "ms": ms}),
+            ),
+            ToolEvent::Message {
+                turn_id,
+                name,
+                callback,
+                message,
+            } => {
+                if let Some(hook) = &self.hook {
+                    let r = &self.redactor;
+                    hook.message(&r.redact(name), &r.redact(callback), &r.redact(message));
+                }
+                (
+                    "message_taken",
+                    json!({"turn_id": turn_id, "name": name, "callback": callback,
+                        "message": message}),
+                )
+            }
+            ToolEvent::Transfer { turn_id, to } => {
+                ("transferred", json!({"turn_id": turn_id, "to": to}))
+            }
+        }
+    }
+
     /// The caller's and the agent's audio of this stretch of the call, in ms.
     pub fn stretch_audio_ms(&self) -> (i64, i64) {
         let caller_ms = self.caller_samples * 1000 / u64::from(crate::audio::ENGINE_RATE);
@@ -466,8 +517,20 @@ impl Recorder {
     /// Appends to the event log and, for what the monitor shows, to the monitor feed (the
     /// store write first; see [`Feed::publish`]).
     fn log(&mut self, kind: &str, mut data: serde_json::Value) {
-        self.redactor
-            .redact_fields(&mut data, &["text", "heard", "digits"]);
+        self.redactor.redact_fields(
+            &mut data,
+            &[
+                "text",
+                "heard",
+                "digits",
+                "arguments",
+                "result",
+                "name",
+                "callback",
+                "message",
+                "to",
+            ],
+        );
         let seq = self.seq;
         self.seq += 1;
         let at_ms = now_ms();

@@ -3,6 +3,11 @@
 //! A speculative reply (started while the caller pauses) keeps its events until the caller's
 //! turn is known to be over, then plays them at once; if the caller goes on, it is dropped
 //! unseen. Interrupting a reply cuts its history entry to what the caller heard.
+//!
+//! Tool calls a reply makes go into history as they happen (the call, then its result); one
+//! still running when the reply is interrupted is cancelled and gets a `cancelled` result, so
+//! the conversation stays whole. What a built-in tool asks (`end_call`, `transfer`) happens
+//! only once the reply is complete; an interrupted reply's request is dropped with it.
 
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
@@ -11,15 +16,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::actor::Call;
-use super::event::CallEvent;
+use super::event::{CallEvent, ToolEvent};
 use super::playback::PlaybackTrack;
 use super::turn::{ms_since, run_turn, TurnEvent, TurnInput, TurnRequest, TurnSink};
-use crate::engines::llm::Role;
+use crate::engines::llm::{ChatMessage, Role, ToolCall};
 use crate::engines::EngineError;
 use crate::protocol::{DoneReason, EndOfTurn, ErrorCode};
 use crate::store::{
     LLM_COMPLETION_CHARS, LLM_COMPLETION_TOKENS, LLM_PROMPT_TOKENS, STT_AUDIO_MS, TTS_CHARS,
 };
+use crate::tools::{Effect, ToolOutcome};
 
 /// Events a speculative reply may hold back before it is dropped as runaway.
 const MAX_HELD_EVENTS: usize = 4096;
@@ -31,6 +37,8 @@ pub struct Pending {
     held: Vec<TurnEvent>,
     /// End of the caller's speech.
     anchor: Instant,
+    /// Set once the reply is adopted: its tools may run from then on.
+    live: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the agent says: the reply being prepared ahead, the current one, and the last one cut
@@ -66,6 +74,10 @@ pub struct Reply {
     first_audio_ms: Option<f64>,
     /// The live voice of an operator rather than a spoken text.
     pub live_voice: bool,
+    /// Tool calls made and not answered yet.
+    open_tools: Vec<ToolCall>,
+    /// What a built-in tool asked to happen once the reply is complete.
+    after: Option<Effect>,
 }
 
 impl Speaker {
@@ -93,6 +105,19 @@ impl Call {
         anchor: Instant,
         answer: bool,
     ) -> (u64, CancellationToken) {
+        // Live from the start: nothing waits for it.
+        let (_, live) = tokio::sync::watch::channel(true);
+        self.spawn_gated_turn(input, anchor, answer, live)
+    }
+
+    /// [`Self::spawn_turn`], for a reply whose tools wait until `live` says so.
+    fn spawn_gated_turn(
+        &mut self,
+        input: TurnInput,
+        anchor: Instant,
+        answer: bool,
+        live: tokio::sync::watch::Receiver<bool>,
+    ) -> (u64, CancellationToken) {
         if let TurnInput::Audio(audio) | TurnInput::Live { audio, .. } = &input {
             let ms = audio.len() as i64 * 1000 / i64::from(crate::audio::ENGINE_RATE);
             let stt = self.engines.stt.usage_label();
@@ -110,6 +135,7 @@ impl Call {
             input,
             anchor,
             answer,
+            live,
         };
         let sink = TurnSink {
             turn_id: run,
@@ -154,6 +180,8 @@ impl Call {
             end_of_turn: None,
             first_audio_ms: None,
             live_voice: false,
+            open_tools: Vec::new(),
+            after: None,
         });
     }
 
@@ -188,12 +216,14 @@ impl Call {
         if self.takeover.active() {
             return;
         }
-        let (run, cancel) = self.spawn_turn(input, anchor, true);
+        let (live, gate) = tokio::sync::watch::channel(false);
+        let (run, cancel) = self.spawn_gated_turn(input, anchor, true, gate);
         self.speaker.pending = Some(Pending {
             run,
             cancel,
             held: Vec::new(),
             anchor,
+            live,
         });
     }
 
@@ -219,6 +249,7 @@ impl Call {
             return false;
         };
         self.interrupt_reply(false).await;
+        let _ = pending.live.send(true);
         self.new_reply(
             pending.run,
             pending.cancel,
@@ -329,6 +360,7 @@ impl Call {
                 tokens,
             } => {
                 r.running = false;
+                let after = r.after.take();
                 // A reply to the caller (not a spoken line or an operator's voice) was written
                 // by the language model.
                 let written =
@@ -367,6 +399,33 @@ impl Call {
                     timings: Box::new(timings),
                 })
                 .await;
+                if let Some(after) = after {
+                    self.end_after_reply(turn_id, after).await;
+                }
+            }
+            TurnEvent::ToolCall(call) => {
+                r.open_tools.push(call.clone());
+                self.record
+                    .history()
+                    .push_message(None, ChatMessage::tool_calls("", vec![call.clone()]));
+                self.emit(CallEvent::Tool(ToolEvent::Call {
+                    turn_id,
+                    item_id,
+                    call_id: call.id,
+                    name: call.name,
+                    arguments: call.arguments,
+                }))
+                .await;
+            }
+            TurnEvent::ToolResult { call, outcome, ms } => {
+                r.open_tools.retain(|c| c.id != call.id);
+                match &outcome.effect {
+                    Effect::EndCall | Effect::Transfer { .. } => {
+                        r.after = Some(outcome.effect.clone())
+                    }
+                    Effect::Message { .. } | Effect::None => {}
+                }
+                self.tool_result(turn_id, item_id, call, outcome, ms).await;
             }
             TurnEvent::Failed { error } => {
                 self.speaker.reply = None;
@@ -407,6 +466,12 @@ impl Call {
         let played = r.track.played_ms(now);
         let heard = r.track.heard_text(played);
         let (turn_id, item_id) = (r.turn_id, r.item_id);
+        let open_tools = std::mem::take(&mut r.open_tools);
+        r.after = None;
+        for call in open_tools {
+            self.tool_result(turn_id, item_id, call, ToolOutcome::cancelled(), 0.0)
+                .await;
+        }
         {
             let mut history = self.record.history();
             if was_running {
@@ -430,6 +495,60 @@ impl Call {
             })
             .await;
         }
+    }
+
+    /// A tool's result: into history (what the model was given) and out as an event; a message
+    /// taken is an event of its own.
+    async fn tool_result(
+        &mut self,
+        turn_id: u64,
+        item_id: u64,
+        call: ToolCall,
+        outcome: ToolOutcome,
+        ms: f64,
+    ) {
+        self.record.history().push_message(
+            None,
+            ChatMessage::tool_result(call.id.clone(), outcome.content.clone()),
+        );
+        self.emit(CallEvent::Tool(ToolEvent::Result {
+            turn_id,
+            item_id,
+            call_id: call.id,
+            name: call.name,
+            result: outcome.content,
+            error: outcome.error,
+            ms,
+        }))
+        .await;
+        if let Effect::Message {
+            name,
+            callback,
+            message,
+        } = outcome.effect
+        {
+            self.emit(CallEvent::Tool(ToolEvent::Message {
+                turn_id,
+                name,
+                callback,
+                message,
+            }))
+            .await;
+        }
+    }
+
+    /// A complete reply called `end_call` or `transfer`: the call ends once it has been
+    /// played (see the actor's closing).
+    async fn end_after_reply(&mut self, turn_id: u64, after: Effect) {
+        let reason = match after {
+            Effect::Transfer { to } => {
+                self.emit(CallEvent::Tool(ToolEvent::Transfer { turn_id, to }))
+                    .await;
+                crate::protocol::EndReason::Transferred
+            }
+            _ => crate::protocol::EndReason::AgentEnded,
+        };
+        self.close_after_speaking(reason);
     }
 
     /// A `playback` report. After an interruption, the client's final report corrects what

@@ -2,6 +2,13 @@
 //! language model, and speak it sentence by sentence while it is still being written. Everything
 //! stops when the turn's cancellation token fires. Events go to whoever runs the turn (the call
 //! actor or the push-to-talk route), tagged with the turn id.
+//!
+//! Tools: when the agent has tools, the model is offered them; a reply that ends with tool
+//! calls has them run here, one after the other (the call and its result go out as events and
+//! into the conversation), and the model is asked again, at most [`MAX_TOOL_ROUNDS`] times a
+//! turn (the last time without tools, so it answers in words). Whatever text each round
+//! writes is spoken as it comes. A reply prepared ahead (speculation) runs no tool until the
+//! caller's turn is known to be over. Cancelling the turn drops a tool call in flight.
 
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -15,7 +22,9 @@ use tracing::warn;
 use crate::agents::Agent;
 use crate::audio::resample::StreamResampler;
 use crate::audio::ENGINE_RATE;
-use crate::engines::llm::{ChatMessage, ChatRequest, Role, TokenCount, TokenTap};
+use crate::engines::llm::{
+    ChatMessage, ChatRequest, Role, TokenCount, TokenTap, ToolCall, ToolDef, ToolOffer,
+};
 use crate::engines::stt::Transcription;
 use crate::engines::tts::piece::{speak_piece, Piece};
 use crate::engines::tts::text::SentenceSplitter;
@@ -67,7 +76,18 @@ pub enum TurnEvent {
     },
     /// An engine failed; the turn ends here.
     Failed { error: EngineError },
+    /// The model called a tool; it runs now.
+    ToolCall(ToolCall),
+    /// The tool answered (`ms`: how long it took).
+    ToolResult {
+        call: ToolCall,
+        outcome: crate::tools::ToolOutcome,
+        ms: f64,
+    },
 }
+
+/// The most times one turn runs the tools the model called before asking it again.
+pub const MAX_TOOL_ROUNDS: usize = 3;
 
 /// Everything a turn needs, captured when it starts.
 pub struct TurnRequest {
@@ -82,6 +102,9 @@ pub struct TurnRequest {
     pub anchor: Instant,
     /// False: only transcribe the caller and end with an empty `Done` (the call is taken over).
     pub answer: bool,
+    /// True once the reply may act: tools run only then (a reply prepared ahead waits until
+    /// the caller's turn is over; if that never comes, the turn is cancelled).
+    pub live: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Sends events for one turn; `false` once nobody listens any more.
@@ -167,10 +190,18 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         temperature: req.agent.temperature,
         json: false,
         tokens: Some(tap.clone()),
+        tools: None,
     };
     let (sentence_tx, sentence_rx) = mpsc::channel::<Piece>(32);
     let anchor = req.anchor;
-    let llm = write_reply(&req.engines, request, &cancel, &sink, sentence_tx, anchor);
+    let writer = Writer {
+        engines: &req.engines,
+        agent: &req.agent,
+        cancel: &cancel,
+        sink: &sink,
+        anchor,
+    };
+    let llm = writer.write(request, sentence_tx, req.live, &tap);
     let tts = speak_reply(
         &req.engines,
         req.agent.voice.clone(),
@@ -352,40 +383,152 @@ async fn voice(
 /// What history keeps of an operator's live voice in which no words were recognised.
 pub const INAUDIBLE: &str = "[inaudible]";
 
-/// Streams the reply text, handing complete sentences to the speaker as they form.
-async fn write_reply(
-    engines: &Engines,
-    request: ChatRequest,
-    cancel: &CancellationToken,
-    sink: &TurnSink,
-    sentences: mpsc::Sender<Piece>,
+/// A reply's text so far, when its first token came, and its token counts.
+#[derive(Default)]
+struct Written {
+    reply: String,
+    first_token: Option<f64>,
+    tokens: Option<TokenCount>,
+}
+
+/// What writing a reply needs.
+struct Writer<'a> {
+    engines: &'a Engines,
+    agent: &'a Agent,
+    cancel: &'a CancellationToken,
+    sink: &'a TurnSink,
     anchor: Instant,
-) -> Result<(String, Option<f64>, f64), EngineError> {
-    let started = Instant::now();
-    let mut stream = engines.llm.stream(request, cancel.clone());
-    let mut splitter = SentenceSplitter::new();
-    let mut reply = String::new();
-    let mut first_token = None;
-    while let Some(delta) = stream.next().await {
-        let delta = delta?;
-        if delta.is_empty() {
-            continue;
+}
+
+impl Writer<'_> {
+    /// Writes the reply, running the tools it calls between rounds (see the module header).
+    /// Returns its whole text, when the first token came and how long it all took. The token
+    /// counts left in `tap` are those of every round, added up.
+    async fn write(
+        &self,
+        mut request: ChatRequest,
+        sentences: mpsc::Sender<Piece>,
+        mut live: tokio::sync::watch::Receiver<bool>,
+        tap: &TokenTap,
+    ) -> Result<(String, Option<f64>, f64), EngineError> {
+        let started = Instant::now();
+        let mut out = Written::default();
+        let result = self
+            .rounds(&mut request, &sentences, &mut live, tap, &mut out)
+            .await;
+        if let Some(t) = out.tokens.take() {
+            tap.set(t);
         }
-        first_token.get_or_insert_with(|| ms_since(anchor));
-        reply.push_str(&delta);
-        if !sink.send(TurnEvent::Delta(delta.clone())).await {
-            return Err(EngineError::Cancelled);
-        }
-        for sentence in splitter.push(&delta) {
-            if sentences.send(Piece::new(sentence, true)).await.is_err() {
+        result.map(|()| (out.reply, out.first_token, ms_since(started)))
+    }
+
+    /// The rounds of [`Self::write`]; what was written so far is in `out`, also on failure.
+    async fn rounds(
+        &self,
+        request: &mut ChatRequest,
+        sentences: &mpsc::Sender<Piece>,
+        live: &mut tokio::sync::watch::Receiver<bool>,
+        tap: &TokenTap,
+        out: &mut Written,
+    ) -> Result<(), EngineError> {
+        let defs: Option<std::sync::Arc<[ToolDef]>> = crate::tools::offered(&self.agent.tools);
+        for round in 0..=MAX_TOOL_ROUNDS {
+            let offer = defs
+                .clone()
+                .filter(|_| round < MAX_TOOL_ROUNDS)
+                .map(ToolOffer::new);
+            request.tools = offer.clone();
+            let lead = if out.reply.is_empty() { "" } else { " " };
+            let (text, first) = self.write_round(request.clone(), sentences, lead).await?;
+            out.first_token = out.first_token.or(first);
+            if !text.is_empty() {
+                out.reply.push_str(lead);
+                out.reply.push_str(&text);
+            }
+            if let Some(t) = tap.take() {
+                let sum = out.tokens.get_or_insert_with(|| TokenCount {
+                    engine: t.engine.clone(),
+                    ..TokenCount::default()
+                });
+                sum.prompt += t.prompt;
+                sum.completion += t.completion;
+            }
+            let calls = offer.map(|o| o.take_calls()).unwrap_or_default();
+            if calls.is_empty() {
+                break;
+            }
+            if live.wait_for(|live| *live).await.is_err() {
                 return Err(EngineError::Cancelled);
             }
+            request
+                .messages
+                .push(ChatMessage::tool_calls(text, calls.clone()));
+            for call in calls {
+                if !self.sink.send(TurnEvent::ToolCall(call.clone())).await {
+                    return Err(EngineError::Cancelled);
+                }
+                let at = Instant::now();
+                let outcome =
+                    crate::tools::run(&self.agent.tools, &call, &request.session_id).await;
+                if let Some(error) = outcome.error {
+                    warn!(tool = %call.name, error, "a tool call failed; the model is told");
+                }
+                request.messages.push(ChatMessage::tool_result(
+                    call.id.clone(),
+                    outcome.content.clone(),
+                ));
+                let result = TurnEvent::ToolResult {
+                    call,
+                    outcome,
+                    ms: ms_since(at),
+                };
+                if !self.sink.send(result).await {
+                    return Err(EngineError::Cancelled);
+                }
+            }
         }
+        Ok(())
     }
-    if let Some(rest) = splitter.finish() {
-        let _ = sentences.send(Piece::new(rest, false)).await;
+
+    /// Streams one round of reply text, handing complete sentences to the speaker as they
+    /// form; `lead` goes before its first piece of text (a space between rounds).
+    async fn write_round(
+        &self,
+        request: ChatRequest,
+        sentences: &mpsc::Sender<Piece>,
+        lead: &str,
+    ) -> Result<(String, Option<f64>), EngineError> {
+        let mut stream = self.engines.llm.stream(request, self.cancel.clone());
+        let mut splitter = SentenceSplitter::new();
+        let mut reply = String::new();
+        let mut first_token = None;
+        while let Some(delta) = stream.next().await {
+            let delta = delta?;
+            if delta.is_empty() {
+                continue;
+            }
+            let anchor = self.anchor;
+            first_token.get_or_insert_with(|| ms_since(anchor));
+            let delta = if reply.is_empty() {
+                format!("{lead}{delta}")
+            } else {
+                delta
+            };
+            reply.push_str(&delta);
+            if !self.sink.send(TurnEvent::Delta(delta.clone())).await {
+                return Err(EngineError::Cancelled);
+            }
+            for sentence in splitter.push(&delta) {
+                if sentences.send(Piece::new(sentence, true)).await.is_err() {
+                    return Err(EngineError::Cancelled);
+                }
+            }
+        }
+        if let Some(rest) = splitter.finish() {
+            let _ = sentences.send(Piece::new(rest, false)).await;
+        }
+        Ok((reply.trim().to_string(), first_token))
     }
-    Ok((reply.trim().to_string(), first_token, ms_since(started)))
 }
 
 /// Speaks the pieces in order as they arrive; returns when the first audio was ready.

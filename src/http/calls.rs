@@ -69,6 +69,9 @@ pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
         .into_iter()
         .map(|mut m| {
             m.content = redactor.redact(&m.content).into_owned();
+            for call in &mut m.tool_calls {
+                call.arguments = redactor.redact(&call.arguments).into_owned();
+            }
             json!(m)
         })
         .collect()

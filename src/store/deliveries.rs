@@ -21,7 +21,7 @@ pub struct DeliveryRow {
     pub sub: String,
     pub agent: String,
     pub call_id: String,
-    /// `call.started`, `call.ended`, `takeover.started` or `takeover.ended`.
+    /// `call.started`, `call.ended`, `takeover.started`, `takeover.ended` or `message.taken`.
     pub event: String,
     pub url: String,
     pub created_at_ms: i64,

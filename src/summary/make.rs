@@ -118,7 +118,7 @@ pub fn transcript(messages: &[ChatMessage], budget: usize) -> String {
         .filter_map(|m| match m.role {
             Role::User => Some(format!("Caller: {}", m.content.trim())),
             Role::Assistant => Some(format!("Agent: {}", m.content.trim())),
-            Role::System => None,
+            Role::System | Role::Tool => None,
         })
         .collect();
     let all = lines.join("\n");
@@ -173,6 +173,7 @@ fn request(session_id: &str, system: &str, user: String, max_tokens: usize) -> C
         temperature: 0.0,
         json: false,
         tokens: None,
+        tools: None,
     }
 }
 

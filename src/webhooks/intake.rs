@@ -88,6 +88,14 @@ impl Intake {
                 },
                 payload::takeover(&e.call, e.at_ms, operator),
             ),
+            HookKind::Message {
+                name,
+                callback,
+                message,
+            } => (
+                payload::MESSAGE_TAKEN,
+                payload::message(&e.call, e.at_ms, name, callback, message),
+            ),
             HookKind::Ended { reason, turns } => {
                 let end = Ending {
                     at_ms: e.at_ms,

@@ -1,5 +1,6 @@
-//! Signed webhooks: `call.started`, `call.ended`, `takeover.started` and `takeover.ended` sent
-//! to the URL of the call's agent, signed with its secret.
+//! Signed webhooks: `call.started`, `call.ended`, `takeover.started`, `takeover.ended` and
+//! `message.taken` (the agent's `take_message` tool) sent to the URL of the call's agent,
+//! signed with its secret.
 //!
 //! Off the call's path: a call's recorder hands its events to [`CallHook`], which never waits
 //! (a bounded queue; what does not fit is dropped and counted). The intake task makes each into
@@ -37,9 +38,22 @@ const LOG_EVERY_MS: u64 = 10_000;
 /// What a call did that its webhook hears of.
 #[derive(Debug, Clone)]
 pub(crate) enum HookKind {
-    Started { resumed: bool },
-    Ended { reason: String, turns: u64 },
-    Takeover { started: bool, operator: String },
+    Started {
+        resumed: bool,
+    },
+    Ended {
+        reason: String,
+        turns: u64,
+    },
+    Takeover {
+        started: bool,
+        operator: String,
+    },
+    Message {
+        name: String,
+        callback: String,
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -213,6 +227,15 @@ impl CallHook {
         self.send(HookKind::Takeover {
             started,
             operator: operator.to_string(),
+        });
+    }
+
+    /// The agent took a message (`take_message`).
+    pub fn message(&self, name: &str, callback: &str, message: &str) {
+        self.send(HookKind::Message {
+            name: name.to_string(),
+            callback: callback.to_string(),
+            message: message.to_string(),
         });
     }
 

@@ -15,6 +15,7 @@ pub const CALL_STARTED: &str = "call.started";
 pub const CALL_ENDED: &str = "call.ended";
 pub const TAKEOVER_STARTED: &str = "takeover.started";
 pub const TAKEOVER_ENDED: &str = "takeover.ended";
+pub const MESSAGE_TAKEN: &str = "message.taken";
 
 /// The whole body.
 pub fn envelope(id: &str, event: &str, created_at_ms: i64, data: Map<String, Value>) -> String {
@@ -47,6 +48,22 @@ pub fn started(call: &CallMeta, at_ms: i64, resumed: bool) -> Map<String, Value>
 pub fn takeover(call: &CallMeta, at_ms: i64, operator: &str) -> Map<String, Value> {
     let mut m = call_fields(call);
     m.insert("operator".into(), json!(operator));
+    m.insert("at_ms".into(), json!(at_ms));
+    m
+}
+
+/// `message.taken`: what the caller left with the agent's `take_message` tool.
+pub fn message(
+    call: &CallMeta,
+    at_ms: i64,
+    name: &str,
+    callback: &str,
+    message: &str,
+) -> Map<String, Value> {
+    let mut m = call_fields(call);
+    m.insert("name".into(), json!(name));
+    m.insert("callback".into(), json!(callback));
+    m.insert("message".into(), json!(message));
     m.insert("at_ms".into(), json!(at_ms));
     m
 }

@@ -1,6 +1,8 @@
 //! The default language model: SmolLM2 on candle, run on the blocking pool. Each call keeps its
 //! own session (KV cache) between turns so a new turn only processes its new tokens; the number
 //! of kept sessions is bounded (least recently used dropped, falling back to a fresh prompt).
+//! SmolLM2 does not call functions: it ignores a request's tools, and past tool calls and
+//! results are left out of what it reads (the replies that used them are kept).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,10 +74,10 @@ fn to_engine_err(e: smollm::LlmError) -> EngineError {
     EngineError::failed("smollm2", e.to_string())
 }
 
-/// The system prompt followed by the conversation.
+/// The system prompt followed by the conversation, without tool calls and results.
 fn to_model_messages(request: ChatRequest) -> Vec<smollm::ChatMessage> {
     let mut messages = vec![smollm::ChatMessage::system(request.system)];
-    messages.extend(request.messages);
+    messages.extend(request.messages.into_iter().filter(|m| !m.is_tool_step()));
     messages
 }
 

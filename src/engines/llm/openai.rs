@@ -4,6 +4,13 @@
 //! `data: [DONE]`. A request that fails before any text arrived is sent again (see
 //! [`crate::engines::http`]); once text went out, a broken stream is an error. Cancelling the
 //! turn drops the response, which closes the connection.
+//!
+//! Tools: a request that offers tools sends them as `tools` (`type: "function"`); the reply's
+//! `delta.tool_calls` arrive in pieces keyed by `index` (the id and name first, the arguments
+//! as text in several chunks) and are put together here, then left in the request's
+//! [`ToolOffer`] once the stream ends with `[DONE]` (so a retried attempt leaves nothing
+//! half-made). Past conversation turns carry `tool_calls` and `tool` messages in the same
+//! format.
 
 use eventsource_stream::Eventsource;
 use futures::stream::BoxStream;
@@ -12,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatRequest, LanguageModel, TokenCount, TokenTap};
+use super::{well_formed, ChatRequest, LanguageModel, TokenCount, TokenTap, ToolCall, ToolOffer};
 use crate::engines::http::{spawn_stream, HttpApi};
 use crate::engines::providers::ProviderSpec;
 use crate::engines::{EngineError, EngineInitError};
@@ -56,12 +63,7 @@ impl OpenAiLlm {
         if !request.system.trim().is_empty() {
             messages.push(json!({"role": "system", "content": request.system}));
         }
-        messages.extend(
-            request
-                .messages
-                .iter()
-                .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
-        );
+        messages.extend(well_formed(&request.messages).iter().map(message));
         let mut body = json!({
             "model": self.model,
             "messages": messages,
@@ -74,7 +76,106 @@ impl OpenAiLlm {
         if request.json {
             body["response_format"] = json!({"type": "json_object"});
         }
+        if let Some(offer) = request.tools.as_ref().filter(|o| !o.tools.is_empty()) {
+            body["tools"] = offer
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    }})
+                })
+                .collect();
+        }
         body
+    }
+}
+
+/// One message in the API's format.
+fn message(m: &super::ChatMessage) -> Value {
+    let mut v = json!({"role": m.role.as_str(), "content": m.content});
+    if !m.tool_calls.is_empty() {
+        if m.content.trim().is_empty() {
+            v["content"] = Value::Null;
+        }
+        v["tool_calls"] = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = json!(id);
+    }
+    v
+}
+
+/// The most tool calls one reply may make; more are dropped.
+const MAX_CALLS: usize = 16;
+/// The longest arguments of one call kept, in bytes; a call whose arguments grow past it is
+/// kept with what came so far (invalid JSON, which its tool reports).
+const MAX_ARGUMENTS: usize = 16 * 1024;
+
+/// Tool calls put together from `delta.tool_calls` pieces, by index.
+#[derive(Debug, Default)]
+struct CallPieces {
+    calls: Vec<(u64, ToolCall)>,
+}
+
+impl CallPieces {
+    fn push(&mut self, deltas: &[Value]) {
+        for d in deltas {
+            let index = d.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let slot = match self.calls.iter().position(|(i, _)| *i == index) {
+                Some(p) => p,
+                None if self.calls.len() < MAX_CALLS => {
+                    self.calls.push((
+                        index,
+                        ToolCall {
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: String::new(),
+                        },
+                    ));
+                    self.calls.len() - 1
+                }
+                None => continue,
+            };
+            let call = &mut self.calls[slot].1;
+            if let Some(id) = d.get("id").and_then(Value::as_str) {
+                call.id = id.chars().take(128).collect();
+            }
+            let f = d.get("function");
+            if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                call.name.push_str(name);
+                call.name.truncate(128);
+            }
+            if let Some(args) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str) {
+                if call.arguments.len() + args.len() <= MAX_ARGUMENTS {
+                    call.arguments.push_str(args);
+                }
+            }
+        }
+    }
+
+    /// The calls in index order; one without an id gets `call_{index}`.
+    fn finish(mut self) -> Vec<ToolCall> {
+        self.calls.sort_by_key(|(i, _)| *i);
+        self.calls
+            .into_iter()
+            .filter(|(_, c)| !c.name.is_empty())
+            .map(|(i, mut c)| {
+                if c.id.is_empty() {
+                    c.id = format!("call_{i}");
+                }
+                c
+            })
+            .collect()
     }
 }
 
@@ -100,10 +201,15 @@ impl LanguageModel for OpenAiLlm {
         let api = self.api.clone();
         let url = self.url.clone();
         let tap = request.tokens.clone().map(|t| (t, self.usage_label()));
+        let offer = request.tools.clone();
         spawn_stream(64, move |tx| async move {
             let mut attempt = 0;
             loop {
-                match one_attempt(&api, &url, &body, &cancel, &tx, tap.as_ref()).await {
+                let taps = Taps {
+                    tokens: tap.as_ref(),
+                    tools: offer.as_ref(),
+                };
+                match one_attempt(&api, &url, &body, &cancel, &tx, taps).await {
                     Attempt::Done => return,
                     Attempt::Failed { error, may_retry } => {
                         let retry = may_retry
@@ -143,6 +249,13 @@ enum Attempt {
     },
 }
 
+/// Where a reply's token counts and tool calls are left.
+#[derive(Clone, Copy)]
+struct Taps<'a> {
+    tokens: Option<&'a (TokenTap, String)>,
+    tools: Option<&'a ToolOffer>,
+}
+
 /// One request and its stream of events, forwarded as they come.
 async fn one_attempt(
     api: &HttpApi,
@@ -150,8 +263,10 @@ async fn one_attempt(
     body: &Value,
     cancel: &CancellationToken,
     tx: &mpsc::Sender<Delta>,
-    tap: Option<&(TokenTap, String)>,
+    taps: Taps<'_>,
 ) -> Attempt {
+    let tap = taps.tokens;
+    let mut calls = CallPieces::default();
     let resp = match api
         .send(|| api.bearer(api.client().post(url).json(body)), cancel)
         .await
@@ -186,7 +301,18 @@ async fn one_attempt(
             continue;
         }
         if data == "[DONE]" {
+            if let Some(offer) = taps.tools {
+                offer.set_calls(std::mem::take(&mut calls).finish());
+            }
             return Attempt::Done;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(data) {
+            if let Some(pieces) = v
+                .pointer("/choices/0/delta/tool_calls")
+                .and_then(Value::as_array)
+            {
+                calls.push(pieces);
+            }
         }
         let parsed = parse_event(data).map(|(text, usage)| {
             if let (Some((prompt, completion)), Some((tap, engine))) = (usage, tap) {
@@ -273,5 +399,29 @@ mod tests {
         assert!(parse_chunk(r#"{"error":{"message":"overloaded"}}"#)
             .unwrap_err()
             .contains("overloaded"));
+    }
+
+    #[test]
+    fn tool_calls_are_put_together_from_their_pieces() {
+        let mut p = CallPieces::default();
+        let chunk = |s: &str| -> Vec<Value> { serde_json::from_str(s).unwrap() };
+        p.push(&chunk(
+            r#"[{"index":0,"id":"call_a","type":"function","function":{"name":"weather","arguments":""}}]"#,
+        ));
+        p.push(&chunk(r#"[{"index":0,"function":{"arguments":"{\"ci"}}]"#));
+        p.push(&chunk(
+            r#"[{"index":1,"id":"call_b","function":{"name":"end_call","arguments":"{}"}}]"#,
+        ));
+        p.push(&chunk(
+            r#"[{"index":0,"function":{"arguments":"ty\":\"Oslo\"}"}}]"#,
+        ));
+        let calls = p.finish();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].name.as_str()),
+            ("call_a", "weather")
+        );
+        assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
+        assert_eq!(calls[1].name, "end_call");
     }
 }

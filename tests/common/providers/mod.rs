@@ -130,7 +130,12 @@ struct Settings {
     deepgram_idle: Duration,
     /// `None` accepts every voice id.
     voices: Option<HashSet<String>>,
+    /// Answers of the next chat completions that call tools instead of saying the reply.
+    tool_calls: VecDeque<Vec<ToolCallScript>>,
 }
+
+/// A tool call a scripted chat completion makes: id, function name, arguments (JSON text).
+pub type ToolCallScript = (String, String, String);
 
 struct Inner {
     settings: Mutex<Settings>,
@@ -153,6 +158,10 @@ impl Inner {
 
     fn reply(&self) -> String {
         self.settings.lock().unwrap().reply.clone()
+    }
+
+    fn next_tool_calls(&self) -> Option<Vec<ToolCallScript>> {
+        self.settings.lock().unwrap().tool_calls.pop_front()
     }
 
     fn next_id(&self) -> u64 {
@@ -304,6 +313,7 @@ impl FakeProvider {
                 reply: DEFAULT_REPLY.to_string(),
                 deepgram_idle: DEEPGRAM_IDLE_TIMEOUT,
                 voices: None,
+                tool_calls: VecDeque::new(),
             }),
             faults: Mutex::default(),
             log: Mutex::default(),
@@ -367,6 +377,22 @@ impl FakeProvider {
     /// delta.
     pub fn set_reply(&self, text: &str) {
         self.inner.settings.lock().unwrap().reply = text.to_string();
+    }
+
+    /// The next streamed chat completion calls these tools (id, name, arguments) instead of
+    /// saying the reply: each call's arguments arrive in three pieces, the calls' pieces
+    /// interleaved, and the answer ends with `finish_reason: "tool_calls"`.
+    pub fn push_tool_calls(&self, calls: &[(&str, &str, &str)]) {
+        let calls = calls
+            .iter()
+            .map(|(id, name, args)| (id.to_string(), name.to_string(), args.to_string()))
+            .collect();
+        self.inner
+            .settings
+            .lock()
+            .unwrap()
+            .tool_calls
+            .push_back(calls);
     }
 
     /// How long a Deepgram socket may receive nothing (no audio, no text frame) before the

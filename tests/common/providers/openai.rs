@@ -200,8 +200,20 @@ pub(super) async fn chat_completions(
         .get("max_completion_tokens")
         .or_else(|| request.get("max_tokens"))
         .and_then(Value::as_u64);
-    let mut pieces = word_pieces(&inner.reply());
-    let mut finish = "stop";
+    let scripted = if request["stream"].as_bool() == Some(true) {
+        inner.next_tool_calls()
+    } else {
+        None
+    };
+    let mut pieces = match scripted {
+        Some(_) => Vec::new(),
+        None => word_pieces(&inner.reply()),
+    };
+    let mut finish = if scripted.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
     if let Some(n) = limit.map(|n| n as usize).filter(|n| *n < pieces.len()) {
         pieces.truncate(n);
         finish = "length";
@@ -259,6 +271,13 @@ pub(super) async fn chat_completions(
         let e = event(&chunk(choice(json!({ "content": piece }), Value::Null)));
         units.push(vec![e]);
     }
+    for delta in tool_call_deltas(scripted.as_deref().unwrap_or_default()) {
+        let e = event(&chunk(choice(
+            json!({ "tool_calls": [delta] }),
+            Value::Null,
+        )));
+        units.push(vec![e]);
+    }
     units.push(vec![event(&chunk(choice(json!({}), json!(finish))))]);
     if include_usage {
         let mut last = chunk(json!([]));
@@ -287,6 +306,32 @@ pub(super) async fn chat_completions(
     h.insert(header::CACHE_CONTROL, "no-cache".parse().unwrap());
     h.insert("x-request-id", format!("req_{id}").parse().unwrap());
     response
+}
+
+/// The `delta.tool_calls` entries of scripted calls: each call's id and name with empty
+/// arguments, then its arguments in three pieces, the calls' pieces interleaved.
+fn tool_call_deltas(calls: &[super::ToolCallScript]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, (id, name, _)) in calls.iter().enumerate() {
+        out.push(json!({"index": i, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""}}));
+    }
+    let thirds: Vec<Vec<String>> = calls
+        .iter()
+        .map(|(_, _, args)| {
+            let chars: Vec<char> = args.chars().collect();
+            let n = chars.len().div_ceil(3).max(1);
+            chars.chunks(n).map(|c| c.iter().collect()).collect()
+        })
+        .collect();
+    for piece in 0..3 {
+        for (i, parts) in thirds.iter().enumerate() {
+            if let Some(p) = parts.get(piece) {
+                out.push(json!({"index": i, "function": {"arguments": p}}));
+            }
+        }
+    }
+    out
 }
 
 /// A mono 16-bit WAV file of `samples` at `rate`.
