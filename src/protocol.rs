@@ -539,6 +539,9 @@ pub enum ErrorCode {
     /// A route whose configuration is not set on this server (phone calls without
     /// `TWILIO_AUTH_TOKEN` or `VOXWIRE_PUBLIC_URL`).
     NotConfigured,
+    /// `POST /api/calls/outbound`: the carrier (Twilio) could not be reached or refused the
+    /// call (the message has its reason).
+    CarrierError,
 }
 
 impl ErrorCode {
@@ -589,6 +592,7 @@ impl ErrorCode {
             Self::LimitReached => "limit_reached",
             Self::RateLimited => "rate_limited",
             Self::NotConfigured => "not_configured",
+            Self::CarrierError => "carrier_error",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! 403 and no TwiML, a stream without a valid pass is refused; a call with the fake engines
 //! hears 20 ms mu-law frames, answers with mu-law `media` frames and `mark`s whose echoes keep
 //! history honest, sends `clear` when the caller talks over a reply, takes keypad presses as a
-//! turn, and ends on `stop`, listed in `GET /api/calls` under the caller's number.
+//! turn, and ends on `stop`, listed in `GET /api/calls` under the caller's number. An org places
+//! a call through a local fake of Twilio's REST API; its TwiML connects like an incoming one.
 
 mod common;
 
@@ -37,6 +38,11 @@ name = "phone"
 system_prompt = "You answer calls from {{caller_number}}."
 greeting = "Hello {{caller_number}}, you called {{called_number}}."
 max_tokens = 40
+
+[[agent]]
+name = "reminder"
+system_prompt = "You remind {{customer}} of a visit. You called {{called_number}}."
+greeting = "Hi {{customer}}, this is a reminder."
 "#;
 
 fn config() -> Config {
@@ -286,6 +292,247 @@ async fn phone_routes_without_configuration_answer_503() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
+    let (status, body) = place(
+        &server,
+        &admin(&server),
+        &json!({"to": CALLER, "from": NUMBER}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("not_configured"))
+    );
+}
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const CALLED: &str = "+15557654321";
+
+/// What the fake REST API was asked: the `Authorization` header and the form.
+type Asked = Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
+/// A local stand-in for Twilio's `Calls.json`: it keeps each request, answers 201 with a call
+/// SID, and 400 with Twilio's error shape for the number `+15550009999`.
+async fn fake_twilio() -> (String, Asked) {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    let asked: Asked = Arc::default();
+    let route = |State(asked): State<Asked>,
+                 Path(sid): Path<String>,
+                 headers: HeaderMap,
+                 axum::Form(form): axum::Form<Vec<(String, String)>>| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bad = form.iter().any(|(k, v)| k == "To" && v == "+15550009999");
+        asked.lock().unwrap().push((auth, form));
+        if bad {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(
+                    json!({"code": 21211, "message": "The 'To' number +15550009999 is not a valid phone number.", "status": 400}),
+                ),
+            );
+        }
+        assert_eq!(sid.as_str(), ACCOUNT);
+        (
+            StatusCode::CREATED,
+            axum::Json(json!({"sid": "CA0099", "status": "queued"})),
+        )
+    };
+    let app = axum::Router::new()
+        .route(
+            "/2010-04-01/Accounts/{sid}/Calls.json",
+            axum::routing::post(route),
+        )
+        .with_state(asked.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+fn admin(server: &TestServer) -> String {
+    server
+        .state
+        .auth
+        .issue_with_role(
+            "boss",
+            Some("acme"),
+            None,
+            voxwire::auth::Role::Admin,
+            Duration::from_secs(600),
+        )
+        .unwrap()
+}
+
+async fn place(server: &TestServer, token: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url("/api/calls/outbound"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_org_places_a_call_that_connects_like_an_incoming_one() {
+    let (api, asked) = fake_twilio().await;
+    let mut c = config();
+    c.telephony.twilio_account_sid = Some(ACCOUNT.into());
+    c.telephony.twilio_api_url = api;
+    let server = start_with(c, voxwire::engines::Engines::fake()).await;
+    let boss = admin(&server);
+
+    // Checked before Twilio is asked.
+    let caller = server
+        .state
+        .auth
+        .issue("eve", Some("acme"), None, Duration::from_secs(60))
+        .unwrap();
+    let (status, _) = place(&server, &caller, &json!({"to": CALLED, "from": NUMBER})).await;
+    assert_eq!(status, 403);
+    for (body, code) in [
+        (
+            json!({"to": "5557654321", "from": NUMBER}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"to": CALLED, "from": NUMBER, "variables": {"bad name": "x"}}),
+            "invalid_parameter",
+        ),
+        (json!({"to": CALLED}), "invalid_json"),
+    ] {
+        let (status, answer) = place(&server, &boss, &body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, answer) = place(
+        &server,
+        &boss,
+        &json!({"to": CALLED, "from": NUMBER, "agent": "nobody"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("unknown_agent"))
+    );
+    assert!(asked.lock().unwrap().is_empty());
+
+    // Twilio's refusal comes back with its reason.
+    let (status, answer) = place(
+        &server,
+        &boss,
+        &json!({"to": "+15550009999", "from": NUMBER}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (502, Some("carrier_error")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid phone number"),
+        "{answer}"
+    );
+
+    // Placed: Twilio gets the account's credentials and the TwiML that connects the media
+    // socket with a pass.
+    let body = json!({"to": CALLED, "from": NUMBER, "agent": "reminder", "variables": {"customer": "Ada", "called_number": "forged"}});
+    let (status, answer) = place(&server, &boss, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        (answer["call_sid"].as_str(), answer["agent"].as_str()),
+        (Some("CA0099"), Some("reminder"))
+    );
+    let (auth, form) = asked.lock().unwrap().last().cloned().unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{AUTH_TOKEN}"));
+    assert_eq!(auth, format!("Basic {basic}"));
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        (field("To"), field("From")),
+        (CALLED.to_string(), NUMBER.to_string())
+    );
+    let twiml = field("Twiml");
+    let attr = |name: &str| {
+        let start = twiml.find(name).unwrap() + name.len();
+        twiml[start..].split('"').next().unwrap().to_string()
+    };
+    assert_eq!(
+        attr("<Stream url=\""),
+        "ws://voxwire.test/telephony/twilio/media"
+    );
+    let pass = attr("name=\"token\" value=\"");
+
+    // Answered: the stream brings the pass, and the agent greets the called person.
+    let mut ws = media_socket(&server).await;
+    start_stream(&mut ws, "CA0099", &pass).await;
+    let frames = frames_until(&mut ws, "mark").await;
+    assert!(
+        frames.iter().any(|f| f["event"] == "media"),
+        "no audio before the mark"
+    );
+    send_json(&mut ws, json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1", "stop": {"accountSid": ACCOUNT, "callSid": "CA0099"}})).await;
+    let operator = server
+        .state
+        .auth
+        .issue_with_role(
+            "sup",
+            Some("acme"),
+            None,
+            voxwire::auth::Role::Operator,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let svc = &server.state.call_services;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        assert!(svc.writer.flush(Duration::from_secs(10)).await);
+        let list = get_json(&server, "/api/calls", &operator).await;
+        let ended = list["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| !c["end_reason"].is_null())
+            .cloned();
+        if let Some(call) = ended {
+            // The person called is the call's subject.
+            assert_eq!(
+                (call["sub"].as_str(), call["agent"].as_str()),
+                (Some(CALLED), Some("reminder")),
+                "{list}"
+            );
+            break call["call_id"].as_str().unwrap().to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let call = get_json(&server, &format!("/api/calls/{id}"), &operator).await;
+    assert_eq!(
+        call["items"][0]["text"], "Hi Ada, this is a reminder.",
+        "{call}"
+    );
+    // The numbers are the carrier's: a variable of the same name does not replace them.
+    let stored = svc.store.call(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.system_prompt.as_deref(),
+        Some(format!("You remind Ada of a visit. You called {CALLED}.").as_str())
+    );
 }
 
 #[tokio::test]

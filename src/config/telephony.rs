@@ -40,10 +40,17 @@ pub struct TelephonySettings {
     /// By called number as Twilio writes it (E.164, `+15550001111`). A number not here is
     /// answered by the default org's default agent.
     pub numbers: HashMap<String, NumberRoute>,
+    /// `TWILIO_ACCOUNT_SID`: the account outbound calls are placed from (with the auth token).
+    pub twilio_account_sid: Option<String>,
+    /// `VOXWIRE_TWILIO_API_URL`: Twilio's REST API root (`https://api.twilio.com`).
+    pub twilio_api_url: String,
 }
 
+/// Twilio's REST API root.
+pub const TWILIO_API_URL: &str = "https://api.twilio.com";
+
 /// A phone number in E.164: `+` and 2 to 15 digits.
-fn valid_number(n: &str) -> bool {
+pub fn valid_number(n: &str) -> bool {
     n.strip_prefix('+')
         .is_some_and(|d| (2..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()))
 }
@@ -93,11 +100,41 @@ impl TelephonySettings {
             Some(raw) => parse_numbers(&raw).map_err(|reason| invalid(NUMBERS, &raw, reason))?,
             None => HashMap::new(),
         };
+        const API: &str = "VOXWIRE_TWILIO_API_URL";
+        let twilio_api_url = match env.get(API) {
+            Some(raw) => {
+                let url = raw.trim().trim_end_matches('/').to_string();
+                let ok = reqwest::Url::parse(&url).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
+                });
+                if !ok {
+                    return Err(invalid(API, &raw, "must be an http:// or https:// URL"));
+                }
+                url
+            }
+            None => TWILIO_API_URL.to_string(),
+        };
+        const SID: &str = "TWILIO_ACCOUNT_SID";
+        let twilio_account_sid = env.get(SID).map(|s| s.trim().to_string());
+        if let Some(sid) = &twilio_account_sid {
+            if !(sid.starts_with("AC")
+                && sid.len() == 34
+                && sid.chars().all(|c| c.is_ascii_alphanumeric()))
+            {
+                return Err(invalid(
+                    SID,
+                    sid,
+                    "an account SID is AC and 32 letters or digits",
+                ));
+            }
+        }
         Ok(Self {
             twilio_token: env
                 .get("TWILIO_AUTH_TOKEN")
                 .map(|t| TwilioToken::new(t.trim())),
             numbers,
+            twilio_account_sid,
+            twilio_api_url,
         })
     }
 

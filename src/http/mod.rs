@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/calls", get(calls::list_calls))
         // A static segment wins over `{call_id}` whatever the order: no call is named `export`.
         .route("/api/calls/export", get(export::export))
+        .route("/api/calls/outbound", post(twilio::place))
         .route("/api/calls/{call_id}", get(calls::call_history))
         .route("/api/calls/{call_id}/takeover", post(operate::takeover))
         .route("/api/calls/{call_id}/release", post(operate::release))

@@ -7,6 +7,7 @@
 //! socket starts the call only for a stream that brings a valid pass, then translates between
 //! Twilio's messages and the call (`session.rs`, `output.rs`).
 
+mod outbound;
 mod output;
 mod pass;
 mod session;
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use tracing::{info, warn};
 
+pub use outbound::place;
 pub use pass::StreamPass;
 
 use crate::http::error::AppError;

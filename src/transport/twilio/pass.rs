@@ -3,6 +3,7 @@
 //! server's token secret, for the media socket only (it has no `sub`: it opens nothing else),
 //! and short-lived: Twilio connects within seconds.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ pub const AUDIENCE: &str = "voxwire:twilio-media";
 
 /// How long Twilio has to open the media socket.
 pub const TTL: Duration = Duration::from_secs(60);
+/// How long an outbound call's pass lasts: the called phone rings first (Twilio gives up
+/// after 60 s of ringing by default).
+pub const OUTBOUND_TTL: Duration = Duration::from_secs(180);
 
 /// The call Twilio is connecting, as its webhook told it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,13 @@ pub struct StreamPass {
     pub org: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// A call this server placed (`POST /api/calls/outbound`): its subject is the called
+    /// number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outbound: bool,
+    /// Variables for the prompt given when the call was placed.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub variables: HashMap<String, String>,
 }
 
 impl StreamPass {
@@ -52,6 +63,33 @@ impl StreamPass {
             to: to.to_string(),
             org,
             agent,
+            outbound: false,
+            variables: HashMap::new(),
+        }
+    }
+
+    /// The pass of a call this server places to `to`, with `variables` for its prompt.
+    pub fn outbound(
+        from: &str,
+        to: &str,
+        org: Option<String>,
+        agent: Option<String>,
+        variables: HashMap<String, String>,
+    ) -> Self {
+        let mut pass = Self::new("", from, to, org, agent);
+        pass.exp += (OUTBOUND_TTL - TTL).as_secs();
+        pass.outbound = true;
+        pass.variables = variables;
+        pass
+    }
+
+    /// Whom the call is with: the called number of a call placed by this server, else the
+    /// caller's (`anonymous` for a hidden number).
+    pub fn subject(&self) -> String {
+        let n = if self.outbound { &self.to } else { &self.from };
+        match n.trim() {
+            "" => "anonymous".to_string(),
+            n => n.to_string(),
         }
     }
 

@@ -3,7 +3,6 @@
 //! echoed marks as playback reports) and the call's events into Twilio frames. `stop`, or the
 //! socket closing, ends the call.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,7 +75,8 @@ pub async fn run(
         .custom_parameters
         .get("token")
         .and_then(|t| StreamPass::verify(&auth, t).ok())
-        .filter(|p| p.call_sid == start.call_sid);
+        // An outbound call's SID is Twilio's answer to placing it, after its pass was made.
+        .filter(|p| p.call_sid == start.call_sid || p.outbound);
     let Some(pass) = pass else {
         s.svc.metrics.error(ErrorCode::Unauthorized);
         warn!(call_sid = %start.call_sid, "media stream without a valid stream pass: refused");
@@ -88,7 +88,7 @@ pub async fn run(
         warn!(encoding = %format.encoding, rate = format.sample_rate, "media stream format refused");
         return s.close(1003, "unsupported media format").await;
     }
-    let span = info_span!("twilio", call_sid = %pass.call_sid, stream_sid = %start.stream_sid);
+    let span = info_span!("twilio", call_sid = %start.call_sid, stream_sid = %start.stream_sid);
     async move {
         if !s.start_call(&pass, start.stream_sid).await {
             return s.close(1011, "the call could not start").await;
@@ -157,14 +157,12 @@ impl Stream {
         let Ok(input) = InputDecoder::new(PHONE_FORMAT) else {
             return false;
         };
-        let sub = match pass.from.trim() {
-            "" => "anonymous".to_string(),
-            from => from.to_string(),
-        };
-        let variables = HashMap::from([
-            ("caller_number".to_string(), pass.from.clone()),
-            ("called_number".to_string(), pass.to.clone()),
-        ]);
+        let sub = pass.subject();
+        // The numbers are the carrier's word: variables given when the call was placed do not
+        // replace them.
+        let mut variables = pass.variables.clone();
+        variables.insert("caller_number".to_string(), pass.from.clone());
+        variables.insert("called_number".to_string(), pass.to.clone());
         let request = StartRequest {
             owner: Owner {
                 sub,
