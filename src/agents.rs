@@ -75,6 +75,10 @@ pub struct Agent {
     /// do not call functions ignore them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<crate::tools::Tool>,
+    /// The call's script (`[agent.flow]`, see `flow`): menus, business hours, answers
+    /// captured, transfers. Without one, the language model leads the whole call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::flow::Flow>,
 }
 
 fn default_summary() -> bool {
@@ -258,6 +262,10 @@ pub fn validate(a: &Agent) -> Result<(), String> {
             .map_err(|e| format!("agent `{}`: {e}", a.name))?;
     }
     crate::tools::validate(&a.name, &a.tools)?;
+    if let Some(flow) = &a.flow {
+        flow.validate()
+            .map_err(|e| format!("agent `{}`: {e}", a.name))?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod call;
 pub mod config;
 pub mod engines;
+pub mod flow;
 pub mod fuzzing;
 pub mod http;
 pub mod keys;
