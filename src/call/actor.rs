@@ -15,14 +15,14 @@ use tracing::info;
 use super::caller::{Caller, Judged, Partial};
 use super::event::{CallEvent, CallInput};
 use super::handle::{AudioStream, ListenAudio};
-use super::keys::{turn_text, Keypad};
+use super::keys::Keypad;
 use super::operator::Takeover;
 use super::record::Recorder;
 use super::recording::Mixer;
 use super::reply::Speaker;
 use super::services::CallServices;
 use super::store::{CallRecord, CallState, LiveCall};
-use super::turn::{TurnEvent, TurnInput};
+use super::turn::{SharedFlow, TurnEvent, TurnInput};
 use super::usage::{LimitWatch, Meter, WRITE_EVERY};
 use crate::agents::Agent;
 use crate::engines::Engines;
@@ -48,7 +48,13 @@ pub struct Call {
     /// Operators: who holds the call taken over, notes, caller turns only transcribed.
     pub(super) takeover: Takeover,
     /// Keys the caller is pressing (DTMF), until their entry is complete.
-    keys: Keypad,
+    pub(super) keys: Keypad,
+    /// The agent's flow, if it has one (see `flow.rs`).
+    pub(super) flow: Option<SharedFlow>,
+    /// When the flow's node stops waiting for the caller's answer.
+    pub(super) flow_wait: Option<Instant>,
+    /// The flow waits for the agent to stop speaking before its timer starts.
+    pub(super) flow_poll: bool,
     deadline: Instant,
     pub(super) turn_tx: mpsc::Sender<(u64, TurnEvent)>,
     turn_rx: Option<mpsc::Receiver<(u64, TurnEvent)>>,
@@ -73,7 +79,7 @@ pub struct Call {
     watch: Option<LimitWatch>,
     /// A daily allowance ran out, or the agent ended the call: the last reply is being said;
     /// the call ends when it has been, or at this deadline.
-    closing: Option<Instant>,
+    pub(super) closing: Option<Instant>,
     /// Why the call ends once `closing` comes.
     ending: EndReason,
 }
@@ -129,6 +135,9 @@ impl Call {
             speaker: Speaker::default(),
             takeover: Takeover::default(),
             keys: Keypad::default(),
+            flow: None,
+            flow_wait: None,
+            flow_poll: false,
             deadline: Instant::now()
                 .checked_add(max_call)
                 .unwrap_or_else(far_future),
@@ -199,6 +208,12 @@ impl Call {
         }
     }
 
+    /// Runs the agent's flow: it decides each reply.
+    pub(super) fn with_flow(mut self, flow: Option<SharedFlow>) -> Self {
+        self.flow = flow;
+        self
+    }
+
     /// Records the call into `recording`.
     pub(super) fn with_recording(mut self, recording: Option<Mixer>) -> Self {
         self.recording = recording;
@@ -266,6 +281,8 @@ impl Call {
                     }
                 }
                 _ = tokio::time::sleep(CLOSING_POLL), if self.closing.is_some() => {}
+                _ = sleep_until_some(self.flow_wait) => self.flow_silence().await,
+                _ = tokio::time::sleep(CLOSING_POLL), if self.flow_poll => {}
                 _ = self.owner.closed(), if self.owner_open => break EndReason::ConnectionLost,
                 input = inputs.recv() => match input {
                     None => break EndReason::ConnectionLost,
@@ -287,6 +304,7 @@ impl Call {
             if self.closing.is_some() && !self.agent_speaking() {
                 break self.ending;
             }
+            self.arm_flow_timer();
         };
         self.finish(reason).await;
     }
@@ -407,13 +425,8 @@ impl Call {
         }
         let item = self.record.new_item_id();
         self.recorder.keyed(item);
-        self.start_reply(
-            TurnInput::Text(turn_text(&entry)),
-            Instant::now(),
-            Some(item),
-            None,
-        )
-        .await;
+        self.start_reply(TurnInput::Keys(entry), Instant::now(), Some(item), None)
+            .await;
     }
 
     /// Hands a chunk of the call's audio to operators listening in, if any.

@@ -139,7 +139,7 @@ impl Caller {
         }
     }
 
-    fn in_speech(&self) -> bool {
+    pub(super) fn in_speech(&self) -> bool {
         self.listener.as_ref().is_some_and(|l| l.in_speech())
     }
 

@@ -111,6 +111,17 @@ pub enum CallEvent {
     /// The agent's language model called a tool, a tool answered, or a built-in tool acted
     /// (monitor and event log; not sent to the caller).
     Tool(ToolEvent),
+    /// The agent's flow moved on in turn `turn_id` (monitor and event log; not sent to the
+    /// caller): the nodes entered, the node now waiting, a variable captured.
+    Flow {
+        turn_id: u64,
+        path: Vec<String>,
+        node: Option<String>,
+        captured: Option<(String, String)>,
+    },
+    /// The call's flow put it in the operators' queue; it waits for an operator to take it
+    /// over.
+    Queued,
     /// Something the caller should know went wrong; the call goes on.
     Error {
         code: ErrorCode,

@@ -33,6 +33,8 @@ pub const MONITORED: &[&str] = &[
     "tool_result",
     "message_taken",
     "transferred",
+    "flow",
+    "queued",
 ];
 
 /// Reply text as it is written: sent only to monitors that ask for it, never stored.

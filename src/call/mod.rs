@@ -7,6 +7,7 @@ pub mod actor;
 pub mod caller;
 pub mod event;
 pub mod feed;
+mod flow;
 pub mod handle;
 pub mod history;
 pub mod keys;

@@ -86,7 +86,8 @@ impl OperatorCommand {
 #[derive(Debug, Clone, Serialize)]
 pub struct OperatorView {
     pub call_id: String,
-    /// `listening`, `thinking`, `speaking`, `taken_over` or `ended`.
+    /// `listening`, `thinking`, `speaking`, `waiting` (for an operator), `taken_over` or
+    /// `ended`.
     pub state: &'static str,
     pub taken_over_by: Option<String>,
     /// Context notes added so far.
@@ -164,11 +165,15 @@ pub struct Takeover {
     listening: VecDeque<Listening>,
     /// The operator's live voice being spoken: its turn takes the chunks.
     voice: Option<mpsc::Sender<Vec<f32>>>,
+    /// The call's flow put it in the operators' queue: the agent does not answer, caller
+    /// turns are only transcribed, until an operator takes it over.
+    pub(super) queued: bool,
 }
 
 impl Takeover {
+    /// Whether the agent is silent: an operator holds the call, or it waits for one.
     pub fn active(&self) -> bool {
-        self.by.is_some()
+        self.by.is_some() || self.queued
     }
 }
 
@@ -199,6 +204,7 @@ impl Call {
                 super::CallState::Listening => "listening",
                 super::CallState::Thinking => "thinking",
                 super::CallState::Speaking => "speaking",
+                super::CallState::Waiting => "waiting",
             },
         };
         OperatorView {
@@ -240,6 +246,8 @@ impl Call {
         self.cancel_pending();
         self.takeover.voice = None;
         self.takeover.by = Some(by.sub.clone());
+        self.takeover.queued = false;
+        self.record.set_waiting(false);
         self.record.set_taken_over_by(Some(by.sub.clone()));
         self.operator_event(OperatorEventKind::TakeoverStarted, by, None, None)
             .await;
@@ -397,7 +405,8 @@ impl Call {
             TurnEvent::Delta(_)
             | TurnEvent::Audio { .. }
             | TurnEvent::ToolCall(_)
-            | TurnEvent::ToolResult { .. } => {}
+            | TurnEvent::ToolResult { .. }
+            | TurnEvent::Flow(_) => {}
         }
         true
     }

@@ -387,6 +387,19 @@ impl Recorder {
                 (kind.as_str(), data)
             }
             CallEvent::Dtmf { digits } => ("dtmf", json!({"digits": digits})),
+            CallEvent::Flow {
+                turn_id,
+                path,
+                node,
+                captured,
+            } => {
+                let mut data = json!({"turn_id": turn_id, "path": path, "node": node});
+                if let Some((name, value)) = captured {
+                    data["captured"] = json!({ name: self.redactor.redact(value) });
+                }
+                ("flow", data)
+            }
+            CallEvent::Queued => ("queued", json!({})),
             CallEvent::Tool(step) => self.tool(step),
             CallEvent::DetectionUpdated(d) => ("call_updated", json!({"turn_detection": d})),
             CallEvent::Error { code, message } => {

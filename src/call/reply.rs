@@ -136,6 +136,7 @@ impl Call {
             anchor,
             answer,
             live,
+            flow: self.flow.clone(),
         };
         let sink = TurnSink {
             turn_id: run,
@@ -213,7 +214,8 @@ impl Call {
     /// Prepares a reply to the caller's words so far, held back until the turn ends.
     pub(super) fn start_pending(&mut self, input: TurnInput, anchor: Instant) {
         self.cancel_pending();
-        if self.takeover.active() {
+        // A flow moves on each turn: only a turn known to be over may move it.
+        if self.takeover.active() || self.flow.is_some() {
             return;
         }
         let (live, gate) = tokio::sync::watch::channel(false);
@@ -417,6 +419,7 @@ impl Call {
                 }))
                 .await;
             }
+            TurnEvent::Flow(step) => self.on_flow_step(turn_id, step).await,
             TurnEvent::ToolResult { call, outcome, ms } => {
                 r.open_tools.retain(|c| c.id != call.id);
                 match &outcome.effect {

@@ -23,6 +23,7 @@ use super::turn::TurnInput;
 use super::usage::{limits_at_start, LimitWatch, Meter};
 use crate::audio::vad::SpeechScorer;
 use crate::engines::llm::Role;
+use crate::flow::FlowState;
 use crate::protocol::{DetectionMode, ErrorCode, LimitKind, TurnDetection, TurnDetectionUpdate};
 
 /// Events queued for the call's own transport; past that the call waits for it (its writer
@@ -366,6 +367,19 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         (Some(n), None) => Some(n.to_string()),
         (None, g) => g,
     };
+    // A flow says the call's first words: from its start, on a new call and on a resumed one
+    // (the place in the flow is not kept). Push-to-talk requests go to the model.
+    let flow = agent.flow.clone().filter(|_| req.greet).map(|f| {
+        let mut vars = agent.variables.clone();
+        vars.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Arc::new(std::sync::Mutex::new(FlowState::new(Arc::new(f), vars)))
+    });
+    let greeting = match &flow {
+        Some(_) => Some(TurnInput::FlowStart {
+            notice: notice.clone(),
+        }),
+        None => greeting.map(TurnInput::Say),
+    };
     // A resumed call keeps the prompt its variables gave it, unless new ones are sent.
     let system = match live.record.system_prompt() {
         Some(p) if resumed && !sent_variables => p,
@@ -436,12 +450,11 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         recorder,
     )
     .with_recording(recording)
-    .with_usage(meter, watch);
+    .with_usage(meter, watch)
+    .with_flow(flow);
     let span = info_span!("call", call_id = %call_id, sub = %req.owner.sub);
-    svc.tasks.spawn(
-        call.run(input_rx, greeting.map(TurnInput::Say))
-            .instrument(span),
-    );
+    svc.tasks
+        .spawn(call.run(input_rx, greeting).instrument(span));
     Ok(Started {
         handle,
         events: owner_rx,

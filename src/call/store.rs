@@ -46,6 +46,8 @@ pub struct CallRecord {
     state: AtomicU8,
     /// The operator (`sub`) who holds the call taken over, if any; set by the call actor.
     taken_over_by: Mutex<Option<String>>,
+    /// In the operators' queue (see [`CallState::Waiting`]).
+    waiting: AtomicBool,
 }
 
 /// What a live call is doing, as far as the monitor is concerned.
@@ -58,6 +60,9 @@ pub enum CallState {
     Thinking,
     /// The agent's reply is playing.
     Speaking,
+    /// Its flow put the call in the operators' queue: the agent no longer answers, and the
+    /// caller waits for an operator to take the call over.
+    Waiting,
 }
 
 /// A live call as the monitor's snapshot shows it.
@@ -143,6 +148,9 @@ impl CallRecord {
     }
 
     pub fn state(&self) -> CallState {
+        if self.waiting.load(Ordering::Relaxed) {
+            return CallState::Waiting;
+        }
         match self.state.load(Ordering::Relaxed) {
             1 => CallState::Thinking,
             2 => CallState::Speaking,
@@ -167,8 +175,14 @@ impl CallRecord {
             CallState::Listening => 0,
             CallState::Thinking => 1,
             CallState::Speaking => 2,
+            CallState::Waiting => return self.set_waiting(true),
         };
         self.state.store(n, Ordering::Relaxed);
+    }
+
+    /// Puts the call in the operators' queue, or takes it out.
+    pub fn set_waiting(&self, on: bool) {
+        self.waiting.store(on, Ordering::Relaxed);
     }
 }
 
@@ -307,6 +321,7 @@ impl CallStore {
                 rec.set_state(CallState::Listening);
                 // A resumed call starts with the agent answering.
                 rec.set_taken_over_by(None);
+                rec.set_waiting(false);
                 rec
             }
             None => {
@@ -325,6 +340,7 @@ impl CallStore {
                     started_at_ms: AtomicI64::new(super::record::now_ms()),
                     state: AtomicU8::new(0),
                     taken_over_by: Mutex::new(None),
+                    waiting: AtomicBool::new(false),
                 });
                 inner.calls.insert(rec.id.clone(), rec.clone());
                 inner.order.push_back(rec.id.clone());
@@ -424,6 +440,7 @@ impl CallStore {
             started_at_ms: AtomicI64::new(0),
             state: AtomicU8::new(0),
             taken_over_by: Mutex::new(None),
+            waiting: AtomicBool::new(false),
         });
         inner.calls.insert(r.id.clone(), rec);
         inner.order.push_back(r.id);

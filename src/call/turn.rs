@@ -29,7 +29,11 @@ use crate::engines::stt::Transcription;
 use crate::engines::tts::piece::{speak_piece, Piece};
 use crate::engines::tts::text::SentenceSplitter;
 use crate::engines::{EngineError, Engines};
+use crate::flow::{FlowInput, FlowState, Step, Then};
 use crate::protocol::TurnTimings;
+
+/// A call's place in its agent's flow, shared by its turns (one at a time moves it).
+pub type SharedFlow = Arc<std::sync::Mutex<FlowState>>;
 
 /// What the caller said.
 pub enum TurnInput {
@@ -48,6 +52,12 @@ pub enum TurnInput {
     /// The live voice of the operator holding the call, 16 kHz chunks as they are spoken: sent
     /// on as reply audio, then transcribed for history when the sender is dropped.
     Voice(mpsc::Receiver<Vec<f32>>),
+    /// A complete keypad entry (`12#`): the model reads it as `Pressed keys: 1 2 #`.
+    Keys(String),
+    /// The agent's flow starts (the call's first words), after `notice` if there is one.
+    FlowStart { notice: Option<String> },
+    /// The caller said nothing for as long as the flow's node waits.
+    FlowSilence,
 }
 
 /// Longest stretch of an operator's live voice kept as one line (60 s at 16 kHz); past that
@@ -84,6 +94,20 @@ pub enum TurnEvent {
         outcome: crate::tools::ToolOutcome,
         ms: f64,
     },
+    /// The flow moved on; sent before anything the step says.
+    Flow(FlowStep),
+}
+
+/// A step of the agent's flow, as the call acts on it and the event log keeps it.
+#[derive(Debug, Clone)]
+pub struct FlowStep {
+    /// The nodes entered, in order.
+    pub path: Vec<String>,
+    /// The node now waiting for the caller, if any.
+    pub node: Option<String>,
+    /// A variable captured, and its value.
+    pub captured: Option<(String, String)>,
+    pub then: Then,
 }
 
 /// The most times one turn runs the tools the model called before asking it again.
@@ -105,6 +129,9 @@ pub struct TurnRequest {
     /// True once the reply may act: tools run only then (a reply prepared ahead waits until
     /// the caller's turn is over; if that never comes, the turn is cancelled).
     pub live: tokio::sync::watch::Receiver<bool>,
+    /// The agent's flow, when it has one: it decides each reply, and the model answers only
+    /// at its `llm` nodes.
+    pub flow: Option<SharedFlow>,
 }
 
 /// Sends events for one turn; `false` once nobody listens any more.
@@ -133,9 +160,10 @@ pub async fn run_turn(req: TurnRequest, cancel: CancellationToken, sink: TurnSin
     }
 }
 
-async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
+async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     let mut timings = TurnTimings::default();
-    let user_text = match req.input {
+    let input = std::mem::replace(&mut req.input, TurnInput::FlowSilence);
+    let (user_text, said) = match input {
         TurnInput::Say(text) => {
             return say(
                 &req.engines,
@@ -148,7 +176,26 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
             .await
         }
         TurnInput::Voice(rx) => return voice(&req.engines, &cancel, &sink, rx).await,
-        TurnInput::Text(t) => t,
+        TurnInput::FlowStart { notice } => {
+            let Some(step) = flow_step(&req.flow, None) else {
+                return;
+            };
+            let mut step = step;
+            if let Some(n) = notice.filter(|n| !n.is_empty()) {
+                step.say = format!("{n} {}", step.say).trim().to_string();
+            }
+            let (with, report, text) = step_of(&req, step);
+            return speak_step(with, report, text, &cancel, &sink).await;
+        }
+        TurnInput::FlowSilence => {
+            let Some(step) = flow_step(&req.flow, Some(FlowInput::Silence)) else {
+                return;
+            };
+            let (with, report, text) = step_of(&req, step);
+            return speak_step(with, report, text, &cancel, &sink).await;
+        }
+        TurnInput::Keys(entry) => (crate::call::keys::turn_text(&entry), FlowInput::Keys(entry)),
+        TurnInput::Text(t) => (t.clone(), FlowInput::Said(t)),
         input @ (TurnInput::Audio(_) | TurnInput::Live { .. }) => {
             let started = Instant::now();
             let result = transcribe(&req.engines, input, &cancel).await;
@@ -158,7 +205,10 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
                     sink.send(TurnEvent::NoSpeech).await;
                     return;
                 }
-                Ok(t) => t.text.trim().to_string(),
+                Ok(t) => {
+                    let text = t.text.trim().to_string();
+                    (text.clone(), FlowInput::Said(text))
+                }
                 Err(error) => {
                     sink.send(TurnEvent::Failed { error }).await;
                     return;
@@ -179,12 +229,26 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         .await;
         return;
     }
+    let mut system = req.system.clone();
+    if let Some(step) = flow_step(&req.flow, Some(said)) {
+        let Then::Answer { prompt } = &step.then else {
+            let (with, report, text) = step_of(&req, step);
+            return speak_step(with, report, text, &cancel, &sink).await;
+        };
+        if !prompt.is_empty() {
+            system = format!("{system}\n\n{prompt}");
+        }
+        let report = flow_report(&req.flow, &step);
+        if !step.path.is_empty() && !sink.send(TurnEvent::Flow(report)).await {
+            return;
+        }
+    }
     let mut messages = req.history;
     messages.push(ChatMessage::new(Role::User, user_text));
     let tap = TokenTap::default();
     let request = ChatRequest {
-        session_id: req.session_id,
-        system: req.system,
+        session_id: req.session_id.clone(),
+        system,
         messages,
         max_tokens: req.agent.max_tokens,
         temperature: req.agent.temperature,
@@ -233,6 +297,56 @@ async fn run(req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     }
 }
 
+/// Moves the call's flow: `None` starts it. Nothing when the agent has no flow.
+fn flow_step(flow: &Option<SharedFlow>, input: Option<FlowInput>) -> Option<Step> {
+    let mut state = flow.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+    let now = jiff::Timestamp::now();
+    Some(match input {
+        None => state.begin(now),
+        Some(input) => state.input(input, now),
+    })
+}
+
+fn flow_report(flow: &Option<SharedFlow>, step: &Step) -> FlowStep {
+    let node = flow.as_ref().and_then(|f| {
+        let state = f.lock().unwrap_or_else(|e| e.into_inner());
+        state.node().map(str::to_string)
+    });
+    FlowStep {
+        path: step.path.clone(),
+        node,
+        captured: step.captured.clone(),
+        then: step.then.clone(),
+    }
+}
+
+/// Says what a flow's step says; the call acts on its `then` (see the actor).
+async fn speak_step(
+    (engines, voice, anchor): (Engines, Option<String>, Instant),
+    report: FlowStep,
+    text: String,
+    cancel: &CancellationToken,
+    sink: &TurnSink,
+) {
+    if !sink.send(TurnEvent::Flow(report)).await {
+        return;
+    }
+    say(&engines, voice, cancel, sink, text, anchor).await
+}
+
+/// What [`speak_step`] needs of the request, taken before it is awaited.
+fn step_of(
+    req: &TurnRequest,
+    step: Step,
+) -> ((Engines, Option<String>, Instant), FlowStep, String) {
+    let report = flow_report(&req.flow, &step);
+    (
+        (req.engines.clone(), req.agent.voice.clone(), req.anchor),
+        report,
+        step.say,
+    )
+}
+
 /// The caller's words: the live transcription's final text, or the whole utterance
 /// transcribed now (also when the live one failed, so nothing is lost).
 async fn transcribe(
@@ -250,9 +364,12 @@ async fn transcribe(
             ok => return ok,
         },
         TurnInput::Audio(audio) => audio,
-        TurnInput::Text(_) | TurnInput::Say(_) | TurnInput::Voice(_) => {
-            return Ok(Transcription::default())
-        }
+        TurnInput::Text(_)
+        | TurnInput::Say(_)
+        | TurnInput::Voice(_)
+        | TurnInput::Keys(_)
+        | TurnInput::FlowStart { .. }
+        | TurnInput::FlowSilence => return Ok(Transcription::default()),
     };
     engines.stt.transcribe(audio, cancel.clone()).await
 }

@@ -165,7 +165,7 @@ impl Output {
             // The client sent the report (or the keys); nothing to tell it.
             CallEvent::Heard { .. } | CallEvent::Dtmf { .. } => Vec::new(),
             // Tool calls are the agent's business: monitors and the event log see them.
-            CallEvent::Tool(_) => Vec::new(),
+            CallEvent::Tool(_) | CallEvent::Flow { .. } | CallEvent::Queued => Vec::new(),
             CallEvent::Metrics { turn_id, timings } => {
                 vec![ServerMessage::Metrics {
                     turn_id,
