@@ -45,6 +45,16 @@ test("a call taken over stays so until it is handed back", () => {
   assert.equal(call.taken_over_by, null);
 });
 
+test("a call its flow queued for operators waits until one takes it over", () => {
+  let call = nextState(base, ev("queued"));
+  assert.equal(call.state, "waiting");
+  for (const type of ["speech_started", "transcript", "response"]) call = nextState(call, ev(type, { is_final: true, text: "hello?" }));
+  assert.equal(call.state, "waiting", "the caller's words do not change it");
+  call = nextState(call, ev("takeover_started", { operator: "sam" }));
+  assert.equal(call.state, "taken_over");
+  assert.equal(call.taken_over_by, "sam");
+});
+
 test("metrics keep the last voice-to-voice latency", () => {
   const call = nextState(base, ev("metrics", { turn_id: 1, timings: { voice_to_voice_ms: 612.5 } }));
   assert.equal(call.v2v, 612.5);

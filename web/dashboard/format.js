@@ -54,6 +54,7 @@ export const STATE_LABELS = {
   thinking: "thinking",
   speaking: "speaking",
   taken_over: "taken over",
+  waiting: "waiting for an operator",
   ended: "ended",
 };
 

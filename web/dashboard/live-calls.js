@@ -8,10 +8,15 @@ import { clock, el, millis, STATE_LABELS } from "./format.js";
  * A call's state after a monitor event (a pure function: the call is not changed).
  * speech_started: the caller speaks; a final transcript: the agent thinks; reply text: it
  * speaks; the whole reply or an interruption: it listens again. A call taken over stays so
- * until `takeover_ended`.
+ * until `takeover_ended`; a call its flow put in the operators' queue (`queued`) waits until
+ * an operator takes it over.
  */
 export function nextState(call, ev) {
   const c = { ...call };
+  if (ev.type === "queued") {
+    c.state = "waiting";
+    return c;
+  }
   if (ev.type === "takeover_started") {
     c.taken_over_by = ev.operator || null;
     c.state = "taken_over";
@@ -31,7 +36,7 @@ export function nextState(call, ev) {
     c.state = "ended";
     return c;
   }
-  if (c.taken_over_by) return c;
+  if (c.taken_over_by || c.state === "waiting") return c;
   switch (ev.type) {
     case "speech_started":
       c.state = "caller_speaking";
