@@ -75,6 +75,11 @@ pub struct Agent {
     /// do not call functions ignore them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<crate::tools::Tool>,
+    /// Phone numbers (E.164) whose incoming calls this agent answers (of its org, for an
+    /// agent made over the API; of the default org, for the file's). `VOXWIRE_TWILIO_NUMBERS`
+    /// wins over them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_numbers: Vec<String>,
     /// The call's script (`[agent.flow]`, see `flow`): menus, business hours, answers
     /// captured, transfers. Without one, the language model leads the whole call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +210,35 @@ fn check_webhook(a: &Agent) -> Result<(), String> {
     }
 }
 
+/// The most phone numbers an agent answers.
+pub const MAX_PHONE_NUMBERS: usize = 20;
+
+fn check_numbers(a: &Agent) -> Result<(), String> {
+    if a.phone_numbers.len() > MAX_PHONE_NUMBERS {
+        return Err(format!(
+            "agent `{}`: at most {MAX_PHONE_NUMBERS} phone_numbers",
+            a.name
+        ));
+    }
+    for (i, n) in a.phone_numbers.iter().enumerate() {
+        if !crate::flow::is_phone_number(n) {
+            return Err(format!(
+                "agent `{}`: phone_numbers: `{}` is not a number in E.164 (+ and 7 to 15 \
+                 digits)",
+                a.name,
+                n.chars().take(20).collect::<String>()
+            ));
+        }
+        if a.phone_numbers[..i].contains(n) {
+            return Err(format!(
+                "agent `{}`: phone number {n} is listed twice",
+                a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one agent as `agents.toml` and the agents API take it.
 pub fn validate(a: &Agent) -> Result<(), String> {
     let valid_name = !a.name.is_empty()
@@ -262,6 +296,7 @@ pub fn validate(a: &Agent) -> Result<(), String> {
             .map_err(|e| format!("agent `{}`: {e}", a.name))?;
     }
     crate::tools::validate(&a.name, &a.tools)?;
+    check_numbers(a)?;
     if let Some(flow) = &a.flow {
         flow.validate()
             .map_err(|e| format!("agent `{}`: {e}", a.name))?;
@@ -527,6 +562,41 @@ impl Agents {
             None if self.by_name.contains_key(name) => api.insert(key, None),
             None => api.remove(&key),
         };
+    }
+
+    /// Who answers calls to `number` by the agents' `phone_numbers`: an org's agent made over
+    /// the API, else a file agent (the default org's, unless that org deleted it).
+    pub fn for_number(&self, number: &str) -> Option<(Option<String>, String)> {
+        let number = number.trim();
+        let api = self.api();
+        let mut owners: Vec<(Option<String>, String)> = api
+            .iter()
+            .filter_map(|((org, name), v)| {
+                let v = v.as_ref()?;
+                v.agent
+                    .phone_numbers
+                    .iter()
+                    .any(|n| n == number)
+                    .then(|| (org.clone(), name.clone()))
+            })
+            .collect();
+        // The agents API keeps numbers unique; should two claim one anyway, the choice is
+        // the same on every request.
+        owners.sort();
+        if let Some(owner) = owners.into_iter().next() {
+            return Some(owner);
+        }
+        let mut file: Vec<&String> = self
+            .by_name
+            .iter()
+            .filter(|(name, a)| {
+                a.phone_numbers.iter().any(|n| n == number)
+                    && !api.contains_key(&(None, name.to_string()))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        file.sort();
+        file.first().map(|name| (None, name.to_string()))
     }
 
     /// The names a call of `org` may ask for: the file's it did not delete and its own,

@@ -528,6 +528,8 @@ pub enum ErrorCode {
     AgentFromFile,
     /// Agents API: the agent changed meanwhile; read it again and retry.
     AgentConflict,
+    /// Agents API: a phone number of the agent answers for another agent already.
+    NumberTaken,
     /// `POST /api/sessions` and other key routes: the API key is malformed, unknown or revoked.
     InvalidApiKey,
     /// `start_call` with a session token already bound to another call.
@@ -586,6 +588,7 @@ impl ErrorCode {
             Self::InvalidAgent => "invalid_agent",
             Self::AgentExists => "agent_exists",
             Self::AgentFromFile => "agent_from_file",
+            Self::NumberTaken => "number_taken",
             Self::AgentConflict => "agent_conflict",
             Self::InvalidApiKey => "invalid_api_key",
             Self::SessionUsed => "session_used",

@@ -690,3 +690,85 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
         .collect();
     assert_eq!(digits, ["4", "2", "#"]);
 }
+
+/// The webhook's stream pass for a call to `to`.
+async fn pass_for(server: &TestServer, call_sid: &str, to: &str) -> StreamPass {
+    let mut params = form(call_sid);
+    params[3].1 = to.into();
+    let url = format!("{PUBLIC_URL}/telephony/twilio/voice");
+    let sig = signature::sign(AUTH_TOKEN.as_bytes(), &url, &params);
+    let (status, body) = webhook(server, &params, Some(&sig)).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body.split("value=\"").nth(1).unwrap().split('"').next();
+    StreamPass::verify(&server.state.auth, token.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_made_over_the_api_answers_its_phone_numbers() {
+    let server = server().await;
+    let client = reqwest::Client::new();
+    let create = |token: String, name: &str, numbers: Value| {
+        client
+            .post(server.url("/api/agents"))
+            .bearer_auth(token)
+            .json(&json!({"name": name, "system_prompt": "You sell.", "phone_numbers": numbers}))
+            .send()
+    };
+    let r = create(admin(&server), "sales", json!(["+15550007777"]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let pass = pass_for(&server, "CA900", "+15550007777").await;
+    assert_eq!(
+        (pass.org.as_deref(), pass.agent.as_deref()),
+        (Some("acme"), Some("sales"))
+    );
+
+    // Another org cannot claim it, nor a number the configuration maps, nor a bad one.
+    let other = server
+        .state
+        .auth
+        .issue_with_role(
+            "root",
+            Some("globex"),
+            None,
+            voxwire::auth::Role::Admin,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    for (numbers, status, code) in [
+        (json!(["+15550007777"]), 409, "number_taken"),
+        (json!([NUMBER]), 409, "number_taken"),
+        (json!(["555-0100"]), 400, "invalid_agent"),
+    ] {
+        let r = create(other.clone(), "sales", numbers.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{numbers}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    // The configuration's mapping is unchanged, and an agent's replacement keeps its number.
+    let pass = pass_for(&server, "CA901", NUMBER).await;
+    assert_eq!(pass.agent.as_deref(), Some("phone"));
+    let r = client
+        .put(server.url("/api/agents/sales"))
+        .bearer_auth(admin(&server))
+        .json(&json!({"system_prompt": "You sell more.", "phone_numbers": ["+15550007777", "+15550007778"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let pass = pass_for(&server, "CA902", "+15550007778").await;
+    assert_eq!(pass.agent.as_deref(), Some("sales"));
+    // Deleted, the number goes back to the default agent.
+    let r = client
+        .delete(server.url("/api/agents/sales"))
+        .bearer_auth(admin(&server))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let pass = pass_for(&server, "CA903", "+15550007777").await;
+    assert_eq!((pass.org, pass.agent), (None, None));
+}

@@ -212,6 +212,34 @@ fn definition(body: &Bytes, name: Option<&str>) -> Result<Agent, AppError> {
     from_api(value).map_err(invalid)
 }
 
+/// Each phone number of the org's `agent` must be free: not mapped by the server's
+/// configuration, not another agent's (of any org). Else 409 `number_taken`.
+fn numbers_free(state: &AppState, org: Option<&str>, agent: &Agent) -> Result<(), AppError> {
+    for n in &agent.phone_numbers {
+        let configured = state.config.telephony.route(n).is_some();
+        let other = state
+            .agents
+            .for_number(n)
+            .is_some_and(|(o, a)| !(o.as_deref() == org && a == agent.name));
+        if configured || other {
+            state.metrics.error(ErrorCode::NumberTaken);
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NumberTaken,
+                format!(
+                    "phone number {n} already answers for {}",
+                    if configured {
+                        "the server's configuration (VOXWIRE_TWILIO_NUMBERS)"
+                    } else {
+                        "another agent"
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Stores a new version of the org's agent and makes it current on this server.
 async fn save(
     state: &AppState,
@@ -292,6 +320,7 @@ pub async fn create(
     let who = principal(&state, &headers).await?;
     let org = who.org.as_deref();
     let agent = definition(&body, None)?;
+    numbers_free(&state, org, &agent)?;
     let name = agent.name.clone();
     let (version, exists) = newest(&state, org, &name).await.map_err(unavailable)?;
     if exists {
@@ -316,6 +345,7 @@ pub async fn replace(
     let who = principal(&state, &headers).await?;
     let org = who.org.as_deref();
     let agent = definition(&body, Some(&name))?;
+    numbers_free(&state, org, &agent)?;
     let (version, exists) = newest(&state, org, &name).await.map_err(unavailable)?;
     if !exists {
         return Err(missing(&name));

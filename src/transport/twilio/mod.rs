@@ -130,14 +130,15 @@ fn answer(
             .map_or("", |(_, v)| v.as_str())
     };
     let (call_sid, from, to) = (field("CallSid"), field("From"), field("To"));
-    let route = state.config.telephony.route(to);
-    let pass = StreamPass::new(
-        call_sid,
-        from,
-        to,
-        route.and_then(|r| r.org.clone()),
-        route.map(|r| r.agent.clone()),
-    );
+    // The configuration's numbers first, then the agents' `phone_numbers`.
+    let (org, agent) = match state.config.telephony.route(to) {
+        Some(r) => (r.org.clone(), Some(r.agent.clone())),
+        None => match state.agents.for_number(to) {
+            Some((org, agent)) => (org, Some(agent)),
+            None => (None, None),
+        },
+    };
+    let pass = StreamPass::new(call_sid, from, to, org, agent);
     let token = pass.sign(&state.auth).map_err(AppError::internal)?;
     info!(call_sid, "incoming phone call: connecting its media stream");
     let socket = state.config.net.public_socket_url().unwrap_or_default();
