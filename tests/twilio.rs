@@ -8,6 +8,9 @@
 
 mod common;
 
+#[path = "stt_common/mod.rs"]
+mod stt;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -771,4 +774,236 @@ async fn an_agent_made_over_the_api_answers_its_phone_numbers() {
     assert!(r.status().is_success());
     let pass = pass_for(&server, "CA903", "+15550007777").await;
     assert_eq!((pass.org, pass.agent), (None, None));
+}
+
+const CLINIC: &str = r#"{
+  "name": "clinic",
+  "system_prompt": "You are the receptionist of Oak Clinic, open 9 am to 5 pm on weekdays. Answer in one short sentence.",
+  "phone_numbers": ["+15550004444"],
+  "flow": {
+    "start": "menu",
+    "nodes": {
+      "menu": {"type": "menu", "say": "Thanks for calling Oak Clinic. For opening hours, say hours or press 1. For anything else, press 2.",
+               "options": [{"digit": "1", "keywords": ["hours", "opening"], "next": "hours"},
+                           {"digit": "2", "keywords": ["else", "question"], "next": "ask"}]},
+      "hours": {"type": "say", "say": "We are open nine to five, Monday to Friday.", "next": "ask"},
+      "ask": {"type": "llm", "say": "What else can I do for you?", "exit_phrases": ["goodbye"], "next": "bye"},
+      "bye": {"type": "hangup", "say": "Goodbye."}
+    }
+  }
+}"#;
+
+/// A frame from the server and when it came.
+type Timed = (tokio::time::Instant, Value);
+
+/// Sends 8 kHz audio as Twilio does: one 20 ms mu-law frame every 20 ms.
+async fn speak_live<S>(sink: &mut S, samples: &[f32])
+where
+    S: futures::Sink<Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    let bytes = voxwire::audio::encode::mulaw_bytes(samples);
+    let mut next = tokio::time::Instant::now();
+    for frame in bytes.chunks(160) {
+        next += Duration::from_millis(20);
+        tokio::time::sleep_until(next).await;
+        let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+        let media = json!({"event": "media", "streamSid": "MZ1",
+            "media": {"track": "inbound", "payload": payload}});
+        // The call may end (and the socket close) while the caller's line is still open.
+        if sink.send(Message::Text(media.to_string().into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Frames that came until none came for `quiet`; marks are echoed as Twilio echoes them once
+/// the audio before them has played (at real pace).
+async fn heard_until_quiet<S>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Timed>,
+    sink: &mut S,
+    quiet: Duration,
+) -> Vec<Timed>
+where
+    S: futures::Sink<Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    let mut out: Vec<Timed> = Vec::new();
+    let mut played_until = tokio::time::Instant::now();
+    while let Ok(Some((at, v))) = tokio::time::timeout(quiet, rx.recv()).await {
+        if v["event"] == "media" {
+            played_until = played_until.max(at) + Duration::from_millis(20);
+        }
+        if v["event"] == "mark" {
+            tokio::time::sleep_until(played_until).await;
+            let echo = json!({"event": "mark", "streamSid": "MZ1", "mark": v["mark"]});
+            let _ = sink.send(Message::Text(echo.to_string().into())).await;
+        }
+        out.push((at, v));
+    }
+    out
+}
+
+/// The org's calls and the first one's items and events, to show why a phone test failed.
+async fn dump(server: &TestServer) -> String {
+    let operator = server
+        .state
+        .auth
+        .issue_with_role(
+            "sup",
+            Some("acme"),
+            None,
+            voxwire::auth::Role::Operator,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(Duration::from_secs(10)).await);
+    let list = get_json(server, "/api/calls", &operator).await;
+    let Some(id) = list["calls"][0]["call_id"].as_str() else {
+        return list.to_string();
+    };
+    let call = get_json(server, &format!("/api/calls/{id}"), &operator).await;
+    let events: Vec<String> = svc
+        .store
+        .events(id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind != "metrics")
+        .map(|e| format!("{} {}", e.kind, e.data))
+        .collect();
+    format!("{call}\n{}", events.join("\n"))
+}
+
+/// espeak-ng's voice at the phone line's 8 kHz, with silence after it.
+fn phone_speech(text: &str, then_ms: usize) -> Vec<f32> {
+    let mut audio = stt::resample(&stt::espeak(text), 16_000, 8_000);
+    audio.extend(silence(then_ms));
+    audio
+}
+
+/// A phone call with every local engine (Silero, Whisper, SmolLM2, Piper) at real pace: the
+/// flow's menu is answered by voice, the model answers a spoken question at the flow's `llm`
+/// node, and an exit phrase ends the call. Prints the caller's voice-to-voice latency over the
+/// line: from the end of the caller's speech to the first reply frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_call_on_the_local_engines_runs_a_flow_by_voice() {
+    let mut config = config();
+    config.vad = voxwire::config::VadChoice::Silero;
+    let server = start_with(config, local_engines()).await;
+    let r = reqwest::Client::new()
+        .post(server.url("/api/agents"))
+        .bearer_auth(admin(&server))
+        .header("content-type", "application/json")
+        .body(CLINIC)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let pass = pass_for(&server, "CA700", "+15550004444").await;
+    assert_eq!(pass.agent.as_deref(), Some("clinic"));
+    let token = pass.sign(&server.state.auth).unwrap();
+    let mut ws = media_socket(&server).await;
+    start_stream(&mut ws, "CA700", &token).await;
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Timed>();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let _ = tx.send((tokio::time::Instant::now(), v));
+            }
+        }
+    });
+
+    // The menu, in Piper's voice as mu-law.
+    let menu = heard_until_quiet(&mut rx, &mut sink, Duration::from_millis(1500)).await;
+    let frames = menu.iter().filter(|(_, f)| f["event"] == "media").count();
+    assert!(frames * 20 >= 3000, "{frames} frames of the menu");
+
+    let mut v2v = Vec::new();
+    for (said, quiet) in [
+        ("I would like to know your opening hours.", 2500),
+        ("What time do you open tomorrow?", 6000),
+        ("No thanks, goodbye.", 2500),
+    ] {
+        let speech = phone_speech(said, 0);
+        speak_live(&mut sink, &speech).await;
+        let spoken = tokio::time::Instant::now();
+        // The line stays open: silence goes on being sent while the reply comes.
+        let silence_sender = async {
+            speak_live(&mut sink, &silence(1500)).await;
+            sink
+        };
+        let (s, reply) = tokio::join!(silence_sender, async {
+            let mut got = Vec::new();
+            while let Some(f) = rx.recv().await {
+                let media = f.1["event"] == "media";
+                got.push(f);
+                if media {
+                    break;
+                }
+            }
+            got
+        });
+        sink = s;
+        let Some(first) = reply.last().map(|(at, _)| *at) else {
+            panic!("no reply to {said:?}: {}", dump(&server).await);
+        };
+        v2v.push(first.duration_since(spoken).as_millis());
+        heard_until_quiet(&mut rx, &mut sink, Duration::from_millis(quiet)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+
+    let operator = server
+        .state
+        .auth
+        .issue_with_role(
+            "sup",
+            Some("acme"),
+            None,
+            voxwire::auth::Role::Operator,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(Duration::from_secs(10)).await);
+    let list = get_json(&server, "/api/calls", &operator).await;
+    let id = list["calls"][0]["call_id"].as_str().unwrap().to_string();
+    let call = get_json(&server, &format!("/api/calls/{id}"), &operator).await;
+    let lines: Vec<(String, String)> = call["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let role = i["role"].as_str().unwrap_or_default().to_string();
+            (role, i["text"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    println!("phone call on the local engines: {lines:#?}");
+    println!(
+        "voice to voice over the phone line (end of speech to first reply frame, ms): \
+         menu choice by voice {}, the model's answer {}, the goodbye {}",
+        v2v[0], v2v[1], v2v[2]
+    );
+    assert_eq!(call["end_reason"], "agent_ended", "{call}");
+    let agent: Vec<&str> = lines
+        .iter()
+        .filter(|(r, _)| r == "assistant")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    // Whisper heard "hours": the menu's option, not a retry.
+    assert_eq!(
+        agent.get(1).copied(),
+        Some("We are open nine to five, Monday to Friday. What else can I do for you?"),
+        "{lines:?}"
+    );
+    // The model answered the question in words of its own.
+    let answer = agent.get(2).copied().unwrap_or_default();
+    assert!(
+        answer.split_whitespace().count() >= 3 && !answer.contains("What else can I do"),
+        "{lines:?}"
+    );
+    assert_eq!(agent.last().copied(), Some("Goodbye."), "{lines:?}");
 }
