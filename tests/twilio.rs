@@ -17,7 +17,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use voxwire::config::{NumberRoute, TwilioToken};
-use voxwire::transport::twilio::{signature, StreamPass};
+use voxwire::transport::phone::{Carrier, StreamPass};
+use voxwire::transport::twilio::signature;
 use voxwire::Config;
 
 const PUBLIC_URL: &str = "http://voxwire.test";
@@ -230,7 +231,7 @@ async fn the_webhook_answers_signed_calls_only() {
     let server = server().await;
     let (url, token) = answer_call(&server, "CA100").await;
     assert_eq!(url, "ws://voxwire.test/telephony/twilio/media");
-    let pass = StreamPass::verify(&server.state.auth, &token).unwrap();
+    let pass = StreamPass::verify(&server.state.auth, &token, Carrier::Twilio).unwrap();
     assert_eq!(pass.call_sid, "CA100");
     assert_eq!(pass.from, CALLER);
     assert_eq!(
@@ -277,7 +278,7 @@ async fn the_webhook_answers_signed_calls_only() {
         .split('"')
         .next()
         .unwrap();
-    let pass = StreamPass::verify(&server.state.auth, token).unwrap();
+    let pass = StreamPass::verify(&server.state.auth, token, Carrier::Twilio).unwrap();
     assert_eq!((pass.org, pass.agent), (None, None));
 }
 
@@ -540,7 +541,7 @@ async fn a_stream_without_a_valid_pass_is_refused() {
     let server = server().await;
     let expired = StreamPass {
         exp: 1_000,
-        ..StreamPass::new("CA7", CALLER, NUMBER, None, None)
+        ..StreamPass::new(Carrier::Twilio, "CA7", CALLER, NUMBER, None, None)
     }
     .sign(&server.state.auth)
     .unwrap();

@@ -1,0 +1,176 @@
+//! What the phone doors (Twilio, Telnyx) share: a carrier's media socket carries 8 kHz mu-law
+//! in base64 JSON frames, keypad presses, playback marks and a stop. Each carrier parses its
+//! own JSON into [`PhoneIn`] and writes its own frames through [`Wire`]; the stream pass
+//! (`pass.rs`), the session loop (`session.rs`) and the reply framing (`output.rs`) are one.
+
+pub mod output;
+pub mod pass;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+
+pub use pass::{Carrier, StreamPass};
+pub use session::Outcome;
+
+use crate::server::AppState;
+use crate::transport::ws::socket::{self, Parse, HARD_LIMIT_FACTOR};
+
+/// The largest text frame taken from a carrier before it is refused (a 20 ms `media` frame is
+/// about 400 bytes, a `start` under 2 KB); four times this closes the socket.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// Frames queued for the carrier (a second of 20 ms audio is 50).
+const OUT_BUFFER: usize = 512;
+
+/// A carrier's message, in the terms the call needs.
+#[derive(Debug)]
+pub enum PhoneIn {
+    /// The stream begins: which call it carries and in what format.
+    Start(PhoneStart),
+    /// Base64 mu-law from the caller (other tracks are dropped by the parser).
+    Media(String),
+    /// One key pressed.
+    Dtmf(String),
+    /// A mark the server sent, echoed once the audio before it has played.
+    Mark(String),
+    /// The carrier ends the stream: the caller hung up (or the call moved on).
+    Stop,
+    /// Frames the server does not read (`connected`, errors, future events).
+    Other,
+}
+
+#[derive(Debug)]
+pub struct PhoneStart {
+    /// The carrier's id of this stream: frames back name it.
+    pub stream_id: String,
+    /// The carrier's id of the call: the pass must name it.
+    pub call_id: String,
+    /// The stream pass, when the carrier hands it back in `start`.
+    pub pass: Option<String>,
+    /// The audio format as the carrier names it, and whether it is 8 kHz mono mu-law.
+    pub format: String,
+    pub mulaw_8k: bool,
+}
+
+/// The JSON both carriers use inside their `media`, `dtmf` and `mark` messages.
+pub mod json {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct Media {
+        /// Whose audio: `inbound` (the caller); a bidirectional stream sends nothing else.
+        #[serde(default)]
+        pub track: Option<String>,
+        /// Base64 mu-law at 8 kHz.
+        pub payload: String,
+    }
+
+    impl Media {
+        /// Whether this is the caller's audio (Telnyx may name the track `inbound_track`).
+        pub fn from_caller(&self) -> bool {
+            self.track
+                .as_deref()
+                .is_none_or(|t| t == "inbound" || t == "inbound_track")
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Dtmf {
+        pub digit: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Mark {
+        pub name: String,
+    }
+}
+
+/// One client for the carriers' REST APIs (its connections are kept), following no redirect.
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// How a carrier writes frames for one stream.
+pub trait Wire: Send {
+    /// Base64 mu-law for the caller.
+    fn media(&self, payload: &str) -> String;
+    /// A mark, echoed by the carrier once the audio sent before it has played.
+    fn mark(&self, name: &str) -> String;
+    /// Drops the audio the carrier still holds for the caller.
+    fn clear(&self) -> String;
+}
+
+/// One phone door: its carrier, how it parses frames and makes its [`Wire`].
+#[derive(Clone, Copy)]
+pub struct Door {
+    pub carrier: Carrier,
+    pub parse: Parse<Box<PhoneIn>>,
+    pub wire: fn(stream_id: &str) -> Box<dyn Wire>,
+}
+
+/// Upgrades a carrier's media socket and runs its session; `on_end` is told how it ended
+/// (with the pass that opened it), once the socket is done.
+pub fn upgrade<F, Fut>(
+    state: Arc<AppState>,
+    ws: WebSocketUpgrade,
+    door: Door,
+    url_pass: Option<StreamPass>,
+    on_end: F,
+) -> Response
+where
+    F: FnOnce(Arc<AppState>, Outcome) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let hard_limit = MAX_FRAME_BYTES * HARD_LIMIT_FACTOR;
+    ws.read_buffer_size(crate::transport::ws::READ_BUFFER_BYTES)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| {
+            // Tracked, so that shutdown waits for the call's end.
+            let sessions = state.sessions.clone();
+            sessions.track_future(async move {
+                let outcome = connection(socket, state.clone(), door, url_pass).await;
+                on_end(state, outcome).await;
+            })
+        })
+}
+
+async fn connection(
+    ws: WebSocket,
+    state: Arc<AppState>,
+    door: Door,
+    url_pass: Option<StreamPass>,
+) -> Outcome {
+    let session_id = format!("{}_{:016x}", door.carrier.as_str(), rand::random::<u64>());
+    state.metrics.connections.inc();
+    let (inbound, out, halves) = socket::split(
+        ws,
+        door.parse,
+        MAX_FRAME_BYTES,
+        state.config.net.clone(),
+        session_id,
+        OUT_BUFFER,
+    );
+    let outcome = session::run(
+        session::Setup {
+            svc: state.call_services.clone(),
+            auth: state.auth.clone(),
+            door,
+            url_pass,
+        },
+        inbound,
+        out,
+        state.shutdown.child_token(),
+    )
+    .await;
+    halves.finish().await;
+    outcome
+}
