@@ -15,34 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use common::phone::*;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-use voxwire::config::{NumberRoute, Secret};
+use voxwire::config::Secret;
 use voxwire::transport::phone::{Carrier, StreamPass};
 use voxwire::Config;
 
-const PUBLIC_URL: &str = "http://voxwire.test";
 const API_KEY: &str = "KEY-telnyx-api-key-for-tests";
-const CALLER: &str = "+15551230000";
-const NUMBER: &str = "+15550001111";
-
-const AGENTS: &str = r#"
-default = "desk"
-
-[[agent]]
-name = "desk"
-system_prompt = "You answer the phone."
-greeting = "Nobody here."
-
-[[agent]]
-name = "phone"
-system_prompt = "You answer calls from {{caller_number}}."
-greeting = "Hello {{caller_number}}, you called {{called_number}}."
-max_tokens = 40
-"#;
+const STREAM: &str = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC";
 
 /// Telnyx's signing key, as the fake holds it; the server has its public half.
 fn telnyx_key() -> SigningKey {
@@ -50,19 +32,10 @@ fn telnyx_key() -> SigningKey {
 }
 
 fn config(api: &str) -> Config {
-    let mut c = Config::for_tests();
-    c.agents = voxwire::agents::Agents::parse(AGENTS).unwrap();
-    c.net.public_url = Some(PUBLIC_URL.into());
+    let mut c = phone_config(PHONE_AGENTS, |t| &mut t.telnyx_numbers);
     c.telephony.telnyx_public_key = Some(telnyx_key().verifying_key());
     c.telephony.telnyx_api_key = Some(Secret::new(API_KEY));
     c.telephony.telnyx_api_url = api.to_string();
-    c.telephony.telnyx_numbers.insert(
-        NUMBER.into(),
-        NumberRoute {
-            org: Some("acme".into()),
-            agent: "phone".into(),
-        },
-    );
     c
 }
 
@@ -126,16 +99,10 @@ async fn fake_telnyx() -> (String, Log) {
     (url, log)
 }
 
-/// A server whose fake voice speaks 250 ms per word, so that replies last long enough to be
-/// talked over, and the fake Telnyx API it answers calls through.
+/// A server with a slow fake voice, and the fake Telnyx API it answers calls through.
 async fn server() -> (TestServer, Log) {
     let (api, log) = fake_telnyx().await;
-    let mut engines = voxwire::engines::Engines::fake();
-    engines.tts = Arc::new(voxwire::engines::tts::fake::FakeTts {
-        rate: 16_000,
-        ms_per_word: 250,
-    });
-    (start_with(config(&api), engines).await, log)
+    (start_with(config(&api), slow_voice()).await, log)
 }
 
 fn unix_now() -> u64 {
@@ -210,15 +177,11 @@ async fn connect(server: &TestServer, stream_url: &str) -> Result<Ws, u16> {
     }
 }
 
-async fn send_json(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
 async fn start_stream(ws: &mut Ws, call: &str) {
     send_json(ws, json!({"event": "connected", "version": "1.0.0"})).await;
     send_json(
         ws,
-        json!({"event": "start", "sequence_number": "1", "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
+        json!({"event": "start", "sequence_number": "1", "stream_id": STREAM,
             "start": {"user_id": "3E6F995F-85F7-4705-9741-53B116D28237", "call_control_id": call,
                 "client_state": null, "from": CALLER, "to": NUMBER,
                 "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}),
@@ -250,10 +213,6 @@ fn espeak(text: &str) -> Vec<f32> {
     voxwire::audio::resample::resample(&samples, rate, 8_000).unwrap()
 }
 
-fn silence(ms: usize) -> Vec<f32> {
-    vec![0.0; ms * 8]
-}
-
 /// Sends 8 kHz audio as 20 ms mu-law `media` frames, one every 20 ms, as Telnyx does.
 async fn speak(ws: &mut Ws, samples: &[f32]) {
     let bytes = voxwire::audio::encode::mulaw_bytes(samples);
@@ -263,81 +222,16 @@ async fn speak(ws: &mut Ws, samples: &[f32]) {
         let payload = base64::engine::general_purpose::STANDARD.encode(frame);
         send_json(
             ws,
-            json!({"event": "media", "sequence_number": (i + 2).to_string(), "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
+            json!({"event": "media", "sequence_number": (i + 2).to_string(), "stream_id": STREAM,
                 "media": {"track": "inbound", "chunk": (i + 1).to_string(), "timestamp": (i * 20).to_string(), "payload": payload}}),
         )
         .await;
     }
 }
 
-/// Frames from the server until none comes for `quiet`.
-async fn frames_until_quiet(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
-        if let Message::Text(t) = msg {
-            out.push(serde_json::from_str(&t).unwrap());
-        }
-    }
-    out
-}
-
-/// Frames from the server until (and including) the first `event`.
-async fn frames_until(ws: &mut Ws, event: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("socket closed")
-            .expect("socket error");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            let done = v["event"] == event;
-            out.push(v);
-            if done {
-                return out;
-            }
-        }
-    }
-}
-
-/// Sends back every mark of `frames`, as Telnyx does once their audio has played.
-async fn echo_marks(ws: &mut Ws, frames: &[Value]) -> usize {
-    let marks: Vec<&Value> = frames.iter().filter(|f| f["event"] == "mark").collect();
-    for m in &marks {
-        send_json(
-            ws,
-            json!({"event": "mark", "sequence_number": "99", "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC", "mark": m["mark"]}),
-        )
-        .await;
-    }
-    marks.len()
-}
-
-fn operator(server: &TestServer) -> String {
-    server
-        .state
-        .auth
-        .issue_with_role(
-            "sup",
-            Some("acme"),
-            None,
-            voxwire::auth::Role::Operator,
-            Duration::from_secs(600),
-        )
-        .unwrap()
-}
-
-async fn get_json(server: &TestServer, path: &str, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(server.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// A mark sent back as Telnyx does.
+fn telnyx_mark(mark: &Value) -> Value {
+    json!({"event": "mark", "sequence_number": "99", "stream_id": STREAM, "mark": mark})
 }
 
 #[tokio::test]
@@ -503,7 +397,7 @@ async fn a_telnyx_call_hears_speech_answers_clears_on_barge_in_takes_keys_and_st
         assert_eq!(payload.len(), 160);
     }
     assert_eq!(greeting.last().unwrap()["event"], "mark");
-    assert!(echo_marks(&mut ws, &greeting).await >= 2);
+    assert!(echo_marks(&mut ws, &greeting, telnyx_mark).await >= 2);
 
     // The caller speaks, then is silent: the reply comes as media and marks.
     let mut turn = espeak("I would like to book a table for two people tonight.");
@@ -515,70 +409,40 @@ async fn a_telnyx_call_hears_speech_answers_clears_on_barge_in_takes_keys_and_st
     }
     assert!(first.iter().any(|f| f["event"] == "media"));
     // Its first pieces have played; then the caller talks over the reply.
-    echo_marks(&mut ws, &first).await;
+    echo_marks(&mut ws, &first, telnyx_mark).await;
     speak(&mut ws, &espeak("No, wait, listen to me please.")).await;
     let cut = frames_until(&mut ws, "clear").await;
     assert_eq!(cut.last().unwrap(), &json!({"event": "clear"}));
     speak(&mut ws, &silence(1500)).await;
     let second = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
-    echo_marks(&mut ws, &second).await;
+    echo_marks(&mut ws, &second, telnyx_mark).await;
 
     // Keys pressed one at a time, as Telnyx sends them, ending with #.
     for digit in ["4", "2", "#"] {
         send_json(
             &mut ws,
-            json!({"event": "dtmf", "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
+            json!({"event": "dtmf", "stream_id": STREAM,
                 "occurred_at": "2026-12-02T16:00:10.000000Z", "sequence_number": "200", "dtmf": {"digit": digit}}),
         )
         .await;
     }
     let keyed = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
     assert!(keyed.iter().any(|f| f["event"] == "media"));
-    echo_marks(&mut ws, &keyed).await;
+    echo_marks(&mut ws, &keyed, telnyx_mark).await;
 
     // The caller hangs up: the stream stops, and the server leaves the line alone.
     send_json(
         &mut ws,
-        json!({"event": "stop", "sequence_number": "300", "stream_id": "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
+        json!({"event": "stop", "sequence_number": "300", "stream_id": STREAM,
             "stop": {"user_id": "3E6F995F-85F7-4705-9741-53B116D28237", "call_control_id": "v3:call-200"}}),
     )
     .await;
     assert_eq!(recv_close(&mut ws).await, Some(1000));
 
-    // The call is the org's, under the caller's number, with the phone agent.
+    // The call is the org's, under the caller's number, with the phone agent; the reply the
+    // caller talked over keeps what its marks say was heard.
+    assert_phone_history(&server, CALLER, NUMBER).await;
     let operator = operator(&server);
-    let svc = &server.state.call_services;
-    assert!(svc.writer.flush(Duration::from_secs(10)).await);
-    let list = get_json(&server, "/api/calls", &operator).await;
-    let calls = list["calls"].as_array().unwrap();
-    assert_eq!(calls.len(), 1, "{list}");
-    assert_eq!(calls[0]["sub"], CALLER);
-    assert_eq!(calls[0]["agent"], "phone");
-    let id = calls[0]["call_id"].as_str().unwrap();
-    let call = get_json(&server, &format!("/api/calls/{id}"), &operator).await;
-    assert_eq!(call["end_reason"], "client_ended", "{call}");
-    let items = call["items"].as_array().unwrap();
-    assert_eq!(
-        items[0]["text"],
-        format!("Hello {CALLER}, you called {NUMBER}.")
-    );
-    // The reply the caller talked over keeps what its marks say was heard.
-    let cut_item = items
-        .iter()
-        .find(|i| i["role"] == "assistant" && !i["heard"].is_null())
-        .unwrap_or_else(|| panic!("no cut reply in {call}"));
-    let heard = cut_item["heard"].as_str().unwrap();
-    let text = cut_item["text"].as_str().unwrap();
-    assert!(
-        !heard.is_empty() && heard.len() < text.len(),
-        "{heard:?} of {text:?}"
-    );
-    assert!(text.starts_with(heard), "{heard:?} of {text:?}");
-    let keyed = items
-        .iter()
-        .find(|i| i["source"] == "dtmf")
-        .unwrap_or_else(|| panic!("no keyed turn in {call}"));
-    assert_eq!(keyed["text"], "Pressed keys: 4 2 #");
     // The usage of the org counts it like any other call.
     let usage = get_json(&server, "/api/usage?group_by=sub", &operator).await;
     let rows = usage["rows"].as_array().unwrap();

@@ -10,11 +10,14 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 pub use pass::{Carrier, StreamPass};
 pub use session::Outcome;
 
+use crate::http::error::AppError;
+use crate::protocol::ErrorCode;
 use crate::server::AppState;
 use crate::transport::ws::socket::{self, Parse, HARD_LIMIT_FACTOR};
 
@@ -54,9 +57,72 @@ pub struct PhoneStart {
     pub mulaw_8k: bool,
 }
 
-/// The JSON both carriers use inside their `media`, `dtmf` and `mark` messages.
+/// 503 `not_configured`, saying what to set.
+pub fn not_configured(state: &AppState, message: &str) -> AppError {
+    state.metrics.error(ErrorCode::NotConfigured);
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NotConfigured,
+        message,
+    )
+}
+
+/// 403 `forbidden`: a webhook the carrier did not sign.
+pub fn forbidden(state: &AppState, message: &str) -> AppError {
+    state.metrics.error(ErrorCode::Forbidden);
+    AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+}
+
+/// The JSON both carriers use for their messages on the media socket: `event` names the
+/// message; `media`, `dtmf` and `mark` carry the same fields. Only `start` differs (`S`).
 pub mod json {
     use serde::Deserialize;
+
+    use super::{PhoneIn, PhoneStart};
+    use crate::protocol::ErrorCode;
+
+    /// A message from the carrier, its `start` being `S`.
+    #[derive(Debug, Deserialize)]
+    #[serde(tag = "event", rename_all = "lowercase")]
+    pub enum CarrierIn<S> {
+        Start(S),
+        Media {
+            media: Media,
+        },
+        Dtmf {
+            dtmf: Dtmf,
+        },
+        /// A mark the server sent, echoed once the audio before it has played.
+        Mark {
+            mark: Mark,
+        },
+        Stop,
+        /// `connected`, errors and events this server does not read.
+        #[serde(other)]
+        Other,
+    }
+
+    /// Parses one text frame of `carrier`'s, its `start` read by `start`.
+    pub fn parse<S: serde::de::DeserializeOwned>(
+        text: &str,
+        carrier: &str,
+        start: fn(S) -> PhoneStart,
+    ) -> Result<Box<PhoneIn>, (ErrorCode, String)> {
+        let msg: CarrierIn<S> = serde_json::from_str(text).map_err(|e| {
+            (
+                ErrorCode::InvalidMessage,
+                format!("not a {carrier} message: {e}"),
+            )
+        })?;
+        Ok(Box::new(match msg {
+            CarrierIn::Start(s) => PhoneIn::Start(start(s)),
+            CarrierIn::Media { media } if media.from_caller() => PhoneIn::Media(media.payload),
+            CarrierIn::Dtmf { dtmf } => PhoneIn::Dtmf(dtmf.digit),
+            CarrierIn::Mark { mark } => PhoneIn::Mark(mark.name),
+            CarrierIn::Stop => PhoneIn::Stop,
+            CarrierIn::Media { .. } | CarrierIn::Other => PhoneIn::Other,
+        }))
+    }
 
     #[derive(Debug, Deserialize)]
     pub struct Media {

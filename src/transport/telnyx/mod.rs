@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use crate::http::error::AppError;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
-use crate::transport::phone::{self, Carrier, Door, Outcome, StreamPass};
+use crate::transport::phone::{self, forbidden, Carrier, Door, Outcome, StreamPass};
 
 /// Where Telnyx posts the call's events.
 pub const VOICE_PATH: &str = "/telephony/telnyx/voice";
@@ -61,20 +61,11 @@ fn configured(state: &AppState) -> Result<(&VerifyingKey, &str), AppError> {
         &t.net.public_url,
     ) {
         (Some(key), Some(_), Some(url)) => Ok((key, url.as_str())),
-        _ => {
-            state.metrics.error(ErrorCode::NotConfigured);
-            Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::NotConfigured,
-                "Telnyx phone calls are not configured: set TELNYX_PUBLIC_KEY, TELNYX_API_KEY and VOXWIRE_PUBLIC_URL",
-            ))
-        }
+        _ => Err(phone::not_configured(
+            state,
+            "Telnyx phone calls are not configured: set TELNYX_PUBLIC_KEY, TELNYX_API_KEY and VOXWIRE_PUBLIC_URL",
+        )),
     }
-}
-
-fn forbidden(state: &AppState, message: &str) -> AppError {
-    state.metrics.error(ErrorCode::Forbidden);
-    AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 fn now() -> u64 {

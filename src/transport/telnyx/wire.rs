@@ -4,35 +4,18 @@
 //! no stream: the socket is the stream. Fields the server does not read are ignored.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json as json_value, Value};
 
 use crate::protocol::ErrorCode;
-use crate::transport::phone::json::{Dtmf, Mark, Media};
+use crate::transport::phone::json;
 use crate::transport::phone::{PhoneIn, PhoneStart, Wire};
 
-/// A message from Telnyx.
+/// Telnyx's `start`.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
-enum TelnyxIn {
-    Start {
-        #[serde(default)]
-        stream_id: String,
-        start: StreamStart,
-    },
-    Media {
-        media: Media,
-    },
-    Dtmf {
-        dtmf: Dtmf,
-    },
-    /// A mark the server sent, once the audio before it has played.
-    Mark {
-        mark: Mark,
-    },
-    Stop,
-    /// `connected`, `error` and events this server does not read.
-    #[serde(other)]
-    Other,
+struct TelnyxStart {
+    #[serde(default)]
+    stream_id: String,
+    start: StreamStart,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,34 +41,21 @@ fn number(v: &Value) -> Option<u64> {
 
 /// Parses one text frame from Telnyx.
 pub fn parse(text: &str) -> Result<Box<PhoneIn>, (ErrorCode, String)> {
-    let msg: TelnyxIn = serde_json::from_str(text).map_err(|e| {
-        (
-            ErrorCode::InvalidMessage,
-            format!("not a Telnyx message: {e}"),
-        )
-    })?;
-    Ok(Box::new(match msg {
-        TelnyxIn::Start { stream_id, start } => {
-            let f = &start.media_format;
-            let rate = number(&f.sample_rate);
-            let channels = f.channels.as_ref().map_or(Some(1), number);
-            PhoneIn::Start(PhoneStart {
-                mulaw_8k: f.encoding.eq_ignore_ascii_case("PCMU")
-                    && rate == Some(8_000)
-                    && channels == Some(1),
-                format: format!("{} at {} Hz", f.encoding, f.sample_rate),
-                // The pass comes in the socket's URL.
-                pass: None,
-                stream_id,
-                call_id: start.call_control_id,
-            })
+    json::parse(text, "Telnyx", |TelnyxStart { stream_id, start }| {
+        let f = &start.media_format;
+        let rate = number(&f.sample_rate);
+        let channels = f.channels.as_ref().map_or(Some(1), number);
+        PhoneStart {
+            mulaw_8k: f.encoding.eq_ignore_ascii_case("PCMU")
+                && rate == Some(8_000)
+                && channels == Some(1),
+            format: format!("{} at {} Hz", f.encoding, f.sample_rate),
+            // The pass comes in the socket's URL.
+            pass: None,
+            stream_id,
+            call_id: start.call_control_id,
         }
-        TelnyxIn::Media { media } if media.from_caller() => PhoneIn::Media(media.payload),
-        TelnyxIn::Dtmf { dtmf } => PhoneIn::Dtmf(dtmf.digit),
-        TelnyxIn::Mark { mark } => PhoneIn::Mark(mark.name),
-        TelnyxIn::Stop => PhoneIn::Stop,
-        TelnyxIn::Media { .. } | TelnyxIn::Other => PhoneIn::Other,
-    }))
+    })
 }
 
 /// Telnyx's frames back.
@@ -100,17 +70,17 @@ impl TelnyxWire {
 impl Wire for TelnyxWire {
     /// `media`: base64 mu-law (PCMU) RTP payload for the caller.
     fn media(&self, payload: &str) -> String {
-        json!({"event": "media", "media": {"payload": payload}}).to_string()
+        json_value!({"event": "media", "media": {"payload": payload}}).to_string()
     }
 
     /// `mark`: sent back by Telnyx once the audio before it has played.
     fn mark(&self, name: &str) -> String {
-        json!({"event": "mark", "mark": {"name": name}}).to_string()
+        json_value!({"event": "mark", "mark": {"name": name}}).to_string()
     }
 
     /// `clear`: drops the audio Telnyx holds for the caller.
     fn clear(&self) -> String {
-        json!({"event": "clear"}).to_string()
+        json_value!({"event": "clear"}).to_string()
     }
 }
 
@@ -150,6 +120,6 @@ mod tests {
         ));
         assert!(parse(r#"{"event":"media"}"#).is_err());
         let clear: Value = serde_json::from_str(&TelnyxWire.clear()).unwrap();
-        assert_eq!(clear, json!({"event": "clear"}));
+        assert_eq!(clear, json_value!({"event": "clear"}));
     }
 }

@@ -26,9 +26,8 @@ use tracing::{info, warn};
 pub use outbound::place;
 
 use crate::http::error::AppError;
-use crate::protocol::ErrorCode;
 use crate::server::AppState;
-use crate::transport::phone::{self, Carrier, Door, StreamPass};
+use crate::transport::phone::{self, forbidden, Carrier, Door, StreamPass};
 
 /// Where Twilio posts an incoming call.
 pub const VOICE_PATH: &str = "/telephony/twilio/voice";
@@ -49,20 +48,11 @@ fn configured(state: &AppState) -> Result<(&[u8], &str), AppError> {
     let t = &state.config;
     match (&t.telephony.twilio_token, &t.net.public_url) {
         (Some(token), Some(url)) => Ok((token.expose(), url.as_str())),
-        _ => {
-            state.metrics.error(ErrorCode::NotConfigured);
-            Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::NotConfigured,
-                "phone calls are not configured: set TWILIO_AUTH_TOKEN and VOXWIRE_PUBLIC_URL",
-            ))
-        }
+        _ => Err(phone::not_configured(
+            state,
+            "phone calls are not configured: set TWILIO_AUTH_TOKEN and VOXWIRE_PUBLIC_URL",
+        )),
     }
-}
-
-fn forbidden(state: &AppState, message: &str) -> AppError {
-    state.metrics.error(ErrorCode::Forbidden);
-    AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 /// Escapes text for an XML attribute.

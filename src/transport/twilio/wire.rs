@@ -6,34 +6,15 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::protocol::ErrorCode;
-use crate::transport::phone::json::{Dtmf, Mark, Media};
+use crate::transport::phone::json;
 use crate::transport::phone::{PhoneIn, PhoneStart, Wire};
 
-/// A message from Twilio.
+/// Twilio's `start`.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
-pub enum TwilioIn {
-    Connected,
-    Start {
-        start: StreamStart,
-    },
-    Media {
-        media: Media,
-    },
-    Dtmf {
-        dtmf: Dtmf,
-    },
-    /// A mark the server sent, echoed when the audio before it has played.
-    Mark {
-        mark: Mark,
-    },
-    Stop,
-    /// Events this server does not read.
-    #[serde(other)]
-    Other,
+pub struct TwilioStart {
+    start: StreamStart,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,31 +44,16 @@ fn one() -> u32 {
 
 /// Parses one text frame from Twilio.
 pub fn parse(text: &str) -> Result<Box<PhoneIn>, (ErrorCode, String)> {
-    let msg: TwilioIn = serde_json::from_str(text).map_err(|e| {
-        (
-            ErrorCode::InvalidMessage,
-            format!("not a Twilio message: {e}"),
-        )
-    })?;
-    Ok(Box::new(match msg {
-        TwilioIn::Start { mut start } => {
-            let f = &start.media_format;
-            PhoneIn::Start(PhoneStart {
-                mulaw_8k: f.encoding == "audio/x-mulaw"
-                    && f.sample_rate == 8_000
-                    && f.channels == 1,
-                format: format!("{} at {} Hz", f.encoding, f.sample_rate),
-                pass: start.custom_parameters.remove("token"),
-                stream_id: start.stream_sid,
-                call_id: start.call_sid,
-            })
+    json::parse(text, "Twilio", |TwilioStart { mut start }| {
+        let f = &start.media_format;
+        PhoneStart {
+            mulaw_8k: f.encoding == "audio/x-mulaw" && f.sample_rate == 8_000 && f.channels == 1,
+            format: format!("{} at {} Hz", f.encoding, f.sample_rate),
+            pass: start.custom_parameters.remove("token"),
+            stream_id: start.stream_sid,
+            call_id: start.call_sid,
         }
-        TwilioIn::Media { media } if media.from_caller() => PhoneIn::Media(media.payload),
-        TwilioIn::Dtmf { dtmf } => PhoneIn::Dtmf(dtmf.digit),
-        TwilioIn::Mark { mark } => PhoneIn::Mark(mark.name),
-        TwilioIn::Stop => PhoneIn::Stop,
-        TwilioIn::Media { .. } | TwilioIn::Connected | TwilioIn::Other => PhoneIn::Other,
-    }))
+    })
 }
 
 /// Twilio's frames for one stream, each naming it.
@@ -106,18 +72,19 @@ impl TwilioWire {
 impl Wire for TwilioWire {
     /// `media`: base64 mu-law audio for the caller.
     fn media(&self, payload: &str) -> String {
-        json!({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+        serde_json::json!({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
             .to_string()
     }
 
     /// `mark`: echoed by Twilio once the audio sent before it has played.
     fn mark(&self, name: &str) -> String {
-        json!({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}).to_string()
+        serde_json::json!({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+            .to_string()
     }
 
     /// `clear`: drops the audio Twilio holds for the caller.
     fn clear(&self) -> String {
-        json!({"event": "clear", "streamSid": self.stream_sid}).to_string()
+        serde_json::json!({"event": "clear", "streamSid": self.stream_sid}).to_string()
     }
 }
 
