@@ -61,12 +61,9 @@ async fn fake_telnyx() -> (String, Log) {
                  Path((call, action)): Path<(String, String)>,
                  headers: HeaderMap,
                  axum::Json(body): axum::Json<Value>| async move {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let gone = call == "v3:gone";
+        let auth = authorization(&headers);
+        // A call that is over, and one whose transfer Telnyx refuses.
+        let gone = call == "v3:gone" || (call == "v3:no-transfer" && action == "transfer");
         log.lock().unwrap().push(Asked {
             auth,
             call,
@@ -93,10 +90,7 @@ async fn fake_telnyx() -> (String, Log) {
             axum::routing::post(route),
         )
         .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, log)
+    (serve_fake(app).await, log)
 }
 
 /// A server with a slow fake voice, and the fake Telnyx API it answers calls through.
@@ -366,12 +360,7 @@ async fn a_media_socket_without_a_valid_pass_is_refused() {
     start_stream(&mut ws, "v3:call-7").await;
     assert_eq!(recv_close(&mut ws).await, Some(1008));
     assert_eq!(server.state.call_services.metrics.live_calls.get(), 0);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("voxwire_errors_total{code=\"unauthorized\"} 6"),
         "{metrics}"
@@ -495,4 +484,69 @@ async fn a_call_ended_by_the_server_is_hung_up() {
         assert!(tokio::time::Instant::now() < deadline, "{asked:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The actions the fake API was asked for `call`, once `n` have come.
+async fn actions_for(log: &Log, call: &str, n: usize) -> Vec<Asked> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let asked: Vec<Asked> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.call == call)
+            .cloned()
+            .collect();
+        if asked.len() >= n {
+            return asked;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{asked:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_the_agent_transfers_to_a_number_is_transferred_on_the_line() {
+    let (api, log) = fake_telnyx().await;
+    let mut engines = slow_voice();
+    engines.stt = Arc::new(AsksForTransfer);
+    let server = start_with(config(&api), engines).await;
+    for call in ["v3:call-400", "v3:no-transfer"] {
+        let url = ring(&server, &log, call).await;
+        let mut ws = connect(&server, &url).await.unwrap();
+        start_stream(&mut ws, call).await;
+        let greeting = frames_until(&mut ws, "mark").await;
+        echo_marks(&mut ws, &greeting, telnyx_mark).await;
+        // The caller asks to be put through; the agent says so, and the call ends.
+        let mut turn = espeak("Put me through to the front desk.");
+        turn.extend(silence(1200));
+        speak(&mut ws, &turn).await;
+        assert_eq!(listen_until_closed(&mut ws, telnyx_mark).await, Some(1000));
+    }
+    // Telnyx transfers the line to the number the agent named.
+    let asked = actions_for(&log, "v3:call-400", 2).await;
+    let actions: Vec<&str> = asked.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["answer", "transfer"]);
+    assert_eq!(asked[1].body["to"], DESK);
+    assert_eq!(asked[1].auth, format!("Bearer {API_KEY}"));
+    // A transfer Telnyx refuses: the call is hung up, as any call ended on the server's side.
+    let asked = actions_for(&log, "v3:no-transfer", 3).await;
+    let actions: Vec<&str> = asked.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["answer", "transfer", "hangup"]);
+    // Both calls ended `transferred`, with the target in their event log.
+    let svc = &server.state.call_services;
+    assert!(svc.writer.flush(Duration::from_secs(10)).await);
+    let list = get_json(&server, "/api/calls", &operator(&server)).await;
+    for call in list["calls"].as_array().unwrap() {
+        assert_eq!(call["end_reason"], "transferred", "{list}");
+        let id = call["call_id"].as_str().unwrap();
+        let log = svc.store.events(id, 0, 1000).await.unwrap();
+        let transferred = log.iter().find(|e| e.kind == "transferred").unwrap();
+        assert_eq!(transferred.data["to"], DESK);
+    }
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metrics.contains("voxwire_errors_total{code=\"carrier_error\"} 1"),
+        "{metrics}"
+    );
 }

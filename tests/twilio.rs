@@ -231,11 +231,7 @@ async fn fake_twilio() -> (String, Asked) {
                  Path(sid): Path<String>,
                  headers: HeaderMap,
                  axum::Form(form): axum::Form<Vec<(String, String)>>| async move {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let auth = authorization(&headers);
         let bad = form.iter().any(|(k, v)| k == "To" && v == "+15550009999");
         asked.lock().unwrap().push((auth, form));
         if bad {
@@ -258,10 +254,7 @@ async fn fake_twilio() -> (String, Asked) {
             axum::routing::post(route),
         )
         .with_state(asked.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, asked)
+    (serve_fake(app).await, asked)
 }
 
 fn admin(server: &TestServer) -> String {
@@ -466,12 +459,7 @@ async fn a_stream_without_a_valid_pass_is_refused() {
     )
     .await;
     assert_eq!(recv_close(&mut ws).await, Some(1008));
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("voxwire_errors_total{code=\"unauthorized\"} 5"),
         "{metrics}"
@@ -549,4 +537,90 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
         .map(|e| e.data["digits"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(digits, ["4", "2", "#"]);
+}
+
+/// What the fake asked to redirect: the call, the `Authorization` header and the form.
+type Redirects = Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>)>>>;
+
+/// A local stand-in for Twilio's `Calls/{CallSid}.json`: it keeps each redirect and answers 200,
+/// or 404 with Twilio's error shape for the call `CA404`.
+async fn fake_twilio_calls() -> (String, Redirects) {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    let asked: Redirects = Arc::default();
+    let route = |State(asked): State<Redirects>,
+                 Path((sid, call)): Path<(String, String)>,
+                 headers: HeaderMap,
+                 axum::Form(form): axum::Form<Vec<(String, String)>>| async move {
+        assert_eq!(sid.as_str(), ACCOUNT);
+        let auth = authorization(&headers);
+        let call = call.trim_end_matches(".json").to_string();
+        let missing = call == "CA404";
+        asked.lock().unwrap().push((call.clone(), auth, form));
+        if missing {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(
+                    json!({"code": 20404, "message": "The requested resource was not found", "status": 404}),
+                ),
+            );
+        }
+        (
+            StatusCode::OK,
+            axum::Json(json!({"sid": call, "status": "in-progress"})),
+        )
+    };
+    let app = axum::Router::new()
+        .route(
+            "/2010-04-01/Accounts/{sid}/Calls/{call}",
+            axum::routing::post(route),
+        )
+        .with_state(asked.clone());
+    (serve_fake(app).await, asked)
+}
+
+#[tokio::test]
+async fn a_call_the_agent_transfers_to_a_number_is_redirected_to_dial_it() {
+    let (api, asked) = fake_twilio_calls().await;
+    let mut c = config();
+    c.telephony.twilio_account_sid = Some(ACCOUNT.into());
+    c.telephony.twilio_api_url = api;
+    let mut engines = slow_voice();
+    engines.stt = Arc::new(AsksForTransfer);
+    let server = start_with(c, engines).await;
+    for call_sid in ["CA300", "CA404"] {
+        let (_, token) = answer_call(&server, call_sid).await;
+        let mut ws = media_socket(&server).await;
+        start_stream(&mut ws, call_sid, &token).await;
+        let greeting = frames_until(&mut ws, "mark").await;
+        echo_marks(&mut ws, &greeting, twilio_mark).await;
+        // The caller asks to be put through; the agent says so, and the call ends.
+        let mut turn = noise(1200);
+        turn.extend(silence(1200));
+        speak(&mut ws, &turn).await;
+        assert_eq!(listen_until_closed(&mut ws, twilio_mark).await, Some(1000));
+        // The redirect came before the stream closed.
+        let redirects = asked.lock().unwrap().clone();
+        let (call, auth, form) = redirects
+            .iter()
+            .find(|(c, _, _)| c == call_sid)
+            .unwrap_or_else(|| panic!("no redirect of {call_sid}: {redirects:?}"));
+        assert_eq!(call, call_sid);
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{AUTH_TOKEN}"));
+        assert_eq!(auth, &format!("Basic {basic}"));
+        assert_eq!(
+            form,
+            &vec![(
+                "Twiml".to_string(),
+                format!("<Response><Dial>{DESK}</Dial></Response>")
+            )]
+        );
+    }
+    // The refused redirect is counted; the call ended as it would have.
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metrics.contains("voxwire_errors_total{code=\"carrier_error\"} 1"),
+        "{metrics}"
+    );
 }

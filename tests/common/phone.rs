@@ -31,7 +31,60 @@ name = "phone"
 system_prompt = "You answer calls from {{caller_number}}."
 greeting = "Hello {{caller_number}}, you called {{called_number}}."
 max_tokens = 40
+
+[[agent.tools]]
+name = "transfer"
+kind = "transfer"
 "#;
+
+/// The number the `phone` agent transfers callers to, as the caller asks.
+pub const DESK: &str = "+15557770000";
+
+/// A recogniser that hears every utterance as the caller asking to be put through to `DESK`:
+/// the fake language model then calls the `transfer` tool.
+pub struct AsksForTransfer;
+
+impl voxwire::engines::stt::SpeechToText for AsksForTransfer {
+    fn name(&self) -> String {
+        "asks for a transfer (test engine)".into()
+    }
+
+    fn transcribe(
+        &self,
+        _audio: std::sync::Arc<[f32]>,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<voxwire::engines::stt::Transcription, voxwire::engines::EngineError>,
+    > {
+        Box::pin(async {
+            Ok(voxwire::engines::stt::Transcription {
+                text: format!(r#"Put me through. [tool:transfer {{"to": "{DESK}"}}]"#),
+            })
+        })
+    }
+}
+
+/// Reads the server's frames until the socket closes, sending back every mark as `echo`
+/// writes it (the caller hears everything); returns the close code.
+pub async fn listen_until_closed(ws: &mut Ws, echo: impl Fn(&Value) -> Value) -> Option<u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("timed out waiting for the socket to close");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "mark" {
+                    send_json(ws, echo(&v["mark"])).await;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
 
 /// A test config with `agents`, the public address, and `NUMBER` routed to `acme/phone` in
 /// `numbers` (one carrier's).
@@ -180,4 +233,31 @@ pub async fn assert_phone_history(server: &TestServer, caller: &str, number: &st
         .unwrap_or_else(|| panic!("no keyed turn in {call}"));
     assert_eq!(keyed["text"], "Pressed keys: 4 2 #");
     id
+}
+
+/// Serves `app` on a free loopback port (a carrier's REST API stand-in); returns its root URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A request's `Authorization` header, or "".
+pub fn authorization(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The server's Prometheus metrics.
+pub async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -20,6 +20,7 @@ use crate::http::error::AppError;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 use crate::transport::ws::socket::{self, Parse, HARD_LIMIT_FACTOR};
+use crate::transport::ws::Outbound;
 
 /// The largest text frame taken from a carrier before it is refused (a 20 ms `media` frame is
 /// about 400 bytes, a `start` under 2 KB); four times this closes the socket.
@@ -183,7 +184,8 @@ pub struct Door {
 }
 
 /// Upgrades a carrier's media socket and runs its session; `on_end` is told how it ended
-/// (with the pass that opened it), once the socket is done.
+/// (with the pass that opened it) while a socket the call ended on is still open (a Twilio
+/// call is redirected before its stream closes), which is then closed.
 pub fn upgrade<F, Fut>(
     state: Arc<AppState>,
     ws: WebSocketUpgrade,
@@ -202,19 +204,20 @@ where
         .on_upgrade(move |socket| {
             // Tracked, so that shutdown waits for the call's end.
             let sessions = state.sessions.clone();
-            sessions.track_future(async move {
-                let outcome = connection(socket, state.clone(), door, url_pass).await;
-                on_end(state, outcome).await;
-            })
+            sessions.track_future(connection(socket, state, door, url_pass, on_end))
         })
 }
 
-async fn connection(
+async fn connection<F, Fut>(
     ws: WebSocket,
     state: Arc<AppState>,
     door: Door,
     url_pass: Option<StreamPass>,
-) -> Outcome {
+    on_end: F,
+) where
+    F: FnOnce(Arc<AppState>, Outcome) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let session_id = format!("{}_{:016x}", door.carrier.as_str(), rand::random::<u64>());
     state.metrics.connections.inc();
     let (inbound, out, halves) = socket::split(
@@ -237,6 +240,12 @@ async fn connection(
         state.shutdown.child_token(),
     )
     .await;
+    let open = outcome.open.clone();
+    on_end(state, outcome).await;
+    if let Some(out) = open {
+        let _ = out
+            .send(Outbound::Close(1000, "call ended".to_string()))
+            .await;
+    }
     halves.finish().await;
-    outcome
 }

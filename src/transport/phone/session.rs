@@ -21,6 +21,7 @@ use crate::call::keys::valid_digits;
 use crate::call::{
     self, CallEvent, CallHandle, CallInput, CallServices, Owner, StartRequest, ToolEvent,
 };
+use crate::config::valid_number;
 use crate::protocol::{EndReason, ErrorCode};
 use crate::transport::ws::{Inbound, Outbound};
 
@@ -50,7 +51,21 @@ pub struct Outcome {
     /// The carrier stopped the stream (the caller hung up): the line is gone.
     pub stopped: bool,
     /// Where the agent transferred the call (its `transfer` tool).
-    pub transfer_to: Option<String>,
+    pub transferred_to: Option<String>,
+    /// The socket, still open when the call ended by itself (its time ran out, an operator
+    /// ended it, a transfer): the door acts on the line first, then closes it.
+    pub open: Option<mpsc::Sender<Outbound>>,
+}
+
+impl Outcome {
+    /// The number to transfer the line to: the call ended `transferred` to a phone number
+    /// (E.164) while the caller was still on it. A target that is no number (a department's
+    /// name) is for the agent's own logic: the line is not transferred.
+    pub fn transfer_target(&self) -> Option<&str> {
+        let to = self.transferred_to.as_deref()?.trim();
+        let on_line = self.pass.is_some() && !self.stopped && self.open.is_some();
+        (on_line && self.reason == Some(EndReason::Transferred) && valid_number(to)).then_some(to)
+    }
 }
 
 /// The call on this stream.
@@ -158,8 +173,9 @@ pub async fn run(
                 },
             }
             if s.active.is_none() && s.open {
-                // The call ended by itself (its time ran out, an operator ended it).
-                s.close(1000, "call ended").await;
+                // The call ended by itself: the door closes the socket once it has acted.
+                s.outcome.open = Some(s.out.clone());
+                break;
             }
         }
         // Dropping the call's events ends it (`connection_lost`) if it is still on.
@@ -253,7 +269,7 @@ impl Stream {
         match &event {
             CallEvent::Ended { reason, .. } => self.outcome.reason = Some(*reason),
             CallEvent::Tool(ToolEvent::Transfer { to, .. }) => {
-                self.outcome.transfer_to = Some(to.clone())
+                self.outcome.transferred_to = Some(to.clone())
             }
             _ => {}
         }

@@ -214,19 +214,31 @@ pub async fn media(
     phone::upgrade(state, ws, DOOR, Some(pass), finish)
 }
 
-/// Once the stream is over: a call that ended on the server's side is hung up, since closing
-/// the stream leaves a Telnyx call on.
+/// Once the call is over: a call the agent transferred to a phone number is transferred
+/// (`actions/transfer`); any other that ended on the server's side is hung up, since closing
+/// the stream leaves a Telnyx call on. A transfer Telnyx refuses hangs up too.
 async fn finish(state: Arc<AppState>, outcome: Outcome) {
     if outcome.pass.is_none() || outcome.stopped {
         return;
     }
     let telephony = &state.config.telephony;
-    let command = json!({"command_id": format!("voxwire-hangup-{}", outcome.call_id)});
-    match api::command(telephony, &outcome.call_id, "hangup", &command).await {
-        Ok(()) => info!(call_control_id = %outcome.call_id, "Telnyx call hung up"),
+    let id = &outcome.call_id;
+    if let Some(to) = outcome.transfer_target() {
+        let command = json!({"to": to, "command_id": format!("voxwire-transfer-{id}")});
+        match api::command(telephony, id, "transfer", &command).await {
+            Ok(()) => return info!(call_control_id = %id, "Telnyx call transferred"),
+            Err(e) => {
+                state.metrics.error(ErrorCode::CarrierError);
+                warn!(call_control_id = %id, error = %e, "a Telnyx call could not be transferred: it is hung up");
+            }
+        }
+    }
+    let command = json!({"command_id": format!("voxwire-hangup-{id}")});
+    match api::command(telephony, id, "hangup", &command).await {
+        Ok(()) => info!(call_control_id = %id, "Telnyx call hung up"),
         Err(e) => {
             state.metrics.error(ErrorCode::CarrierError);
-            warn!(call_control_id = %outcome.call_id, error = %e, "a Telnyx call could not be hung up");
+            warn!(call_control_id = %id, error = %e, "a Telnyx call could not be hung up");
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod outbound;
 pub mod signature;
+mod transfer;
 mod wire;
 
 use std::sync::Arc;
@@ -146,7 +147,7 @@ pub async fn media(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    phone::upgrade(state, ws, DOOR, None, |_, _| async {})
+    phone::upgrade(state, ws, DOOR, None, transfer::finish)
 }
 
 #[cfg(test)]
