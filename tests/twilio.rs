@@ -15,63 +15,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::phone::*;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use voxwire::config::{NumberRoute, TwilioToken};
-use voxwire::transport::twilio::{signature, StreamPass};
+use voxwire::config::TwilioToken;
+use voxwire::transport::phone::{Carrier, StreamPass};
+use voxwire::transport::twilio::signature;
 use voxwire::Config;
 
-const PUBLIC_URL: &str = "http://voxwire.test";
 const AUTH_TOKEN: &str = "twilio-auth-token-for-tests";
-const CALLER: &str = "+15551230000";
-const NUMBER: &str = "+15550001111";
 
-const AGENTS: &str = r#"
-default = "desk"
-
-[[agent]]
-name = "desk"
-system_prompt = "You answer the phone."
-greeting = "Nobody here."
-
-[[agent]]
-name = "phone"
-system_prompt = "You answer calls from {{caller_number}}."
-greeting = "Hello {{caller_number}}, you called {{called_number}}."
-max_tokens = 40
-
+fn config() -> Config {
+    let agents = format!(
+        "{PHONE_AGENTS}{}",
+        r#"
 [[agent]]
 name = "reminder"
 system_prompt = "You remind {{customer}} of a visit. You called {{called_number}}."
 greeting = "Hi {{customer}}, this is a reminder."
-"#;
-
-fn config() -> Config {
-    let mut c = Config::for_tests();
-    c.agents = voxwire::agents::Agents::parse(AGENTS).unwrap();
-    c.net.public_url = Some(PUBLIC_URL.into());
-    c.telephony.twilio_token = Some(TwilioToken::new(AUTH_TOKEN));
-    c.telephony.numbers.insert(
-        NUMBER.into(),
-        NumberRoute {
-            org: Some("acme".into()),
-            agent: "phone".into(),
-        },
+"#
     );
+    let mut c = phone_config(&agents, |t| &mut t.numbers);
+    c.telephony.twilio_token = Some(TwilioToken::new(AUTH_TOKEN));
     c
 }
 
-/// A server whose fake voice speaks 250 ms per word, so that replies last long enough to be
-/// talked over.
 async fn server() -> TestServer {
-    let mut engines = voxwire::engines::Engines::fake();
-    engines.tts = Arc::new(voxwire::engines::tts::fake::FakeTts {
-        rate: 16_000,
-        ms_per_word: 250,
-    });
-    start_with(config(), engines).await
+    start_with(config(), slow_voice()).await
 }
 
 fn form(call_sid: &str) -> Vec<(String, String)> {
@@ -123,10 +95,6 @@ async fn media_socket(server: &TestServer) -> Ws {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-async fn send_json(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
 async fn start_stream(ws: &mut Ws, call_sid: &str, token: &str) {
     send_json(
         ws,
@@ -168,64 +136,9 @@ fn noise(ms: usize) -> Vec<f32> {
         .collect()
 }
 
-fn silence(ms: usize) -> Vec<f32> {
-    vec![0.0; ms * 8]
-}
-
-/// Frames from the server until none comes for `quiet`.
-async fn frames_until_quiet(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
-        if let Message::Text(t) = msg {
-            out.push(serde_json::from_str(&t).unwrap());
-        }
-    }
-    out
-}
-
-/// Frames from the server until (and including) the first `event`.
-async fn frames_until(ws: &mut Ws, event: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("socket closed")
-            .expect("socket error");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            let done = v["event"] == event;
-            out.push(v);
-            if done {
-                return out;
-            }
-        }
-    }
-}
-
-/// Echoes every mark of `frames`, as Twilio does once their audio has played.
-async fn echo_marks(ws: &mut Ws, frames: &[Value]) -> usize {
-    let marks: Vec<&Value> = frames.iter().filter(|f| f["event"] == "mark").collect();
-    for m in &marks {
-        send_json(
-            ws,
-            json!({"event": "mark", "streamSid": "MZ1", "mark": m["mark"]}),
-        )
-        .await;
-    }
-    marks.len()
-}
-
-async fn get_json(server: &TestServer, path: &str, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(server.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// A mark echoed as Twilio does.
+fn twilio_mark(mark: &Value) -> Value {
+    json!({"event": "mark", "streamSid": "MZ1", "mark": mark})
 }
 
 #[tokio::test]
@@ -233,7 +146,7 @@ async fn the_webhook_answers_signed_calls_only() {
     let server = server().await;
     let (url, token) = answer_call(&server, "CA100").await;
     assert_eq!(url, "ws://voxwire.test/telephony/twilio/media");
-    let pass = StreamPass::verify(&server.state.auth, &token).unwrap();
+    let pass = StreamPass::verify(&server.state.auth, &token, Carrier::Twilio).unwrap();
     assert_eq!(pass.call_sid, "CA100");
     assert_eq!(pass.from, CALLER);
     assert_eq!(
@@ -280,7 +193,7 @@ async fn the_webhook_answers_signed_calls_only() {
         .split('"')
         .next()
         .unwrap();
-    let pass = StreamPass::verify(&server.state.auth, token).unwrap();
+    let pass = StreamPass::verify(&server.state.auth, token, Carrier::Twilio).unwrap();
     assert_eq!((pass.org, pass.agent), (None, None));
 }
 
@@ -323,11 +236,7 @@ async fn fake_twilio() -> (String, Asked) {
                  Path(sid): Path<String>,
                  headers: HeaderMap,
                  axum::Form(form): axum::Form<Vec<(String, String)>>| async move {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let auth = authorization(&headers);
         let bad = form.iter().any(|(k, v)| k == "To" && v == "+15550009999");
         asked.lock().unwrap().push((auth, form));
         if bad {
@@ -350,10 +259,7 @@ async fn fake_twilio() -> (String, Asked) {
             axum::routing::post(route),
         )
         .with_state(asked.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, asked)
+    (serve_fake(app).await, asked)
 }
 
 fn admin(server: &TestServer) -> String {
@@ -491,17 +397,7 @@ async fn an_org_places_a_call_that_connects_like_an_incoming_one() {
         "no audio before the mark"
     );
     send_json(&mut ws, json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1", "stop": {"accountSid": ACCOUNT, "callSid": "CA0099"}})).await;
-    let operator = server
-        .state
-        .auth
-        .issue_with_role(
-            "sup",
-            Some("acme"),
-            None,
-            voxwire::auth::Role::Operator,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let operator = operator(&server);
     let svc = &server.state.call_services;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let id = loop {
@@ -543,7 +439,7 @@ async fn a_stream_without_a_valid_pass_is_refused() {
     let server = server().await;
     let expired = StreamPass {
         exp: 1_000,
-        ..StreamPass::new("CA7", CALLER, NUMBER, None, None)
+        ..StreamPass::new(Carrier::Twilio, "CA7", CALLER, NUMBER, None, None)
     }
     .sign(&server.state.auth)
     .unwrap();
@@ -568,12 +464,7 @@ async fn a_stream_without_a_valid_pass_is_refused() {
     )
     .await;
     assert_eq!(recv_close(&mut ws).await, Some(1008));
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("voxwire_errors_total{code=\"unauthorized\"} 5"),
         "{metrics}"
@@ -600,7 +491,7 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
         assert_eq!(payload.len(), 160);
     }
     assert_eq!(greeting.last().unwrap()["event"], "mark");
-    assert!(echo_marks(&mut ws, &greeting).await >= 2);
+    assert!(echo_marks(&mut ws, &greeting, twilio_mark).await >= 2);
 
     // The caller speaks, then is silent: the reply comes as media and marks.
     let mut turn = noise(1200);
@@ -612,13 +503,13 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
     }
     assert!(first.iter().any(|f| f["event"] == "media"));
     // Its first pieces have played; then the caller talks over the reply.
-    echo_marks(&mut ws, &first).await;
+    echo_marks(&mut ws, &first, twilio_mark).await;
     speak(&mut ws, &noise(700)).await;
     let cut = frames_until(&mut ws, "clear").await;
     assert_eq!(cut.last().unwrap()["streamSid"], "MZ1");
     speak(&mut ws, &silence(1500)).await;
     let second = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
-    echo_marks(&mut ws, &second).await;
+    echo_marks(&mut ws, &second, twilio_mark).await;
 
     // Keys pressed one at a time, as Twilio sends them, ending with #.
     for digit in ["4", "2", "#"] {
@@ -630,7 +521,7 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
     }
     let keyed = frames_until_quiet(&mut ws, Duration::from_millis(1500)).await;
     assert!(keyed.iter().any(|f| f["event"] == "media"));
-    echo_marks(&mut ws, &keyed).await;
+    echo_marks(&mut ws, &keyed, twilio_mark).await;
 
     // The caller hangs up.
     send_json(
@@ -640,52 +531,11 @@ async fn a_phone_call_speaks_mulaw_with_marks_clears_on_barge_in_and_takes_keys(
     .await;
     assert_eq!(recv_close(&mut ws).await, Some(1000));
 
-    // The call is the org's, under the caller's number, with the phone agent.
-    let operator = server
-        .state
-        .auth
-        .issue_with_role(
-            "sup",
-            Some("acme"),
-            None,
-            voxwire::auth::Role::Operator,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    // The call is the org's, under the caller's number, with the phone agent; the reply the
+    // caller talked over keeps what its echoed marks say was heard.
+    let id = assert_phone_history(&server, CALLER, NUMBER).await;
     let svc = &server.state.call_services;
-    assert!(svc.writer.flush(Duration::from_secs(10)).await);
-    let list = get_json(&server, "/api/calls", &operator).await;
-    let calls = list["calls"].as_array().unwrap();
-    assert_eq!(calls.len(), 1, "{list}");
-    assert_eq!(calls[0]["sub"], CALLER);
-    assert_eq!(calls[0]["agent"], "phone");
-    let id = calls[0]["call_id"].as_str().unwrap();
-    let call = get_json(&server, &format!("/api/calls/{id}"), &operator).await;
-    assert_eq!(call["end_reason"], "client_ended", "{call}");
-    let items = call["items"].as_array().unwrap();
-    assert_eq!(
-        items[0]["text"],
-        format!("Hello {CALLER}, you called {NUMBER}.")
-    );
-    // The reply the caller talked over keeps what its echoed marks say was heard: its first
-    // words, not all of it.
-    let cut_item = items
-        .iter()
-        .find(|i| i["role"] == "assistant" && !i["heard"].is_null())
-        .unwrap_or_else(|| panic!("no cut reply in {call}"));
-    let heard = cut_item["heard"].as_str().unwrap();
-    let text = cut_item["text"].as_str().unwrap();
-    assert!(
-        !heard.is_empty() && heard.len() < text.len(),
-        "{heard:?} of {text:?}"
-    );
-    assert!(text.starts_with(heard), "{heard:?} of {text:?}");
-    let keyed = items
-        .iter()
-        .find(|i| i["source"] == "dtmf")
-        .unwrap_or_else(|| panic!("no keyed turn in {call}"));
-    assert_eq!(keyed["text"], "Pressed keys: 4 2 #");
-    let log = svc.store.events(id, 0, 1000).await.unwrap();
+    let log = svc.store.events(&id, 0, 1000).await.unwrap();
     let digits: Vec<String> = log
         .iter()
         .filter(|e| e.kind == "dtmf")
@@ -703,7 +553,7 @@ async fn pass_for(server: &TestServer, call_sid: &str, to: &str) -> StreamPass {
     let (status, body) = webhook(server, &params, Some(&sig)).await;
     assert_eq!(status, 200, "{body}");
     let token = body.split("value=\"").nth(1).unwrap().split('"').next();
-    StreamPass::verify(&server.state.auth, token.unwrap()).unwrap()
+    StreamPass::verify(&server.state.auth, token.unwrap(), Carrier::Twilio).unwrap()
 }
 
 #[tokio::test]
@@ -811,7 +661,11 @@ where
         let media = json!({"event": "media", "streamSid": "MZ1",
             "media": {"track": "inbound", "payload": payload}});
         // The call may end (and the socket close) while the caller's line is still open.
-        if sink.send(Message::Text(media.to_string().into())).await.is_err() {
+        if sink
+            .send(Message::Text(media.to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -846,17 +700,7 @@ where
 
 /// The org's calls and the first one's items and events, to show why a phone test failed.
 async fn dump(server: &TestServer) -> String {
-    let operator = server
-        .state
-        .auth
-        .issue_with_role(
-            "sup",
-            Some("acme"),
-            None,
-            voxwire::auth::Role::Operator,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let operator = operator(server);
     let svc = &server.state.call_services;
     assert!(svc.writer.flush(Duration::from_secs(10)).await);
     let list = get_json(server, "/api/calls", &operator).await;
@@ -956,17 +800,7 @@ async fn a_phone_call_on_the_local_engines_runs_a_flow_by_voice() {
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
 
-    let operator = server
-        .state
-        .auth
-        .issue_with_role(
-            "sup",
-            Some("acme"),
-            None,
-            voxwire::auth::Role::Operator,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let operator = operator(&server);
     let svc = &server.state.call_services;
     assert!(svc.writer.flush(Duration::from_secs(10)).await);
     let list = get_json(&server, "/api/calls", &operator).await;
@@ -999,11 +833,97 @@ async fn a_phone_call_on_the_local_engines_runs_a_flow_by_voice() {
         Some("We are open nine to five, Monday to Friday. What else can I do for you?"),
         "{lines:?}"
     );
-    // The model answered the question in words of its own.
+    // The model, not the flow, answered the question: a reply of its own.
     let answer = agent.get(2).copied().unwrap_or_default();
     assert!(
-        answer.split_whitespace().count() >= 3 && !answer.contains("What else can I do"),
+        answer.split_whitespace().count() >= 3 && Some(answer) != agent.get(1).copied(),
         "{lines:?}"
     );
     assert_eq!(agent.last().copied(), Some("Goodbye."), "{lines:?}");
+}
+
+/// What the fake asked to redirect: the call, the `Authorization` header and the form.
+type Redirects = Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>)>>>;
+
+/// A local stand-in for Twilio's `Calls/{CallSid}.json`: it keeps each redirect and answers 200,
+/// or 404 with Twilio's error shape for the call `CA404`.
+async fn fake_twilio_calls() -> (String, Redirects) {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    let asked: Redirects = Arc::default();
+    let route = |State(asked): State<Redirects>,
+                 Path((sid, call)): Path<(String, String)>,
+                 headers: HeaderMap,
+                 axum::Form(form): axum::Form<Vec<(String, String)>>| async move {
+        assert_eq!(sid.as_str(), ACCOUNT);
+        let auth = authorization(&headers);
+        let call = call.trim_end_matches(".json").to_string();
+        let missing = call == "CA404";
+        asked.lock().unwrap().push((call.clone(), auth, form));
+        if missing {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(
+                    json!({"code": 20404, "message": "The requested resource was not found", "status": 404}),
+                ),
+            );
+        }
+        (
+            StatusCode::OK,
+            axum::Json(json!({"sid": call, "status": "in-progress"})),
+        )
+    };
+    let app = axum::Router::new()
+        .route(
+            "/2010-04-01/Accounts/{sid}/Calls/{call}",
+            axum::routing::post(route),
+        )
+        .with_state(asked.clone());
+    (serve_fake(app).await, asked)
+}
+
+#[tokio::test]
+async fn a_call_the_agent_transfers_to_a_number_is_redirected_to_dial_it() {
+    let (api, asked) = fake_twilio_calls().await;
+    let mut c = config();
+    c.telephony.twilio_account_sid = Some(ACCOUNT.into());
+    c.telephony.twilio_api_url = api;
+    let mut engines = slow_voice();
+    engines.stt = Arc::new(AsksForTransfer);
+    let server = start_with(c, engines).await;
+    for call_sid in ["CA300", "CA404"] {
+        let (_, token) = answer_call(&server, call_sid).await;
+        let mut ws = media_socket(&server).await;
+        start_stream(&mut ws, call_sid, &token).await;
+        let greeting = frames_until(&mut ws, "mark").await;
+        echo_marks(&mut ws, &greeting, twilio_mark).await;
+        // The caller asks to be put through; the agent says so, and the call ends.
+        let mut turn = noise(1200);
+        turn.extend(silence(1200));
+        speak(&mut ws, &turn).await;
+        assert_eq!(listen_until_closed(&mut ws, twilio_mark).await, Some(1000));
+        // The redirect came before the stream closed.
+        let redirects = asked.lock().unwrap().clone();
+        let (call, auth, form) = redirects
+            .iter()
+            .find(|(c, _, _)| c == call_sid)
+            .unwrap_or_else(|| panic!("no redirect of {call_sid}: {redirects:?}"));
+        assert_eq!(call, call_sid);
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{AUTH_TOKEN}"));
+        assert_eq!(auth, &format!("Basic {basic}"));
+        assert_eq!(
+            form,
+            &vec![(
+                "Twiml".to_string(),
+                format!("<Response><Dial>{DESK}</Dial></Response>")
+            )]
+        );
+    }
+    // The refused redirect is counted; the call ended as it would have.
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metrics.contains("voxwire_errors_total{code=\"carrier_error\"} 1"),
+        "{metrics}"
+    );
 }

@@ -18,7 +18,10 @@ use crate::protocol::Limits;
 
 pub use net::NetSettings;
 pub use store::StoreSettings;
-pub use telephony::{valid_number, NumberRoute, TelephonySettings, TwilioToken, TWILIO_API_URL};
+pub use telephony::{
+    valid_number, NumberRoute, Secret, TelephonySettings, TwilioToken, TELNYX_API_URL,
+    TWILIO_API_URL,
+};
 use turn::parse_vad;
 pub use turn::{TurnSettings, VadChoice};
 pub use usage::{UsageSettings, DEFAULT_LIMIT_MESSAGE};

@@ -216,7 +216,8 @@ fn definition(body: &Bytes, name: Option<&str>) -> Result<Agent, AppError> {
 /// configuration, not another agent's (of any org). Else 409 `number_taken`.
 fn numbers_free(state: &AppState, org: Option<&str>, agent: &Agent) -> Result<(), AppError> {
     for n in &agent.phone_numbers {
-        let configured = state.config.telephony.route(n).is_some();
+        let t = &state.config.telephony;
+        let configured = t.route(n).is_some() || t.telnyx_route(n).is_some();
         let other = state
             .agents
             .for_number(n)
@@ -229,7 +230,7 @@ fn numbers_free(state: &AppState, org: Option<&str>, agent: &Agent) -> Result<()
                 format!(
                     "phone number {n} already answers for {}",
                     if configured {
-                        "the server's configuration (VOXWIRE_TWILIO_NUMBERS)"
+                        "the server's configuration (VOXWIRE_TWILIO_NUMBERS, VOXWIRE_TELNYX_NUMBERS)"
                     } else {
                         "another agent"
                     }

@@ -28,7 +28,7 @@ use axum::Router;
 use tower_http::services::ServeDir;
 
 use crate::server::AppState;
-use crate::transport::{monitor, operator, ptt, twilio, ws};
+use crate::transport::{monitor, operator, ptt, telnyx, twilio, ws};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let web = ServeDir::new(&state.config.web_dir).append_index_html_on_directories(true);
@@ -88,6 +88,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(twilio::voice).layer(DefaultBodyLimit::max(twilio::MAX_FORM_BYTES)),
         )
         .route(twilio::MEDIA_PATH, get(twilio::media))
+        .route(
+            telnyx::VOICE_PATH,
+            post(telnyx::voice).layer(DefaultBodyLimit::max(telnyx::MAX_BODY_BYTES)),
+        )
+        .route(telnyx::MEDIA_PATH, get(telnyx::media))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -148,7 +148,15 @@ pub async fn run(
     }
     // A number whose agent is missing is refused when it rings; say so now. (Its agent may be
     // made over the API later, so the server still starts.)
-    for (number, route) in &state.config.telephony.numbers {
+    let telephony = &state.config.telephony;
+    let numbers = [
+        ("VOXWIRE_TWILIO_NUMBERS", &telephony.numbers),
+        ("VOXWIRE_TELNYX_NUMBERS", &telephony.telnyx_numbers),
+    ];
+    for (var, number, route) in numbers
+        .iter()
+        .flat_map(|(var, map)| map.iter().map(move |(n, r)| (*var, n, r)))
+    {
         if state
             .agents
             .get_in(route.org.as_deref(), Some(&route.agent))
@@ -156,9 +164,10 @@ pub async fn run(
         {
             warn!(
                 %number,
+                var,
                 org = route.org.as_deref().unwrap_or("(default)"),
                 agent = %route.agent,
-                "VOXWIRE_TWILIO_NUMBERS names an agent its org does not have: calls to this number are refused until it exists"
+                "a phone number names an agent its org does not have: calls to this number are refused until it exists"
             );
         }
     }

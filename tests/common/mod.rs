@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod hosted;
+pub mod phone;
 pub mod providers;
 
 use std::net::SocketAddr;

@@ -5,20 +5,19 @@
 //! picks who answers from the called number (`VOXWIRE_TWILIO_NUMBERS`) and answers TwiML that
 //! connects the call to `GET /telephony/twilio/media` with a short-lived stream pass. The media
 //! socket starts the call only for a stream that brings a valid pass, then translates between
-//! Twilio's messages and the call (`session.rs`, `output.rs`).
+//! Twilio's messages (`wire.rs`) and the call, through the session all phone doors share
+//! (`transport::phone`).
 
 mod outbound;
-mod output;
-mod pass;
-mod session;
 pub mod signature;
+mod transfer;
 mod wire;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -26,12 +25,10 @@ use axum::Form;
 use tracing::{info, warn};
 
 pub use outbound::place;
-pub use pass::StreamPass;
 
 use crate::http::error::AppError;
-use crate::protocol::ErrorCode;
 use crate::server::AppState;
-use crate::transport::ws::socket::{self, HARD_LIMIT_FACTOR};
+use crate::transport::phone::{self, forbidden, Carrier, Door, StreamPass};
 
 /// Where Twilio posts an incoming call.
 pub const VOICE_PATH: &str = "/telephony/twilio/voice";
@@ -40,31 +37,23 @@ pub const MEDIA_PATH: &str = "/telephony/twilio/media";
 
 /// The largest webhook body taken (Twilio's are about 1 KB).
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
-/// The largest text frame taken from Twilio before it is refused (a 20 ms `media` frame is
-/// about 400 bytes, a `start` under 2 KB); four times this closes the socket.
-const MAX_FRAME_BYTES: usize = 8 * 1024;
-/// Frames queued for Twilio (a second of 20 ms audio is 50).
-const OUT_BUFFER: usize = 512;
+/// Twilio's media socket, as the phone session sees it.
+const DOOR: Door = Door {
+    carrier: Carrier::Twilio,
+    parse: wire::parse,
+    wire: wire::TwilioWire::boxed,
+};
 
 /// Twilio's auth token and the public URL, or 503 `not_configured`.
 fn configured(state: &AppState) -> Result<(&[u8], &str), AppError> {
     let t = &state.config;
     match (&t.telephony.twilio_token, &t.net.public_url) {
         (Some(token), Some(url)) => Ok((token.expose(), url.as_str())),
-        _ => {
-            state.metrics.error(ErrorCode::NotConfigured);
-            Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::NotConfigured,
-                "phone calls are not configured: set TWILIO_AUTH_TOKEN and VOXWIRE_PUBLIC_URL",
-            ))
-        }
+        _ => Err(phone::not_configured(
+            state,
+            "phone calls are not configured: set TWILIO_AUTH_TOKEN and VOXWIRE_PUBLIC_URL",
+        )),
     }
-}
-
-fn forbidden(state: &AppState, message: &str) -> AppError {
-    state.metrics.error(ErrorCode::Forbidden);
-    AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 /// Escapes text for an XML attribute.
@@ -130,15 +119,9 @@ fn answer(
             .map_or("", |(_, v)| v.as_str())
     };
     let (call_sid, from, to) = (field("CallSid"), field("From"), field("To"));
-    // The configuration's numbers first, then the agents' `phone_numbers`.
-    let (org, agent) = match state.config.telephony.route(to) {
-        Some(r) => (r.org.clone(), Some(r.agent.clone())),
-        None => match state.agents.for_number(to) {
-            Some((org, agent)) => (org, Some(agent)),
-            None => (None, None),
-        },
-    };
-    let pass = StreamPass::new(call_sid, from, to, org, agent);
+    let (org, agent) =
+        crate::transport::phone::who_answers(&state, &state.config.telephony.numbers, to);
+    let pass = StreamPass::new(Carrier::Twilio, call_sid, from, to, org, agent);
     let token = pass.sign(&state.auth).map_err(AppError::internal)?;
     info!(call_sid, "incoming phone call: connecting its media stream");
     let socket = state.config.net.public_socket_url().unwrap_or_default();
@@ -158,37 +141,7 @@ pub async fn media(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let hard_limit = MAX_FRAME_BYTES * HARD_LIMIT_FACTOR;
-    ws.read_buffer_size(crate::transport::ws::READ_BUFFER_BYTES)
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| {
-            // Tracked, so that shutdown waits for the call's end.
-            let sessions = state.sessions.clone();
-            sessions.track_future(connection(socket, state))
-        })
-}
-
-async fn connection(ws: WebSocket, state: Arc<AppState>) {
-    let session_id = format!("twilio_{:016x}", rand::random::<u64>());
-    state.metrics.connections.inc();
-    let (inbound, out, halves) = socket::split(
-        ws,
-        wire::parse,
-        MAX_FRAME_BYTES,
-        state.config.net.clone(),
-        session_id,
-        OUT_BUFFER,
-    );
-    session::run(
-        state.call_services.clone(),
-        state.auth.clone(),
-        inbound,
-        out,
-        state.shutdown.child_token(),
-    )
-    .await;
-    halves.finish().await;
+    phone::upgrade(state, ws, DOOR, None, transfer::finish)
 }
 
 #[cfg(test)]

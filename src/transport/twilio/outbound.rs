@@ -17,13 +17,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{configured, connect_twiml, StreamPass, MEDIA_PATH};
+use super::{configured, connect_twiml, MEDIA_PATH};
 use crate::agents::valid_variable_name;
 use crate::config::valid_number;
 use crate::http::error::AppError;
 use crate::http::principal::principal;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
+use crate::transport::phone::{client, Carrier, StreamPass};
 
 /// The largest request body taken.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -34,17 +35,6 @@ const MAX_VALUE_BYTES: usize = 1024;
 const TWILIO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of Twilio's answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// One client for Twilio's API (its connections are kept), following no redirect.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default()
-    })
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,7 +115,14 @@ pub async fn place(
         ));
     };
     let (to, from) = (placed.to.trim(), placed.from.trim());
-    let pass = StreamPass::outbound(from, to, org, Some(agent.name.clone()), placed.variables);
+    let pass = StreamPass::outbound(
+        Carrier::Twilio,
+        from,
+        to,
+        org,
+        Some(agent.name.clone()),
+        placed.variables,
+    );
     let pass = pass.sign(&state.auth).map_err(AppError::internal)?;
     let socket = state.config.net.public_socket_url().unwrap_or_default();
     let twiml = connect_twiml(&format!("{socket}{MEDIA_PATH}"), &pass);

@@ -1,36 +1,20 @@
 //! Twilio Media Streams' JSON messages: what Twilio sends on the media socket (`connected`,
 //! `start`, `media`, `dtmf`, `mark`, `stop`) and what the server sends back (`media`, `mark`,
-//! `clear`). Fields Twilio adds that the server does not read are ignored.
+//! `clear`). Fields Twilio adds that the server does not read are ignored. Parsed messages are
+//! the phone doors' [`PhoneIn`].
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::protocol::ErrorCode;
+use crate::transport::phone::json;
+use crate::transport::phone::{PhoneIn, PhoneStart, Wire};
 
-/// A message from Twilio.
+/// Twilio's `start`.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
-pub enum TwilioIn {
-    Connected,
-    Start {
-        start: StreamStart,
-    },
-    Media {
-        media: Media,
-    },
-    Dtmf {
-        dtmf: Dtmf,
-    },
-    /// A mark the server sent, echoed when the audio before it has played.
-    Mark {
-        mark: Mark,
-    },
-    Stop,
-    /// Events this server does not read.
-    #[serde(other)]
-    Other,
+pub struct TwilioStart {
+    start: StreamStart,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,48 +42,50 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Media {
-    /// `inbound` (the caller); a bidirectional stream sends nothing else.
-    #[serde(default)]
-    pub track: Option<String>,
-    /// Base64 mu-law at 8 kHz.
-    pub payload: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Dtmf {
-    pub digit: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Mark {
-    pub name: String,
-}
-
 /// Parses one text frame from Twilio.
-pub fn parse(text: &str) -> Result<Box<TwilioIn>, (ErrorCode, String)> {
-    serde_json::from_str(text).map(Box::new).map_err(|e| {
-        (
-            ErrorCode::InvalidMessage,
-            format!("not a Twilio message: {e}"),
-        )
+pub fn parse(text: &str) -> Result<Box<PhoneIn>, (ErrorCode, String)> {
+    json::parse(text, "Twilio", |TwilioStart { mut start }| {
+        let f = &start.media_format;
+        PhoneStart {
+            mulaw_8k: f.encoding == "audio/x-mulaw" && f.sample_rate == 8_000 && f.channels == 1,
+            format: format!("{} at {} Hz", f.encoding, f.sample_rate),
+            pass: start.custom_parameters.remove("token"),
+            stream_id: start.stream_sid,
+            call_id: start.call_sid,
+        }
     })
 }
 
-/// `media`: base64 mu-law audio for the caller.
-pub fn media(stream_sid: &str, payload: &str) -> String {
-    json!({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}).to_string()
+/// Twilio's frames for one stream, each naming it.
+pub struct TwilioWire {
+    stream_sid: String,
 }
 
-/// `mark`: echoed by Twilio once the audio sent before it has played.
-pub fn mark(stream_sid: &str, name: &str) -> String {
-    json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}).to_string()
+impl TwilioWire {
+    pub fn boxed(stream_sid: &str) -> Box<dyn Wire> {
+        Box::new(Self {
+            stream_sid: stream_sid.to_string(),
+        })
+    }
 }
 
-/// `clear`: drops the audio Twilio holds for the caller.
-pub fn clear(stream_sid: &str) -> String {
-    json!({"event": "clear", "streamSid": stream_sid}).to_string()
+impl Wire for TwilioWire {
+    /// `media`: base64 mu-law audio for the caller.
+    fn media(&self, payload: &str) -> String {
+        serde_json::json!({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+            .to_string()
+    }
+
+    /// `mark`: echoed by Twilio once the audio sent before it has played.
+    fn mark(&self, name: &str) -> String {
+        serde_json::json!({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+            .to_string()
+    }
+
+    /// `clear`: drops the audio Twilio holds for the caller.
+    fn clear(&self) -> String {
+        serde_json::json!({"event": "clear", "streamSid": self.stream_sid}).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -112,22 +98,24 @@ mod tests {
             "streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"customParameters":{"token":"t"},
             "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"streamSid":"MZ1"}"#;
         match *parse(start).unwrap() {
-            TwilioIn::Start { start } => {
-                assert_eq!(start.stream_sid, "MZ1");
-                assert_eq!(start.custom_parameters["token"], "t");
-                assert_eq!(start.media_format.sample_rate, 8000);
+            PhoneIn::Start(start) => {
+                assert_eq!(start.stream_id, "MZ1");
+                assert_eq!(start.call_id, "CA1");
+                assert_eq!(start.pass.as_deref(), Some("t"));
+                assert!(start.mulaw_8k);
             }
             other => panic!("{other:?}"),
         }
         let dtmf = r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#;
-        assert!(matches!(*parse(dtmf).unwrap(), TwilioIn::Dtmf { dtmf } if dtmf.digit == "1"));
+        assert!(matches!(*parse(dtmf).unwrap(), PhoneIn::Dtmf(d) if d == "1"));
         assert!(matches!(
             *parse(r#"{"event":"future"}"#).unwrap(),
-            TwilioIn::Other
+            PhoneIn::Other
         ));
         assert!(parse(r#"{"event":"media"}"#).is_err());
         assert!(parse("nope").is_err());
-        let m: serde_json::Value = serde_json::from_str(&mark("MZ1", "3:1")).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&TwilioWire::boxed("MZ1").mark("3:1")).unwrap();
         assert_eq!(m["mark"]["name"], "3:1");
     }
 }

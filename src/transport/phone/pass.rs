@@ -1,7 +1,8 @@
-//! The stream pass: what the voice webhook vouches for, handed to Twilio in the TwiML as the
-//! `<Stream>`'s `token` parameter and given back in the media socket's `start`. Signed with the
-//! server's token secret, for the media socket only (it has no `sub`: it opens nothing else),
-//! and short-lived: Twilio connects within seconds.
+//! The stream pass: what a carrier's voice webhook vouches for, handed to the carrier with the
+//! media socket's address (Twilio: the `<Stream>`'s `token` parameter, given back in `start`;
+//! Telnyx: the `pass` query parameter of the stream URL). Signed with the server's token
+//! secret, for one carrier's media socket only (its audience names the carrier; it has no
+//! `sub`: it opens nothing else), and short-lived: the carrier connects within seconds.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,21 +11,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthError, Authenticator};
 
-/// The pass's audience: Twilio's media socket.
-pub const AUDIENCE: &str = "voxwire:twilio-media";
+/// The carrier whose media socket a pass opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Twilio,
+    Telnyx,
+}
 
-/// How long Twilio has to open the media socket.
+impl Carrier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Twilio => "twilio",
+            Self::Telnyx => "telnyx",
+        }
+    }
+
+    /// The audience of this carrier's passes.
+    fn audience(self) -> &'static str {
+        match self {
+            Self::Twilio => "voxwire:twilio-media",
+            Self::Telnyx => "voxwire:telnyx-media",
+        }
+    }
+}
+
+/// How long the carrier has to open the media socket.
 pub const TTL: Duration = Duration::from_secs(60);
 /// How long an outbound call's pass lasts: the called phone rings first (Twilio gives up
 /// after 60 s of ringing by default).
 pub const OUTBOUND_TTL: Duration = Duration::from_secs(180);
 
-/// The call Twilio is connecting, as its webhook told it.
+/// The call a carrier is connecting, as its webhook told it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPass {
     pub aud: String,
     pub exp: u64,
-    /// Twilio's id of the call (`CallSid`).
+    /// The carrier's id of the call (Twilio's `CallSid`, Telnyx's `call_control_id`).
     pub call_sid: String,
     /// The caller's number (`From`): the call's subject.
     pub from: String,
@@ -46,6 +68,7 @@ pub struct StreamPass {
 
 impl StreamPass {
     pub fn new(
+        carrier: Carrier,
         call_sid: &str,
         from: &str,
         to: &str,
@@ -56,7 +79,7 @@ impl StreamPass {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Self {
-            aud: AUDIENCE.to_string(),
+            aud: carrier.audience().to_string(),
             exp: (now + TTL).as_secs(),
             call_sid: call_sid.to_string(),
             from: from.to_string(),
@@ -70,13 +93,14 @@ impl StreamPass {
 
     /// The pass of a call this server places to `to`, with `variables` for its prompt.
     pub fn outbound(
+        carrier: Carrier,
         from: &str,
         to: &str,
         org: Option<String>,
         agent: Option<String>,
         variables: HashMap<String, String>,
     ) -> Self {
-        let mut pass = Self::new("", from, to, org, agent);
+        let mut pass = Self::new(carrier, "", from, to, org, agent);
         pass.exp += (OUTBOUND_TTL - TTL).as_secs();
         pass.outbound = true;
         pass.variables = variables;
@@ -97,9 +121,9 @@ impl StreamPass {
         auth.sign_pass(self)
     }
 
-    /// The pass in `token`, if it is one of this server's and has not expired.
-    pub fn verify(auth: &Authenticator, token: &str) -> Result<Self, AuthError> {
-        auth.verify_pass(token, AUDIENCE)
+    /// The pass in `token`, if it is one of this server's for `carrier` and has not expired.
+    pub fn verify(auth: &Authenticator, token: &str, carrier: Carrier) -> Result<Self, AuthError> {
+        auth.verify_pass(token, carrier.audience())
     }
 }
 
@@ -110,22 +134,37 @@ mod tests {
     #[test]
     fn a_pass_opens_the_media_socket_only() {
         let auth = Authenticator::new(b"test-secret-0123456789abcdef");
-        let pass = StreamPass::new("CA1", "+15550001111", "+15550002222", None, None);
+        let pass = StreamPass::new(
+            Carrier::Twilio,
+            "CA1",
+            "+15550001111",
+            "+15550002222",
+            None,
+            None,
+        );
         let token = pass.sign(&auth).unwrap();
-        assert_eq!(StreamPass::verify(&auth, &token).unwrap(), pass);
+        assert_eq!(
+            StreamPass::verify(&auth, &token, Carrier::Twilio).unwrap(),
+            pass
+        );
+        // Not another carrier's pass.
+        assert!(StreamPass::verify(&auth, &token, Carrier::Telnyx).is_err());
         // Not a caller's token.
         assert!(auth.verify(&token).is_err());
         // Nor is a caller's token a pass.
         let caller = auth
             .issue("alice", None, None, Duration::from_secs(60))
             .unwrap();
-        assert!(StreamPass::verify(&auth, &caller).is_err());
+        assert!(StreamPass::verify(&auth, &caller, Carrier::Twilio).is_err());
         // Another server's pass, and an expired one, are refused.
         let other = Authenticator::new(b"another-secret-0123456789abcdef");
-        assert!(StreamPass::verify(&other, &token).is_err());
+        assert!(StreamPass::verify(&other, &token, Carrier::Twilio).is_err());
         let mut old = pass.clone();
         old.exp = 1_000;
         let old = old.sign(&auth).unwrap();
-        assert_eq!(StreamPass::verify(&auth, &old), Err(AuthError::Expired));
+        assert_eq!(
+            StreamPass::verify(&auth, &old, Carrier::Twilio),
+            Err(AuthError::Expired)
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! One Twilio media stream: waits for `start`, checks its stream pass, starts the call through
-//! the call core, then turns Twilio's messages into call inputs (mu-law decoded to 16 kHz, keys,
-//! echoed marks as playback reports) and the call's events into Twilio frames. `stop`, or the
-//! socket closing, ends the call.
+//! One carrier media stream: waits for `start`, checks its stream pass, starts the call through
+//! the call core, then turns the carrier's messages into call inputs (mu-law decoded to 16 kHz,
+//! keys, echoed marks as playback reports) and the call's events into the carrier's frames.
+//! `stop`, or the socket closing, ends the call. What ended it is the [`Outcome`], for the
+//! door to act on (hang up, transfer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +13,60 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::output::{Output, PHONE_FORMAT};
 use super::pass::StreamPass;
-use super::wire::{StreamStart, TwilioIn};
+use super::{Door, PhoneIn, PhoneStart};
 use crate::audio::decode::base64_decode;
 use crate::audio::input::InputDecoder;
 use crate::auth::Authenticator;
 use crate::call::keys::valid_digits;
-use crate::call::{self, CallEvent, CallHandle, CallInput, CallServices, Owner, StartRequest};
+use crate::call::{
+    self, CallEvent, CallHandle, CallInput, CallServices, Owner, StartRequest, ToolEvent,
+};
+use crate::config::valid_number;
 use crate::protocol::{EndReason, ErrorCode};
 use crate::transport::ws::{Inbound, Outbound};
 
 /// How long an ending call may take to say it has ended.
 const END_WAIT: Duration = Duration::from_secs(5);
 
-type TwilioInbound = Inbound<Box<TwilioIn>>;
+type PhoneInbound = Inbound<Box<PhoneIn>>;
+
+/// What a stream needs besides its socket.
+pub struct Setup {
+    pub svc: Arc<CallServices>,
+    pub auth: Authenticator,
+    pub door: Door,
+    /// The pass the socket's URL brought, already checked (Telnyx).
+    pub url_pass: Option<StreamPass>,
+}
+
+/// How a stream ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The pass of the call it carried; none if no call started.
+    pub pass: Option<StreamPass>,
+    /// The carrier's id of the call, from `start`.
+    pub call_id: String,
+    /// Why the call ended, when it said so.
+    pub reason: Option<EndReason>,
+    /// The carrier stopped the stream (the caller hung up): the line is gone.
+    pub stopped: bool,
+    /// Where the agent transferred the call (its `transfer` tool).
+    pub transferred_to: Option<String>,
+    /// The socket, still open when the call ended by itself (its time ran out, an operator
+    /// ended it, a transfer): the door acts on the line first, then closes it.
+    pub open: Option<mpsc::Sender<Outbound>>,
+}
+
+impl Outcome {
+    /// The number to transfer the line to: the call ended `transferred` to a phone number
+    /// (E.164) while the caller was still on it. A target that is no number (a department's
+    /// name) is for the agent's own logic: the line is not transferred.
+    pub fn transfer_target(&self) -> Option<&str> {
+        let to = self.transferred_to.as_deref()?.trim();
+        let on_line = self.pass.is_some() && !self.stopped && self.open.is_some();
+        (on_line && self.reason == Some(EndReason::Transferred) && valid_number(to)).then_some(to)
+    }
+}
 
 /// The call on this stream.
 struct Active {
@@ -36,6 +78,8 @@ struct Active {
 
 struct Stream {
     svc: Arc<CallServices>,
+    door: Door,
+    outcome: Outcome,
     out: mpsc::Sender<Outbound>,
     /// False once the writer is gone or the socket is being closed.
     open: bool,
@@ -50,49 +94,69 @@ async fn next_event(active: &mut Option<Active>) -> Option<CallEvent> {
     }
 }
 
-/// Runs the stream until Twilio stops it, the socket goes or the server shuts down.
+/// Runs the stream until the carrier stops it, the socket goes or the server shuts down.
 pub async fn run(
-    svc: Arc<CallServices>,
-    auth: Authenticator,
-    mut inbound: mpsc::Receiver<TwilioInbound>,
+    setup: Setup,
+    mut inbound: mpsc::Receiver<PhoneInbound>,
     out: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
-) {
+) -> Outcome {
+    let Setup {
+        svc,
+        auth,
+        door,
+        url_pass,
+    } = setup;
     let mut s = Stream {
         svc,
+        door,
+        outcome: Outcome::default(),
         out,
         open: true,
         active: None,
     };
     let start = tokio::select! {
-        _ = cancel.cancelled() => return s.close(1001, "server shutting down").await,
+        _ = cancel.cancelled() => {
+            s.close(1001, "server shutting down").await;
+            return s.outcome;
+        }
         start = first_start(&mut inbound) => match start {
             Some(start) => start,
-            None => return,
+            None => return s.outcome,
         },
     };
-    let pass = start
-        .custom_parameters
-        .get("token")
-        .and_then(|t| StreamPass::verify(&auth, t).ok())
-        // An outbound call's SID is Twilio's answer to placing it, after its pass was made.
-        .filter(|p| p.call_sid == start.call_sid || p.outbound);
+    let pass = url_pass
+        .or_else(|| {
+            let token = start.pass.as_deref()?;
+            StreamPass::verify(&auth, token, door.carrier).ok()
+        })
+        // An outbound call's id is the carrier's answer to placing it, after its pass was made.
+        .filter(|p| p.call_sid == start.call_id || p.outbound);
     let Some(pass) = pass else {
         s.svc.metrics.error(ErrorCode::Unauthorized);
-        warn!(call_sid = %start.call_sid, "media stream without a valid stream pass: refused");
-        return s.close(1008, "invalid stream token").await;
+        warn!(call_id = %start.call_id, "media stream without a valid stream pass: refused");
+        s.close(1008, "invalid stream token").await;
+        return s.outcome;
     };
-    let format = &start.media_format;
-    if format.encoding != "audio/x-mulaw" || format.sample_rate != 8_000 || format.channels != 1 {
+    if !start.mulaw_8k {
         s.svc.metrics.error(ErrorCode::UnsupportedFormat);
-        warn!(encoding = %format.encoding, rate = format.sample_rate, "media stream format refused");
-        return s.close(1003, "unsupported media format").await;
+        warn!(format = %start.format, "media stream format refused");
+        s.close(1003, "unsupported media format").await;
+        return s.outcome;
     }
-    let span = info_span!("twilio", call_sid = %start.call_sid, stream_sid = %start.stream_sid);
+    s.outcome.call_id = start.call_id.clone();
+    let span = info_span!(
+        "phone",
+        carrier = door.carrier.as_str(),
+        call_id = %start.call_id,
+        stream_id = %start.stream_id
+    );
     async move {
-        if !s.start_call(&pass, start.stream_sid).await {
-            return s.close(1011, "the call could not start").await;
+        if !s.start_call(&pass, &start.stream_id).await {
+            s.close(1011, "the call could not start").await;
+            return s.outcome;
         }
+        s.outcome.pass = Some(pass);
         while s.open {
             tokio::select! {
                 biased;
@@ -109,25 +173,27 @@ pub async fn run(
                 },
             }
             if s.active.is_none() && s.open {
-                // The call ended by itself (its time ran out, an operator ended it).
-                s.close(1000, "call ended").await;
+                // The call ended by itself: the door closes the socket once it has acted.
+                s.outcome.open = Some(s.out.clone());
+                break;
             }
         }
         // Dropping the call's events ends it (`connection_lost`) if it is still on.
         drop(s.active.take());
         debug!("media stream closed");
+        s.outcome
     }
     .instrument(span)
     .await
 }
 
-/// Reads until Twilio's `start`; `None` if the stream ends first.
-async fn first_start(inbound: &mut mpsc::Receiver<TwilioInbound>) -> Option<StreamStart> {
+/// Reads until the carrier's `start`; `None` if the stream ends first.
+async fn first_start(inbound: &mut mpsc::Receiver<PhoneInbound>) -> Option<PhoneStart> {
     loop {
         match inbound.recv().await? {
             Inbound::Message(m) => match *m {
-                TwilioIn::Start { start } => return Some(start),
-                TwilioIn::Stop => return None,
+                PhoneIn::Start(start) => return Some(start),
+                PhoneIn::Stop => return None,
                 _ => {}
             },
             Inbound::Fatal(..) | Inbound::Idle => return None,
@@ -153,7 +219,7 @@ impl Stream {
         self.open = false;
     }
 
-    async fn start_call(&mut self, pass: &StreamPass, stream_sid: String) -> bool {
+    async fn start_call(&mut self, pass: &StreamPass, stream_id: &str) -> bool {
         let Ok(input) = InputDecoder::new(PHONE_FORMAT) else {
             return false;
         };
@@ -185,7 +251,7 @@ impl Stream {
                     handle: started.handle,
                     events: started.events,
                     input,
-                    output: Output::new(stream_sid),
+                    output: Output::new((self.door.wire)(stream_id)),
                 });
                 true
             }
@@ -197,9 +263,16 @@ impl Stream {
         }
     }
 
-    /// Sends the call's event to Twilio as frames; the call's end ends the stream.
+    /// Sends the call's event to the carrier as frames; the call's end ends the stream.
     async fn on_event(&mut self, event: CallEvent) {
         let ended = matches!(event, CallEvent::Ended { .. });
+        match &event {
+            CallEvent::Ended { reason, .. } => self.outcome.reason = Some(*reason),
+            CallEvent::Tool(ToolEvent::Transfer { to, .. }) => {
+                self.outcome.transferred_to = Some(to.clone())
+            }
+            _ => {}
+        }
         let Some(a) = self.active.as_mut() else {
             return;
         };
@@ -244,12 +317,12 @@ impl Stream {
         }
     }
 
-    async fn on_inbound(&mut self, inbound: TwilioInbound) {
+    async fn on_inbound(&mut self, inbound: PhoneInbound) {
         let msg = match inbound {
             Inbound::Message(m) => *m,
             Inbound::Invalid(code, message) => {
                 self.svc.metrics.error(code);
-                debug!(%message, "a Twilio frame was not understood");
+                debug!(%message, "a carrier frame was not understood");
                 return;
             }
             Inbound::Audio(_) => return,
@@ -267,11 +340,8 @@ impl Stream {
             }
         };
         match msg {
-            TwilioIn::Media { media } => {
-                if media.track.as_deref().is_some_and(|t| t != "inbound") {
-                    return;
-                }
-                let Ok(bytes) = base64_decode(&media.payload) else {
+            PhoneIn::Media(payload) => {
+                let Ok(bytes) = base64_decode(&payload) else {
                     return self.svc.metrics.error(ErrorCode::InvalidBase64);
                 };
                 let samples = match self.active.as_mut().map(|a| a.input.decode(&bytes)) {
@@ -280,28 +350,23 @@ impl Stream {
                 };
                 self.input(CallInput::Audio(samples)).await
             }
-            TwilioIn::Dtmf { dtmf } if valid_digits(&dtmf.digit) => {
-                self.input(CallInput::Dtmf(dtmf.digit)).await
+            PhoneIn::Dtmf(digit) if valid_digits(&digit) => {
+                self.input(CallInput::Dtmf(digit)).await
             }
-            TwilioIn::Mark { mark } => {
-                let played = self
-                    .active
-                    .as_mut()
-                    .and_then(|a| a.output.echoed(&mark.name));
+            PhoneIn::Mark(name) => {
+                let played = self.active.as_mut().and_then(|a| a.output.echoed(&name));
                 if let Some((item_id, played_ms)) = played {
                     self.input(CallInput::Playback { item_id, played_ms }).await
                 }
             }
-            TwilioIn::Stop => {
+            PhoneIn::Stop => {
                 // The caller hung up.
+                self.outcome.stopped = true;
                 self.input(CallInput::End(EndReason::ClientEnded)).await;
                 self.await_end().await;
                 self.close(1000, "stopped").await
             }
-            TwilioIn::Dtmf { .. }
-            | TwilioIn::Connected
-            | TwilioIn::Start { .. }
-            | TwilioIn::Other => {}
+            PhoneIn::Dtmf(_) | PhoneIn::Start(_) | PhoneIn::Other => {}
         }
     }
 }

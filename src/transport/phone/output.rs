@@ -1,17 +1,17 @@
-//! Call events as Twilio frames: reply audio as mu-law at 8 kHz in 20 ms `media` frames, a
+//! Call events as a carrier's frames: reply audio as mu-law at 8 kHz in 20 ms `media` frames, a
 //! `mark` after each piece of a reply (named `<item>:<piece>`), `clear` when a reply is cut.
-//! Twilio echoes each mark once the audio before it has played: [`Output::echoed`] turns the
-//! echo into how many ms of the reply the caller has heard.
+//! The carrier echoes each mark once the audio before it has played: [`Output::echoed`] turns
+//! the echo into how many ms of the reply the caller has heard.
 
 use std::collections::VecDeque;
 
-use super::wire;
+use super::Wire;
 use crate::audio::decode::base64_encode;
 use crate::audio::encode::OutputEncoder;
 use crate::call::CallEvent;
 use crate::protocol::{AudioFormat, Encoding};
 
-/// Twilio's audio: mu-law at 8 kHz.
+/// The phone's audio: mu-law at 8 kHz.
 pub const PHONE_FORMAT: AudioFormat = AudioFormat {
     encoding: Encoding::Mulaw,
     sample_rate: 8_000,
@@ -40,7 +40,7 @@ struct Reply {
 }
 
 pub struct Output {
-    stream_sid: String,
+    wire: Box<dyn Wire>,
     current: Option<Reply>,
     /// Marks sent and not yet echoed, oldest first: item, piece, and the ms of the item's
     /// audio sent before the mark.
@@ -48,9 +48,9 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(stream_sid: String) -> Self {
+    pub fn new(wire: Box<dyn Wire>) -> Self {
         Self {
-            stream_sid,
+            wire,
             current: None,
             marks: VecDeque::new(),
         }
@@ -95,9 +95,9 @@ impl Output {
                 if self.current.as_ref().map(|r| r.item_id) == Some(*item_id) {
                     self.current = None;
                 }
-                // What Twilio echoes after a `clear` was never heard.
+                // What the carrier echoes after a `clear` was never heard.
                 self.marks.retain(|m| m.0 != *item_id);
-                vec![wire::clear(&self.stream_sid)]
+                vec![self.wire.clear()]
             }
             _ => Vec::new(),
         }
@@ -121,7 +121,7 @@ impl Output {
         }
         let mut out: Vec<String> = r.carry[..whole]
             .chunks(FRAME_BYTES)
-            .map(|f| wire::media(&self.stream_sid, &base64_encode(f)))
+            .map(|f| self.wire.media(&base64_encode(f)))
             .collect();
         r.carry.drain(..whole);
         r.sent += whole as u64;
@@ -132,11 +132,11 @@ impl Output {
         if self.marks.len() > MAX_MARKS {
             self.marks.pop_front();
         }
-        out.push(wire::mark(&self.stream_sid, &name));
+        out.push(self.wire.mark(&name));
         out
     }
 
-    /// A mark Twilio echoed: the reply item and how many ms of it have played. `None` for a
+    /// A mark the carrier echoed: the reply item and how many ms of it have played. `None` for a
     /// mark this server did not send or no longer waits for.
     pub fn echoed(&mut self, name: &str) -> Option<(u64, u64)> {
         let (item, piece) = name.split_once(':')?;
@@ -156,6 +156,23 @@ mod tests {
 
     use super::*;
 
+    /// Frames as Twilio writes them.
+    struct TestWire;
+
+    impl Wire for TestWire {
+        fn media(&self, payload: &str) -> String {
+            serde_json::json!({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}})
+                .to_string()
+        }
+        fn mark(&self, name: &str) -> String {
+            serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}})
+                .to_string()
+        }
+        fn clear(&self) -> String {
+            serde_json::json!({"event": "clear", "streamSid": "MZ1"}).to_string()
+        }
+    }
+
     fn audio(item_id: u64, ms: usize) -> CallEvent {
         CallEvent::Audio {
             turn_id: 1,
@@ -171,7 +188,7 @@ mod tests {
 
     #[test]
     fn replies_go_out_in_frames_with_marks_and_echoes_report_playback() {
-        let mut o = Output::new("MZ1".into());
+        let mut o = Output::new(Box::new(TestWire));
         let first = o.translate(&audio(4, 105));
         let kinds: Vec<String> = first
             .iter()
@@ -205,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_cut_reply_clears_and_forgets_its_marks() {
-        let mut o = Output::new("MZ1".into());
+        let mut o = Output::new(Box::new(TestWire));
         o.translate(&audio(7, 200));
         let out = o.translate(&CallEvent::Interrupted {
             turn_id: 1,
