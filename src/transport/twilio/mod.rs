@@ -120,7 +120,7 @@ fn answer(
     };
     let (call_sid, from, to) = (field("CallSid"), field("From"), field("To"));
     let (org, agent) =
-        crate::transport::phone::who_answers(&state, &state.config.telephony.numbers, to);
+        crate::transport::phone::who_answers(state, &state.config.telephony.numbers, to);
     let pass = StreamPass::new(Carrier::Twilio, call_sid, from, to, org, agent);
     let token = pass.sign(&state.auth).map_err(AppError::internal)?;
     info!(call_sid, "incoming phone call: connecting its media stream");
