@@ -610,6 +610,24 @@ async fn a_message_taken_reaches_the_agents_webhook_masked() {
         (&data["name"], &data["callback"], &data["message"]),
         (&json!("Ada"), &json!("[phone]"), &json!("About my crown"))
     );
+    // The tool call itself, with its arguments and result, masked alike.
+    let mut called = None;
+    for _ in 0..400 {
+        called = (bodies.lock().unwrap().iter())
+            .find(|b| b["type"] == "tool.called")
+            .cloned();
+        if called.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let called = called.expect("tool.called is delivered");
+    let data = &called["data"];
+    assert_eq!((&data["name"], &data["ok"]), (&json!("note"), &json!(true)));
+    let arguments: Value = serde_json::from_str(data["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments["callback"], "[phone]", "{data}");
+    assert_eq!(arguments["name"], "Ada");
+    assert!(data["result"].as_str().unwrap().contains("ok"), "{data}");
     // The event log is masked the same way.
     let log = event_log(&server, &call_id).await;
     let taken = log.iter().find(|(k, _)| k == "message_taken").unwrap();

@@ -50,6 +50,9 @@ pub struct Recorder {
     redactor: Redactor,
     /// The call's webhook, if its agent has one.
     hook: Option<CallHook>,
+    /// Arguments of the tool calls not answered yet, by the model's id of the call, for the
+    /// webhook's `tool.called` (bounded: a call runs at most a few tools a turn).
+    tool_args: Vec<(String, String)>,
     /// The operator holding the call, as the webhook was told.
     taken_over_by: Option<String>,
     /// Where the call's summary is made when it ends, and what it is made from.
@@ -89,6 +92,7 @@ impl Recorder {
             agent_ms: 0.0,
             redactor: Redactor::default(),
             hook: None,
+            tool_args: Vec::new(),
             taken_over_by: None,
             summary: None,
         }
@@ -454,7 +458,7 @@ impl Recorder {
     }
 
     /// A tool step's log entry; a message taken goes to the webhook too (masked first).
-    fn tool(&self, step: &ToolEvent) -> (&'static str, serde_json::Value) {
+    fn tool(&mut self, step: &ToolEvent) -> (&'static str, serde_json::Value) {
         match step {
             ToolEvent::Call {
                 turn_id,
@@ -462,11 +466,19 @@ impl Recorder {
                 call_id,
                 name,
                 arguments,
-            } => (
-                "tool_call",
-                json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
-                    "name": name, "arguments": arguments}),
-            ),
+            } => {
+                if self.hook.is_some() {
+                    if self.tool_args.len() >= MAX_OPEN_TOOL_CALLS {
+                        self.tool_args.remove(0);
+                    }
+                    self.tool_args.push((call_id.clone(), arguments.clone()));
+                }
+                (
+                    "tool_call",
+                    json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
+                        "name": name, "arguments": arguments}),
+                )
+            }
             ToolEvent::Result {
                 turn_id,
                 item_id,
@@ -475,12 +487,20 @@ impl Recorder {
                 result,
                 error,
                 ms,
-            } => (
-                "tool_result",
-                json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
-                    "name": name, "ok": error.is_none(), "error": error, "result": result,
-                    "ms": ms}),
-            ),
+            } => {
+                let at = self.tool_args.iter().position(|(id, _)| id == call_id);
+                let arguments = at.map(|i| self.tool_args.remove(i).1).unwrap_or_default();
+                if let Some(hook) = &self.hook {
+                    let r = &self.redactor;
+                    hook.tool(name, &r.redact(&arguments), &r.redact(result), *error, *ms);
+                }
+                (
+                    "tool_result",
+                    json!({"turn_id": turn_id, "item_id": item_id, "call_id": call_id,
+                        "name": name, "ok": error.is_none(), "error": error, "result": result,
+                        "ms": ms}),
+                )
+            }
             ToolEvent::Message {
                 turn_id,
                 name,
@@ -502,6 +522,9 @@ impl Recorder {
             }
         }
     }
+
+    /// The most tool calls a call keeps the arguments of while they run (for the webhook).
+    const MAX_OPEN_TOOL_CALLS: usize = 16;
 
     /// The caller's and the agent's audio of this stretch of the call, in ms.
     pub fn stretch_audio_ms(&self) -> (i64, i64) {

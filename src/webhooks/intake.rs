@@ -96,6 +96,16 @@ impl Intake {
                 payload::MESSAGE_TAKEN,
                 payload::message(&e.call, e.at_ms, name, callback, message),
             ),
+            HookKind::Tool {
+                name,
+                arguments,
+                result,
+                error,
+                ms,
+            } => (
+                payload::TOOL_CALLED,
+                payload::tool(&e.call, e.at_ms, name, arguments, result, *error, *ms),
+            ),
             HookKind::Ended { reason, turns } => {
                 let end = Ending {
                     at_ms: e.at_ms,

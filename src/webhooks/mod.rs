@@ -1,6 +1,6 @@
-//! Signed webhooks: `call.started`, `call.ended`, `takeover.started`, `takeover.ended` and
-//! `message.taken` (the agent's `take_message` tool) sent to the URL of the call's agent,
-//! signed with its secret.
+//! Signed webhooks: `call.started`, `call.ended`, `takeover.started`, `takeover.ended`,
+//! `tool.called` (a tool the agent's model called, and its result) and `message.taken` (the
+//! agent's `take_message` tool) sent to the URL of the call's agent, signed with its secret.
 //!
 //! Off the call's path: a call's recorder hands its events to [`CallHook`], which never waits
 //! (a bounded queue; what does not fit is dropped and counted). The intake task makes each into
@@ -53,6 +53,13 @@ pub(crate) enum HookKind {
         name: String,
         callback: String,
         message: String,
+    },
+    Tool {
+        name: String,
+        arguments: String,
+        result: String,
+        error: Option<&'static str>,
+        ms: f64,
     },
 }
 
@@ -231,6 +238,24 @@ impl CallHook {
     }
 
     /// The agent took a message (`take_message`).
+    /// A tool the model called answered (or failed: `error`).
+    pub fn tool(
+        &self,
+        name: &str,
+        arguments: &str,
+        result: &str,
+        error: Option<&'static str>,
+        ms: f64,
+    ) {
+        self.send(HookKind::Tool {
+            name: name.to_string(),
+            arguments: arguments.to_string(),
+            result: result.to_string(),
+            error,
+            ms,
+        });
+    }
+
     pub fn message(&self, name: &str, callback: &str, message: &str) {
         self.send(HookKind::Message {
             name: name.to_string(),

@@ -16,6 +16,7 @@ pub const CALL_ENDED: &str = "call.ended";
 pub const TAKEOVER_STARTED: &str = "takeover.started";
 pub const TAKEOVER_ENDED: &str = "takeover.ended";
 pub const MESSAGE_TAKEN: &str = "message.taken";
+pub const TOOL_CALLED: &str = "tool.called";
 
 /// The whole body.
 pub fn envelope(id: &str, event: &str, created_at_ms: i64, data: Map<String, Value>) -> String {
@@ -48,6 +49,28 @@ pub fn started(call: &CallMeta, at_ms: i64, resumed: bool) -> Map<String, Value>
 pub fn takeover(call: &CallMeta, at_ms: i64, operator: &str) -> Map<String, Value> {
     let mut m = call_fields(call);
     m.insert("operator".into(), json!(operator));
+    m.insert("at_ms".into(), json!(at_ms));
+    m
+}
+
+/// `tool.called`: a tool the agent's model called, its arguments (JSON text, as the model
+/// wrote them) and what it answered.
+pub fn tool(
+    call: &CallMeta,
+    at_ms: i64,
+    name: &str,
+    arguments: &str,
+    result: &str,
+    error: Option<&str>,
+    ms: f64,
+) -> Map<String, Value> {
+    let mut m = call_fields(call);
+    m.insert("name".into(), json!(name));
+    m.insert("arguments".into(), json!(arguments));
+    m.insert("ok".into(), json!(error.is_none()));
+    m.insert("error".into(), json!(error));
+    m.insert("result".into(), json!(result));
+    m.insert("ms".into(), json!(ms));
     m.insert("at_ms".into(), json!(at_ms));
     m
 }
