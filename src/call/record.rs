@@ -468,7 +468,7 @@ impl Recorder {
                 arguments,
             } => {
                 if self.hook.is_some() {
-                    if self.tool_args.len() >= MAX_OPEN_TOOL_CALLS {
+                    if self.tool_args.len() >= Self::MAX_OPEN_TOOL_CALLS {
                         self.tool_args.remove(0);
                     }
                     self.tool_args.push((call_id.clone(), arguments.clone()));
