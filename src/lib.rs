@@ -14,6 +14,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod http;
 pub mod keys;
+pub mod live;
 pub mod loadgen;
 pub mod metrics;
 pub mod models;

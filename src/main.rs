@@ -414,7 +414,20 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         tracing::info!(store = %store.describe(), "call store");
-        let state = AppState::with_store(config, engines, store);
+        let cluster = match &config.cluster.redis_url {
+            None => None,
+            Some(_) => match voxwire::live::Cluster::connect(&config.cluster).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("cannot reach Redis (VOXWIRE_REDIS_URL): {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        if cluster.is_some() && !config.store.database_url.starts_with("postgres") {
+            tracing::warn!("VOXWIRE_REDIS_URL is set but the store is not Postgres: calls cannot be resumed on another node");
+        }
+        let state = AppState::with_cluster(config, engines, store, cluster);
         match voxwire::run(listener, state, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -7,11 +7,11 @@
 //! increasing across restarts without any stored counter. The same id goes into the call's
 //! event log, where a reconnecting monitor finds what it missed (`Last-Event-ID`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// The event kinds a monitor sees (and that get stream ids); anything else stays in the log.
 pub const MONITORED: &[&str] = &[
@@ -93,6 +93,10 @@ pub struct Feed {
     last: Mutex<i64>,
     /// Subscribers that want response deltas; none, and deltas are not published at all.
     deltas: AtomicUsize,
+    /// Several nodes: this node's events also go here, to the other nodes (see `live`).
+    forward: OnceLock<mpsc::Sender<Arc<FeedEvent>>>,
+    /// Several nodes: a monitor on another node wants response deltas.
+    remote_deltas: AtomicBool,
 }
 
 impl Feed {
@@ -101,7 +105,32 @@ impl Feed {
             tx: broadcast::channel(capacity.max(1)).0,
             last: Mutex::new(0),
             deltas: AtomicUsize::new(0),
+            forward: OnceLock::new(),
+            remote_deltas: AtomicBool::new(false),
         })
+    }
+
+    /// Sends every event published from now on to `to` as well (the other nodes), without
+    /// waiting: when `to` is full, an event is not forwarded.
+    pub fn forward_to(&self, to: mpsc::Sender<Arc<FeedEvent>>) {
+        let _ = self.forward.set(to);
+    }
+
+    /// An event of another node's call, for this node's subscribers (it was stored there).
+    pub fn inject(&self, event: FeedEvent) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
+    /// Whether a subscriber of this node wants response deltas.
+    pub fn local_wants_deltas(&self) -> bool {
+        self.deltas.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a monitor on another node wants response deltas.
+    pub fn set_remote_deltas(&self, on: bool) {
+        self.remote_deltas.store(on, Ordering::Relaxed);
     }
 
     /// Events from now on.
@@ -118,7 +147,7 @@ impl Feed {
 
     /// Whether any subscriber wants response deltas.
     pub fn wants_deltas(&self) -> bool {
-        self.deltas.load(Ordering::Acquire) > 0
+        self.local_wants_deltas() || self.remote_deltas.load(Ordering::Relaxed)
     }
 
     /// Gives `kind` a stream id if the monitor shows it, calls `store` with it (`None` for kinds
@@ -142,15 +171,20 @@ impl Feed {
         let id = (*last + 1).max(at_ms.saturating_mul(1000));
         *last = id;
         store((kind != RESPONSE_DELTA).then_some(id));
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(FeedEvent {
+        let forward = self.forward.get();
+        if self.tx.receiver_count() > 0 || forward.is_some() {
+            let event = Arc::new(FeedEvent {
                 id,
                 meta: meta.clone(),
                 seq,
                 kind: kind.to_string(),
                 at_ms,
                 data: data.clone(),
-            }));
+            });
+            if let Some(to) = forward {
+                let _ = to.try_send(event.clone());
+            }
+            let _ = self.tx.send(event);
         }
     }
 }

@@ -67,6 +67,11 @@ impl CallHandle {
         self.inputs.send(input).await.map_err(|_| CallGone)
     }
 
+    /// Sends input only if the call has room for it now.
+    pub fn try_send(&self, input: CallInput) -> Result<(), CallGone> {
+        self.inputs.try_send(input).map_err(|_| CallGone)
+    }
+
     /// Events from now on. A subscriber that falls more than [`SUBSCRIBER_BUFFER`] events
     /// behind is told how many it missed; the call never waits for it.
     pub fn subscribe(&self) -> Subscription {

@@ -6,7 +6,9 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -37,7 +39,8 @@ pub struct Operator {
     pub admin: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OperatorAction {
     /// Take the call over; `force` (admins only) takes it from another operator.
     Takeover { force: bool },
@@ -83,12 +86,12 @@ impl OperatorCommand {
 }
 
 /// The call's state as operator routes answer it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OperatorView {
     pub call_id: String,
     /// `listening`, `thinking`, `speaking`, `waiting` (for an operator), `taken_over` or
     /// `ended`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub taken_over_by: Option<String>,
     /// Context notes added so far.
     pub notes: usize,
@@ -97,7 +100,8 @@ pub struct OperatorView {
 }
 
 /// Why the call refused a command.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OperatorRefusal {
     #[error("the call is taken over by `{0}`")]
     AlreadyTakenOver(String),
@@ -209,7 +213,7 @@ impl Call {
         };
         OperatorView {
             call_id: self.id().to_string(),
-            state,
+            state: Cow::Borrowed(state),
             taken_over_by: self.takeover.by.clone(),
             notes: self.takeover.notes,
             end_reason: end,

@@ -42,4 +42,6 @@ pub struct CallServices {
     pub recordings: std::path::PathBuf,
     /// Default limits of an org, and what is said when a call's minutes run out.
     pub usage: crate::config::UsageSettings,
+    /// Several nodes: what is live is shared through Redis (`VOXWIRE_REDIS_URL`).
+    pub cluster: Option<Arc<crate::live::Cluster>>,
 }

@@ -256,6 +256,42 @@ async fn returning_caller(
     vars
 }
 
+/// Holds the call for this node across the cluster: refused when another node holds it live
+/// or the org's caps on live calls (counted across the nodes) are reached.
+async fn claim(
+    svc: &CallServices,
+    cluster: &crate::live::Cluster,
+    call_id: &str,
+    owner: &Owner,
+    caps: super::store::LiveCaps,
+) -> Result<(), StartError> {
+    use crate::live::Refusal;
+    let per_user = i64::try_from(svc.limits.max_calls_per_user).unwrap_or(i64::MAX);
+    match cluster.claim(call_id, owner, caps, per_user).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Refusal::Live(_))) => Err(refuse(
+            ErrorCode::CallAlreadyActive,
+            format!("call `{call_id}` is already live on another connection"),
+        )),
+        Ok(Err(Refusal::TooMany(n))) => Err(refuse(
+            ErrorCode::TooManyCalls,
+            format!("too many calls for this user (limit {n})"),
+        )),
+        Ok(Err(Refusal::Limit(kind, cap))) => Err(refuse(
+            ErrorCode::LimitReached,
+            StoreError::Limit(kind, cap).to_string(),
+        )
+        .with_limit(kind)),
+        Err(e) => {
+            warn!(error = %e, "cannot claim the call in Redis");
+            Err(refuse(
+                ErrorCode::StoreUnavailable,
+                "the live-call registry is unavailable; try again",
+            ))
+        }
+    }
+}
+
 /// Starts (or resumes) a call and spawns its actor.
 pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started, StartError> {
     let session = match &req.session {
@@ -318,9 +354,14 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     )
     .with_echo_cancellation(svc.turn.echo_cancellation);
     let caps = limits_at_start(svc, &req.owner).await?;
-    let live = svc
+    // On a cluster the caps are counted across the nodes when the call is claimed, below.
+    let local_caps = match svc.cluster {
+        Some(_) => super::store::LiveCaps::default(),
+        None => caps,
+    };
+    let mut live = svc
         .calls
-        .start_capped(&req.owner, &agent.name, req.resume.as_deref(), caps)
+        .start_capped(&req.owner, &agent.name, req.resume.as_deref(), local_caps)
         .map_err(|e| {
             let code = match e {
                 StoreError::TooMany(_) => ErrorCode::TooManyCalls,
@@ -334,6 +375,22 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         })?;
     let resumed = req.resume.is_some();
     let call_id = live.record.id.clone();
+    if let Some(cluster) = &svc.cluster {
+        if let Err(e) = claim(svc, cluster, &call_id, &req.owner, caps).await {
+            let stretch = live.record.stretch();
+            drop(live);
+            if !resumed {
+                svc.calls.forget(&call_id, stretch);
+            }
+            return Err(e);
+        }
+        live.hold(crate::live::LeaseGuard::new(
+            cluster.clone(),
+            &call_id,
+            svc.writer.clone(),
+            svc.tasks.clone(),
+        ));
+    }
     if let Some(s) = &session {
         if let Err(e) = super::session::bind(svc, &s.id, &call_id).await {
             let stretch = live.record.stretch();

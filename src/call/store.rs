@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::handle::CallHandle;
 use super::history::History;
@@ -51,7 +51,7 @@ pub struct CallRecord {
 }
 
 /// What a live call is doing, as far as the monitor is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     /// Waiting for the caller, or hearing them.
@@ -66,7 +66,7 @@ pub enum CallState {
 }
 
 /// A live call as the monitor's snapshot shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveInfo {
     pub call_id: String,
     pub agent: String,
@@ -74,8 +74,21 @@ pub struct LiveInfo {
     pub started_at: i64,
     pub state: CallState,
     /// The operator holding the call taken over.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_over_by: Option<String>,
+}
+
+impl LiveInfo {
+    fn of(r: &CallRecord) -> Self {
+        LiveInfo {
+            call_id: r.id.clone(),
+            agent: r.agent.clone(),
+            sub: r.owner.sub.clone(),
+            started_at: r.started_at_ms.load(Ordering::SeqCst),
+            state: r.state(),
+            taken_over_by: r.taken_over_by(),
+        }
+    }
 }
 
 /// A finished call read back from the durable store.
@@ -228,6 +241,15 @@ pub struct CallStore {
 pub struct LiveCall {
     pub record: Arc<CallRecord>,
     store: Arc<CallStore>,
+    /// Dropped with the call's live state (the call's lease on a cluster).
+    guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl LiveCall {
+    /// Keeps `guard` until the call's live state ends.
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.guard = Some(Box::new(guard));
+    }
 }
 
 impl Drop for LiveCall {
@@ -353,6 +375,7 @@ impl CallStore {
         Ok(LiveCall {
             record,
             store: self.clone(),
+            guard: None,
         })
     }
 
@@ -401,17 +424,20 @@ impl CallStore {
             .keys()
             .filter_map(|id| inner.calls.get(id))
             .filter(|r| r.is_live() && r.owner.org.as_deref() == org)
-            .map(|r| LiveInfo {
-                call_id: r.id.clone(),
-                agent: r.agent.clone(),
-                sub: r.owner.sub.clone(),
-                started_at: r.started_at_ms.load(Ordering::SeqCst),
-                state: r.state(),
-                taken_over_by: r.taken_over_by(),
-            })
+            .map(|r| LiveInfo::of(r))
             .collect();
         live.sort_by(|a, b| (a.started_at, &a.call_id).cmp(&(b.started_at, &b.call_id)));
         live
+    }
+
+    /// A live call of this node as the monitor shows it, with its owner.
+    pub fn live_info(&self, id: &str) -> Option<(LiveInfo, Owner)> {
+        let inner = self.lock();
+        inner
+            .calls
+            .get(id)
+            .filter(|r| r.is_live() && inner.handles.contains_key(id))
+            .map(|r| (LiveInfo::of(r), r.owner.clone()))
     }
 
     /// Brings back a finished call from the durable store (after a restart), unless it is

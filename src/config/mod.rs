@@ -1,6 +1,7 @@
 //! Server configuration: one typed struct, read once from the environment (and `.env`), validated
 //! at start-up. A bad value is a [`ConfigError`] naming the variable; the CLI exits with code 64.
 
+mod cluster;
 mod net;
 mod store;
 mod telephony;
@@ -16,6 +17,7 @@ use crate::engines::llm::smollm::WeightFormat;
 use crate::engines::providers::{EngineKind, Providers};
 use crate::protocol::Limits;
 
+pub use cluster::ClusterSettings;
 pub use net::NetSettings;
 pub use store::StoreSettings;
 pub use telephony::{
@@ -123,6 +125,8 @@ pub struct Config {
     pub usage: UsageSettings,
     /// Phone calls through Twilio: its auth token and who answers each called number.
     pub telephony: TelephonySettings,
+    /// Several nodes as one service: Redis, this node's id, the live calls' lease.
+    pub cluster: ClusterSettings,
 }
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
@@ -152,6 +156,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("webhooks", &self.webhooks)
             .field("telephony", &self.telephony)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -471,6 +476,7 @@ impl Config {
             store: StoreSettings::from_env(env)?,
             usage: UsageSettings::from_env(env)?,
             telephony: TelephonySettings::from_env(env)?,
+            cluster: ClusterSettings::from_env(env)?,
         })
     }
 

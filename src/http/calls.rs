@@ -77,6 +77,26 @@ pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
         .collect()
 }
 
+/// The conversation from a call's stored items (a cut reply keeps what the caller heard).
+fn item_messages(items: &[crate::store::ItemRow]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|i| json!({"role": i.role, "content": i.heard.as_ref().unwrap_or(&i.text)}))
+        .collect()
+}
+
+/// The conversation of a call this node does not hold (live on another node), as stored so
+/// far; empty when the store cannot answer.
+pub async fn stored_messages(state: &AppState, call_id: &str) -> Vec<Value> {
+    match state.call_services.store.items(call_id).await {
+        Ok(items) => item_messages(&items),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a call's items");
+            Vec::new()
+        }
+    }
+}
+
 pub async fn call_history(
     State(state): State<Arc<AppState>>,
     Path(call_id): Path<String>,
@@ -115,10 +135,7 @@ pub async fn call_history(
     // from its stored items (a cut reply keeps what the caller heard).
     let messages: Vec<Value> = match &memory {
         Some(r) => masked_messages(&state, r),
-        None => items
-            .iter()
-            .map(|i| json!({"role": i.role, "content": i.heard.as_ref().unwrap_or(&i.text)}))
-            .collect(),
+        None => item_messages(&items),
     };
     if let (Some(o), Some(r)) = (body.as_object_mut(), &memory) {
         o.insert("agent".into(), json!(r.agent));

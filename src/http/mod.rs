@@ -100,5 +100,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             rate::limit,
         ))
         .fallback_service(web)
+        // Which node answered: the same on every response, WebSocket upgrades included.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("x-voxwire-node"),
+            axum::http::HeaderValue::from_str(state.node_id())
+                .unwrap_or(axum::http::HeaderValue::from_static("node")),
+        ))
         .with_state(state)
 }

@@ -21,8 +21,11 @@ use super::error::AppError;
 use crate::auth::{Claims, Role};
 use crate::call::operator::MAX_OPERATOR_TEXT;
 use crate::call::{
-    CallHandle, CallInput, Operator, OperatorAction, OperatorCommand, OperatorView, Owner,
+    CallHandle, CallInput, Operator, OperatorAction, OperatorCommand, OperatorRefusal,
+    OperatorView, Owner,
 };
+use crate::live::bus::Answer;
+use crate::live::remote::{Reach, RemoteCall};
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -142,61 +145,81 @@ fn operator(
     Ok((claims, force))
 }
 
-/// The handle of live call `call_id` of the operator's org: 404 `not_found` when there is no
-/// such call in the org, 409 `call_ended` when it is no longer live.
+/// Live call `call_id` of the operator's org, on this node or (on a cluster) another: 404
+/// `not_found` when there is no such call in the org, 409 `call_ended` when it is no longer live.
 pub async fn live_handle(
     state: &AppState,
     call_id: &str,
     claims: &Claims,
-) -> Result<CallHandle, AppError> {
+) -> Result<Reach, AppError> {
     let allowed = |o: &Owner| may_read(claims, &o.sub, o.org.as_deref());
-    let handle = match state.calls.get_if(call_id, allowed) {
-        Some(record) if record.is_live() => state.calls.handle(call_id),
-        Some(_) => None,
-        None => {
-            let stored = state
-                .call_services
-                .store
-                .call(call_id)
-                .await
-                .map_err(unavailable)?
-                .filter(|r| may_read(claims, &r.sub, r.org.as_deref()));
-            if stored.is_none() {
-                return Err(AppError::not_found(format!(
-                    "no call `{}` in this org",
-                    call_id.chars().take(64).collect::<String>()
-                )));
-            }
-            None
+    let known_here = state.calls.get_if(call_id, allowed);
+    if let Some(handle) = known_here
+        .as_ref()
+        .filter(|r| r.is_live())
+        .and_then(|_| state.calls.handle(call_id))
+        .filter(|h| !h.is_ended())
+    {
+        return Ok(Reach::Local(handle));
+    }
+    if known_here.is_none() {
+        let stored = state
+            .call_services
+            .store
+            .call(call_id)
+            .await
+            .map_err(unavailable)?
+            .filter(|r| may_read(claims, &r.sub, r.org.as_deref()));
+        if stored.is_none() {
+            return Err(AppError::not_found(format!(
+                "no call `{}` in this org",
+                call_id.chars().take(64).collect::<String>()
+            )));
         }
+    }
+    let Some(cluster) = &state.call_services.cluster else {
+        return Err(call_ended());
     };
-    handle.filter(|h| !h.is_ended()).ok_or_else(call_ended)
+    match cluster.holder(call_id).await {
+        Ok(Some(node)) if node != cluster.node => Ok(Reach::Remote(RemoteCall::new(
+            cluster.clone(),
+            call_id,
+            &node,
+        ))),
+        Ok(_) => Err(call_ended()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the node holding a call");
+            Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                "the live-call registry is unavailable; try again",
+            ))
+        }
+    }
 }
 
-/// Sends `action` to live call `call_id` of the operator's org and returns its answer.
+/// Sends `action` to live call `call_id` of the operator's org (on whichever node holds it)
+/// and returns its answer.
 pub async fn command(
     state: &AppState,
     call_id: &str,
     claims: &Claims,
     action: OperatorAction,
 ) -> Result<OperatorView, AppError> {
-    let handle = live_handle(state, call_id, claims).await?;
+    let reach = live_handle(state, call_id, claims).await?;
     let by = Operator {
         sub: claims.sub.clone(),
         admin: claims.role() == Role::Admin,
     };
     let kind = action.name();
-    let (cmd, answer) = OperatorCommand::new(by, action);
-    let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
-    match tokio::time::timeout_at(deadline, handle.send(CallInput::Operator(cmd))).await {
-        Err(_) => return Err(busy()),
-        Ok(Err(_)) => return Err(call_ended()),
-        Ok(Ok(())) => {}
-    }
-    let answer = match tokio::time::timeout_at(deadline, answer).await {
-        Err(_) => return Err(busy()),
-        Ok(Err(_)) => return Err(call_ended()),
-        Ok(Ok(a)) => a,
+    let answer = match &reach {
+        Reach::Local(handle) => local_command(handle, by, action).await?,
+        Reach::Remote(remote) => match remote.command(&by, action, COMMAND_TIMEOUT).await {
+            Answer::Done(view) => Ok(view),
+            Answer::Refused(refusal) => Err(refusal),
+            Answer::Gone => return Err(call_ended()),
+            Answer::Busy => return Err(busy()),
+        },
     };
     match answer {
         Ok(view) => {
@@ -208,6 +231,26 @@ pub async fn command(
             let e = conflict(refusal.code(), refusal.to_string());
             Err(e.with("taken_over_by", json!(holder)))
         }
+    }
+}
+
+/// An operator command to a call on this node, through its handle.
+async fn local_command(
+    handle: &CallHandle,
+    by: Operator,
+    action: OperatorAction,
+) -> Result<Result<OperatorView, OperatorRefusal>, AppError> {
+    let (cmd, answer) = OperatorCommand::new(by, action);
+    let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+    match tokio::time::timeout_at(deadline, handle.send(CallInput::Operator(cmd))).await {
+        Err(_) => return Err(busy()),
+        Ok(Err(_)) => return Err(call_ended()),
+        Ok(Ok(())) => {}
+    }
+    match tokio::time::timeout_at(deadline, answer).await {
+        Err(_) => Err(busy()),
+        Ok(Err(_)) => Err(call_ended()),
+        Ok(Ok(a)) => Ok(a),
     }
 }
 

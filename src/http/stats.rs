@@ -48,7 +48,7 @@ pub async fn stats(
         "from": from,
         "to": to,
         "calls": rows.calls,
-        "live_now": state.calls.live_in_org(org).len(),
+        "live_now": state.live_in_org(org).await.len(),
         "median_duration_ms": median_duration,
         "median_voice_to_voice_ms": median_v2v,
         "replies": rows.replies,

@@ -65,6 +65,17 @@ impl AppState {
     /// A server whose calls are kept in `store`. Needs a running tokio runtime (the store's
     /// writer is a task).
     pub fn with_store(config: Config, engines: Engines, store: Store) -> Arc<Self> {
+        Self::with_cluster(config, engines, store, None)
+    }
+
+    /// A server that is one node of a cluster (`cluster`), or alone (`None`). The cluster's
+    /// bus and lease renewal start here and stop at shutdown.
+    pub fn with_cluster(
+        config: Config,
+        engines: Engines,
+        store: Store,
+        cluster: Option<Arc<crate::live::Cluster>>,
+    ) -> Arc<Self> {
         let (secret, demo_mode) = match &config.jwt_secret {
             Some(s) => (s.as_bytes().to_vec(), false),
             None => (rand::random::<[u8; 32]>().to_vec(), true),
@@ -111,7 +122,11 @@ impl AppState {
             summaries,
             recordings: config.store.recordings_dir.clone(),
             usage: config.usage.clone(),
+            cluster: cluster.clone(),
         });
+        if let Some(c) = &cluster {
+            c.start(&call_services);
+        }
         Arc::new(Self {
             auth: Authenticator::new(&secret).with_max_ttl(config.net.max_token_ttl),
             sessions: TaskTracker::new(),
@@ -130,6 +145,34 @@ impl AppState {
             call_services,
             config,
         })
+    }
+}
+
+impl AppState {
+    /// The live calls of an org (`None`: the default org) on every node, oldest first. Without
+    /// a cluster, or when Redis cannot answer, this node's.
+    pub async fn live_in_org(&self, org: Option<&str>) -> Vec<crate::call::LiveInfo> {
+        let mut live = self.calls.live_in_org(org);
+        let Some(cluster) = &self.call_services.cluster else {
+            return live;
+        };
+        match cluster.live_in_org(org).await {
+            Ok(all) => {
+                for info in all {
+                    if !live.iter().any(|l| l.call_id == info.call_id) {
+                        live.push(info);
+                    }
+                }
+                live.sort_by(|a, b| (a.started_at, &a.call_id).cmp(&(b.started_at, &b.call_id)));
+            }
+            Err(e) => warn!(error = %e, "cannot list the other nodes' live calls"),
+        }
+        live
+    }
+
+    /// This node's name (`VOXWIRE_NODE_ID`).
+    pub fn node_id(&self) -> &str {
+        &self.config.cluster.node_id
     }
 }
 
@@ -281,6 +324,9 @@ pub async fn run(
             queued = writer.queued(),
             "store writes still queued at exit were not written"
         );
+    }
+    if let Some(cluster) = &state.call_services.cluster {
+        cluster.stop();
     }
     Ok(())
 }

@@ -211,8 +211,8 @@ pub async fn events(
     let rx = svc.feed.subscribe(deltas);
     let mut pending = VecDeque::new();
     let live: Vec<Value> = state
-        .calls
         .live_in_org(filter.org.as_deref())
+        .await
         .into_iter()
         .filter(|c| filter.wants_live(c))
         .map(|c| json!(c))

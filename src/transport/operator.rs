@@ -29,12 +29,13 @@ use crate::audio::encode::pcm16_bytes;
 use crate::audio::ENGINE_RATE;
 use crate::auth::Claims;
 use crate::call::record::now_ms;
-use crate::call::{CallHandle, CallInput, FeedItem, ListenAudio, OperatorAction};
+use crate::call::{CallInput, FeedItem, ListenAudio, OperatorAction};
 use crate::http::access;
 use crate::http::api::TokenQuery;
-use crate::http::calls::masked_messages;
+use crate::http::calls::{masked_messages, stored_messages};
 use crate::http::error::AppError;
 use crate::http::operate::{self, check_text, MAX_BODY_BYTES};
+use crate::live::remote::Reach;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
 
@@ -112,7 +113,7 @@ struct Session {
     socket: WebSocket,
     state: Arc<AppState>,
     claims: Claims,
-    handle: CallHandle,
+    handle: Reach,
     /// The call's audio, while the operator listens in.
     listen: Option<broadcast::Receiver<ListenAudio>>,
     /// Whether this operator holds the call taken over, as last heard.
@@ -186,26 +187,24 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> AppError {
 
 impl Session {
     async fn run(mut self) {
-        let call_id = self.handle.call_id.clone();
+        let call_id = self.handle.call_id().to_string();
         let svc = self.state.call_services.clone();
         // Subscribed before the snapshot, so nothing falls between them.
         let mut feed = svc.feed.subscribe(true);
         let info = self
             .state
-            .calls
             .live_in_org(self.claims.org.as_deref())
+            .await
             .into_iter()
             .find(|c| c.call_id == call_id);
         self.holding = info
             .as_ref()
             .and_then(|c| c.taken_over_by.as_deref())
             .is_some_and(|by| by == self.claims.sub);
-        let messages = self
-            .state
-            .calls
-            .get_if(&call_id, |_| true)
-            .map(|r| masked_messages(&self.state, &r))
-            .unwrap_or_default();
+        let messages = match self.state.calls.get_if(&call_id, |_| true) {
+            Some(r) => masked_messages(&self.state, &r),
+            None => stored_messages(&self.state, &call_id).await,
+        };
         let ready = json!({
             "type": "operator_ready",
             "at": now_ms(),
@@ -386,7 +385,7 @@ impl Session {
         };
         let name = action.name();
         let view =
-            operate::command(&self.state, &self.handle.call_id, &self.claims, action).await?;
+            operate::command(&self.state, self.handle.call_id(), &self.claims, action).await?;
         self.holding = view.taken_over_by.as_deref() == Some(self.claims.sub.as_str());
         Ok(json!({"type": "result", "id": cmd.id, "command": name, "call": view}))
     }
@@ -428,7 +427,7 @@ impl Session {
             samples,
         };
         // A call that is behind on its inputs loses this chunk rather than stalling the socket.
-        let _ = tokio::time::timeout(VOICE_SEND, self.handle.send(input)).await;
+        self.handle.send_voice(input, VOICE_SEND).await;
         Ok(())
     }
 
@@ -438,7 +437,7 @@ impl Session {
             let input = CallInput::OperatorVoiceEnd {
                 operator: self.claims.sub.clone(),
             };
-            let _ = tokio::time::timeout(VOICE_SEND, self.handle.send(input)).await;
+            self.handle.send_voice(input, VOICE_SEND).await;
         }
     }
 }
