@@ -299,6 +299,20 @@ async fn a_killed_node_s_callers_resume_elsewhere_with_their_history() {
         resumed += 1;
     }
     assert!(resumed >= 1, "no call was on node2");
+    // Started again on its port, node2 is back in the proxy's rotation and takes calls.
+    c.node(2).restart().await;
+    c.proxy
+        .wait_for("node2", true, Duration::from_secs(10))
+        .await;
+    let mut back = c
+        .connect_node(2, &c.caller_token("crash-after", Some("crash")))
+        .await;
+    back.start(json!({})).await;
+    assert_eq!(
+        reply_of(&back.say("hello again").await).as_deref(),
+        Some("You said: hello again. That is turn 1.")
+    );
+    back.hang_up().await;
 }
 
 /// d. An org's cap on live calls counts its calls on every node once.
