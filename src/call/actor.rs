@@ -498,6 +498,10 @@ impl Call {
         let call_id = self.record.id.clone();
         info!(call_id = %call_id, ?reason, turns, "call ended");
         self.svc.calls.detach(&call_id);
+        if let Some(cluster) = &self.svc.cluster {
+            // Before `Ended` is sent: a caller told the call ended may start another at once.
+            cluster.free_slots(&call_id).await;
+        }
         drop(self.live.take());
         let record = self.record.clone();
         if self.agent.summary {

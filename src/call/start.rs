@@ -264,10 +264,11 @@ async fn claim(
     call_id: &str,
     owner: &Owner,
     caps: super::store::LiveCaps,
+    info: &super::store::LiveInfo,
 ) -> Result<(), StartError> {
     use crate::live::Refusal;
     let per_user = i64::try_from(svc.limits.max_calls_per_user).unwrap_or(i64::MAX);
-    match cluster.claim(call_id, owner, caps, per_user).await {
+    match cluster.claim(call_id, owner, caps, per_user, info).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(Refusal::Live(_))) => Err(refuse(
             ErrorCode::CallAlreadyActive,
@@ -376,7 +377,15 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
     let resumed = req.resume.is_some();
     let call_id = live.record.id.clone();
     if let Some(cluster) = &svc.cluster {
-        if let Err(e) = claim(svc, cluster, &call_id, &req.owner, caps).await {
+        let info = super::store::LiveInfo {
+            call_id: call_id.clone(),
+            agent: agent.name.clone(),
+            sub: req.owner.sub.clone(),
+            started_at: live.record.stretch_started_ms(),
+            state: super::store::CallState::Listening,
+            taken_over_by: None,
+        };
+        if let Err(e) = claim(svc, cluster, &call_id, &req.owner, caps, &info).await {
             let stretch = live.record.stretch();
             drop(live);
             if !resumed {

@@ -162,6 +162,21 @@ pub async fn live_handle(
     {
         return Ok(Reach::Local(handle));
     }
+    // On a cluster, a call of the org live on another node is found in Redis (its store row
+    // may still be on its way).
+    if let (None, Some(cluster)) = (&known_here, &state.call_services.cluster) {
+        match cluster.live_node(call_id, claims.org.as_deref()).await {
+            Ok(Some(node)) if node != cluster.node => {
+                return Ok(Reach::Remote(RemoteCall::new(
+                    cluster.clone(),
+                    call_id,
+                    &node,
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for a call on the other nodes"),
+        }
+    }
     if known_here.is_none() {
         let stored = state
             .call_services

@@ -59,6 +59,8 @@ pub enum Refusal {
 struct Held {
     org: String,
     sub: String,
+    /// The call ended: it no longer counts against the caps, and its lease is not renewed.
+    freed: bool,
 }
 
 pub struct Cluster {
@@ -137,6 +139,7 @@ impl Cluster {
         owner: &Owner,
         caps: LiveCaps,
         per_user: i64,
+        info: &LiveInfo,
     ) -> Result<Result<(), Refusal>, LiveError> {
         let org = org_key(owner.org.as_deref());
         let (status, detail): (String, String) = self
@@ -144,12 +147,14 @@ impl Cluster {
             .key(lease_key(call_id))
             .key(org_set(org))
             .key(sub_set(org, &owner.sub))
+            .key(info_key(call_id))
             .arg(&self.node)
             .arg(call_id)
             .arg(self.lease.as_millis() as u64)
             .arg(caps.org.unwrap_or(-1))
             .arg(caps.subject.unwrap_or(-1))
             .arg(per_user)
+            .arg(serde_json::to_string(info).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await?;
         let cap = || detail.parse().unwrap_or(0);
@@ -160,6 +165,7 @@ impl Cluster {
                     Held {
                         org: org.to_string(),
                         sub: owner.sub.clone(),
+                        freed: false,
                     },
                 );
                 Ok(())
@@ -169,6 +175,32 @@ impl Cluster {
             "org" => Err(Refusal::Limit(LimitKind::ConcurrentCalls, cap())),
             _ => Err(Refusal::Limit(LimitKind::SubjectConcurrentCalls, cap())),
         })
+    }
+
+    /// The call ended: it stops counting against the org's caps at once (its lease is let go
+    /// later, by [`Cluster::release_after`]).
+    pub async fn free_slots(&self, call_id: &str) {
+        let sets = match self.held().get_mut(call_id) {
+            Some(h) if !h.freed => {
+                h.freed = true;
+                (org_set(&h.org), sub_set(&h.org, &h.sub))
+            }
+            _ => return,
+        };
+        let done = redis::pipe()
+            .cmd("ZREM")
+            .arg(&sets.0)
+            .arg(call_id)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&sets.1)
+            .arg(call_id)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await;
+        if let Err(e) = done {
+            warn!(call_id, error = %e, "cannot free the call's place in the org's live calls");
+        }
     }
 
     /// Lets call `call_id` go once the store has what was written of it so far.
@@ -210,6 +242,23 @@ impl Cluster {
             .await?)
     }
 
+    /// The node holding call `call_id` live, if it is a live call of `org`.
+    pub async fn live_node(
+        &self,
+        call_id: &str,
+        org: Option<&str>,
+    ) -> Result<Option<String>, LiveError> {
+        let (score, holder): (Option<f64>, Option<String>) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg(org_set(org_key(org)))
+            .arg(call_id)
+            .cmd("GET")
+            .arg(lease_key(call_id))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(score.and(holder))
+    }
+
     /// The live calls of an org on every node, oldest first.
     pub async fn live_in_org(&self, org: Option<&str>) -> Result<Vec<LiveInfo>, LiveError> {
         let rows: Vec<String> = self
@@ -243,6 +292,7 @@ impl Cluster {
             let held: Vec<(String, String, String)> = self
                 .held()
                 .iter()
+                .filter(|(_, h)| !h.freed)
                 .map(|(id, h)| (id.clone(), h.org.clone(), h.sub.clone()))
                 .collect();
             let mut call = self.renew.prepare_invoke();

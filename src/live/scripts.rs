@@ -10,8 +10,8 @@
 //! - `info:{call}`: the live call as the monitor's snapshot shows it, expiring with the lease;
 //! - `deltas`: set while a monitor somewhere wants response deltas.
 
-/// Claims a call for a node. KEYS: lease, org set, subject set. ARGV: node, call id, lease ms,
-/// org cap, subject cap, per-user cap (-1: none). Returns `{status, detail}`: `ok`, `live`
+/// Claims a call for a node. KEYS: lease, org set, subject set, info. ARGV: node, call id,
+/// lease ms, org cap, subject cap, per-user cap (-1: none), info JSON. Returns `{status, detail}`: `ok`, `live`
 /// (detail: the node holding it), `too_many`, `org` or `subject` (detail: the cap).
 pub const CLAIM: &str = r#"
 local t = redis.call('TIME')
@@ -34,6 +34,7 @@ local expires = now + tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], expires, ARGV[2])
 redis.call('ZADD', KEYS[3], expires, ARGV[2])
+redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[3])
 return {'ok', ''}
 "#;
 

@@ -225,6 +225,11 @@ pub async fn events(
     let mut last_sent = 0;
     if let Some(after) = last_id {
         svc.writer.flush(REPLAY_FLUSH).await;
+        if svc.cluster.is_some() {
+            // The other nodes' writers store what they published within a batch or so; what
+            // comes after this arrives live and is skipped if the replay had it.
+            tokio::time::sleep(CLUSTER_SETTLE).await;
+        }
         let mut r = Replay {
             after,
             sent: 0,
@@ -249,6 +254,9 @@ pub async fn events(
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
     Ok(([("x-accel-buffering", "no")], sse).into_response())
 }
+
+/// How long a replay on a cluster waits for the other nodes' store writes to land.
+const CLUSTER_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Reading a reconnecting reader's missed events from the store, a page at a time.
 struct Replay {
