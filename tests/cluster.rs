@@ -1,6 +1,7 @@
 //! Several nodes behind a load balancer act as one: three voxwire processes on one Postgres and
 //! one Redis, HAProxy in front with plain round robin. Calls spread over the nodes; an operator
-//! on one node acts on a call live on another and watches it; a node killed or drained
+//! on one node acts on a call live on another, watches it, listens in and speaks into it; a
+//! node killed or drained
 //! mid-call loses no call (its callers resume elsewhere with their history); org limits count
 //! the whole cluster's calls once; each webhook event is delivered once. Needs Debian's
 //! `postgresql`, `redis-server` and `haproxy` (`scripts/setup` installs them).
@@ -493,4 +494,160 @@ async fn a_drained_node_s_callers_resume_elsewhere_with_their_history() {
         drained += 1;
     }
     assert!(drained >= 1, "no call was on node1");
+}
+
+/// g. An operator's socket on node1 for a call live on node3: the call's history and events,
+/// listen-in (every caller sample once, and the agent's reply), the operator's live voice
+/// reaching the caller on node3 as theirs, then the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_socket_listens_to_and_speaks_into_a_call_on_another_node() {
+    let c = Cluster::start(Options::default()).await;
+    let op = c.token("sup", Some("acme"), Role::Operator);
+    let mut caller = c
+        .connect_node(3, &c.caller_token("alice", Some("acme")))
+        .await;
+    let call_id = caller.start(json!({})).await;
+    caller.say("are you open today").await;
+
+    let mut sock = OperatorSocket::open(&c.direct(1), &call_id, &op).await;
+    let ready = sock.heard_until("operator_ready").await.frames;
+    let ready = ready.last().unwrap();
+    assert_eq!(ready["call"]["call_id"], call_id.as_str(), "{ready}");
+    assert_eq!(ready["call"]["sub"], "alice", "{ready}");
+    let said: Vec<&str> = ready["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "are you open today",
+            "You said: are you open today. That is turn 1."
+        ],
+        "{ready}"
+    );
+
+    // Listen-in across nodes: the caller's audio on node3 reaches node1 whole, the reply too.
+    let on = sock
+        .command(json!({"type": "listen", "enabled": true, "id": 1}))
+        .await;
+    assert_eq!(
+        (on["type"].as_str(), on["listening"].as_bool()),
+        (Some("result"), Some(true)),
+        "{on}"
+    );
+    let frames = caller.speak(1_200).await;
+    assert!(
+        frames.iter().any(|f| f["type"] == "transcript"),
+        "{frames:?}"
+    );
+    let mut heard = sock.heard_until("metrics").await;
+    let kinds: Vec<&str> = heard
+        .frames
+        .iter()
+        .filter_map(|f| f["type"].as_str())
+        .filter(|k| *k != "response_delta")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "speech_started",
+            "speech_stopped",
+            "transcript",
+            "response",
+            "metrics"
+        ],
+        "{:?}",
+        heard.frames
+    );
+    // 300 ms of silence, 1.2 s of tone, 1.5 s of silence at 16 kHz.
+    sock.more_audio(&mut heard, 1, 48_000, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        heard.samples(1, 16_000),
+        48_000,
+        "every caller sample, once"
+    );
+    // The reply's audio, as much as the caller got.
+    let replied: usize = frames
+        .iter()
+        .filter(|f| f["type"] == "audio_response")
+        .map(|f| {
+            assert_eq!(f["encoding"], "pcm16", "{f}");
+            let b64 = f["audio"].as_str().unwrap_or_default();
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .expect("base64 audio")
+                .len()
+                / 2
+        })
+        .sum();
+    assert!(replied > 0, "{frames:?}");
+    sock.more_audio(&mut heard, 2, replied, Duration::from_secs(5))
+        .await;
+    let agent: Vec<_> = heard.audio.iter().filter(|a| a.0 == 2).collect();
+    assert_eq!(
+        agent.iter().map(|a| a.2).sum::<usize>(),
+        replied,
+        "the agent's reply, every sample once"
+    );
+    let rate = agent[0].1;
+    assert!(
+        rate >= 8_000 && agent.iter().all(|a| a.1 == rate),
+        "{agent:?}"
+    );
+
+    // Taken over from node1; the operator's voice reaches the caller on node3 as theirs.
+    let taken = sock.command(json!({"type": "takeover", "id": "t"})).await;
+    assert_eq!(taken["call"]["state"], "taken_over", "{taken}");
+    caller.recv_until("takeover_started").await;
+    for _ in 0..12 {
+        sock.voice(tone_pcm16(100, 16_000, 0.3)).await;
+    }
+    let ended = sock.command(json!({"type": "voice_end"})).await;
+    assert_eq!(ended["command"], "voice_end", "{ended}");
+    let line = caller.recv_until("response_done").await;
+    let audio: usize = line
+        .iter()
+        .filter(|f| f["type"] == "audio_response")
+        .map(|f| {
+            assert_eq!(f["from"], "operator", "{f}");
+            f["audio"].as_str().unwrap_or_default().len()
+        })
+        .sum();
+    assert!(audio > 0, "{line:?}");
+    let text = line
+        .iter()
+        .find(|f| f["type"] == "response" && f["is_final"] == true)
+        .expect("the operator's line");
+    assert_eq!(
+        (text["text"].as_str(), text["from"].as_str()),
+        (Some("audio of 1.2 seconds"), Some("operator"))
+    );
+
+    // Ended from node1: the caller on node3 is told, and so is the operator.
+    let end = sock.command(json!({"type": "end"})).await;
+    assert_eq!(end["call"]["end_reason"], "ended_by_operator", "{end}");
+    let last = caller.recv_until("call_ended").await;
+    assert_eq!(last.last().unwrap()["reason"], "ended_by_operator");
+    // Node2 reads the operator's line from the store.
+    let owner = c.caller_token("alice", Some("acme"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = stored_items(&c, 2, &owner, &call_id)
+            .await
+            .unwrap_or_default();
+        if items
+            .iter()
+            .any(|(_, role, text)| role == "assistant" && text == "audio of 1.2 seconds")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never held the operator's line: {items:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -111,6 +111,26 @@ impl CallRecord {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The conversation so far as the agent's model sees it, masked as the call's agent
+    /// redacts (for operators and the history route).
+    pub fn masked_messages(&self, agents: &crate::agents::Agents) -> Vec<serde_json::Value> {
+        let redactor = agents
+            .get_in(self.owner.org.as_deref(), Some(&self.agent))
+            .map(|a| a.redactor())
+            .unwrap_or_default();
+        self.history()
+            .messages()
+            .into_iter()
+            .map(|mut m| {
+                m.content = redactor.redact(&m.content).into_owned();
+                for call in &mut m.tool_calls {
+                    call.arguments = redactor.redact(&call.arguments).into_owned();
+                }
+                serde_json::json!(m)
+            })
+            .collect()
+    }
+
     /// The call's system prompt, if a `start_call` set one.
     pub fn system_prompt(&self) -> Option<String> {
         self.system

@@ -18,7 +18,6 @@ use super::api::{authenticate, TokenQuery};
 use super::error::AppError;
 use super::filters::{invalid, CallFilter, Params};
 use crate::call::recording::{recording_path, safe_id};
-use crate::call::store::CallRecord;
 use crate::call::Owner;
 use crate::protocol::ErrorCode;
 use crate::server::AppState;
@@ -54,27 +53,6 @@ pub(super) fn summary(row: &CallRow, live: bool) -> Value {
         "caller_audio_ms": row.caller_audio_ms,
         "agent_audio_ms": row.agent_audio_ms,
     })
-}
-
-/// A call's history as the model sees it, with what its agent redacts masked.
-pub fn masked_messages(state: &AppState, record: &CallRecord) -> Vec<Value> {
-    let redactor = state
-        .agents
-        .get_in(record.owner.org.as_deref(), Some(&record.agent))
-        .map(|a| a.redactor())
-        .unwrap_or_default();
-    record
-        .history()
-        .messages()
-        .into_iter()
-        .map(|mut m| {
-            m.content = redactor.redact(&m.content).into_owned();
-            for call in &mut m.tool_calls {
-                call.arguments = redactor.redact(&call.arguments).into_owned();
-            }
-            json!(m)
-        })
-        .collect()
 }
 
 /// The conversation from a call's stored items (a cut reply keeps what the caller heard).
@@ -134,7 +112,7 @@ pub async fn call_history(
     // The conversation as the model sees it: from memory while the call is known here, else
     // from its stored items (a cut reply keeps what the caller heard).
     let messages: Vec<Value> = match &memory {
-        Some(r) => masked_messages(&state, r),
+        Some(r) => r.masked_messages(&state.agents),
         None => item_messages(&items),
     };
     if let (Some(o), Some(r)) = (body.as_object_mut(), &memory) {

@@ -233,7 +233,7 @@ pub async fn command(
             Answer::Done(view) => Ok(view),
             Answer::Refused(refusal) => Err(refusal),
             Answer::Gone => return Err(call_ended()),
-            Answer::Busy => return Err(busy()),
+            Answer::Busy | Answer::History(_) | Answer::Listening => return Err(busy()),
         },
     };
     match answer {

@@ -93,11 +93,15 @@ pub enum NodeMsg {
         call_id: String,
         operator: String,
     },
-    /// To the call's node: send the call's audio to `from` (repeated while listening).
+    /// To the call's node: send the call's audio to `from` (repeated while listening). The
+    /// first request carries `req`, answered with `Answer::Listening` once the audio is
+    /// forwarded (or `Gone`).
     Listen {
         call_id: String,
         from: String,
         listen: u64,
+        #[serde(default)]
+        req: Option<u64>,
     },
     /// To the listening node: a chunk of the call's audio (pcm16, base64).
     Audio {
@@ -109,6 +113,13 @@ pub enum NodeMsg {
     /// To the listening node: the call ended, no more audio.
     ListenEnd {
         listen: u64,
+    },
+    /// To the call's node: the conversation so far, as an operator joining sees it;
+    /// answered with `Answer::History` (or `Gone`) on `from`'s channel.
+    History {
+        req: u64,
+        from: String,
+        call_id: String,
     },
 }
 
@@ -122,6 +133,10 @@ pub enum Answer {
     Gone,
     /// The call did not take the command in time.
     Busy,
+    /// The call's conversation so far (masked as the agent redacts), for `History`.
+    History(Vec<Value>),
+    /// The call's audio is forwarded from now on, for `Listen`.
+    Listening,
 }
 
 pub struct Bus {
@@ -215,23 +230,63 @@ impl Bus {
         }
     }
 
-    /// Starts receiving call `call_id`'s audio from `node`; the request is repeated by
-    /// [`Bus::keep_listening`] while the receiver lives.
-    pub fn listen(&self, node: &str, call_id: &str) -> (u64, broadcast::Receiver<ListenAudio>) {
+    /// The conversation of call `call_id` as its node holds it now (its latest turns may not
+    /// be in the store yet); `None` when the node does not answer within `wait` or no longer
+    /// holds the call.
+    pub async fn history(&self, node: &str, call_id: &str, wait: Duration) -> Option<Vec<Value>> {
+        let req = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(req, tx);
+        self.send(
+            node,
+            &NodeMsg::History {
+                req,
+                from: self.node.clone(),
+                call_id: call_id.to_string(),
+            },
+        );
+        let answer = tokio::time::timeout(wait, rx).await;
+        lock(&self.pending).remove(&req);
+        match answer {
+            Ok(Ok(Answer::History(messages))) => Some(messages),
+            _ => None,
+        }
+    }
+
+    /// Starts receiving call `call_id`'s audio from `node`, once that node says it forwards
+    /// it (so no audio after this returns is missed) or after `wait` (the request is repeated
+    /// by [`Bus::keep_listening`] while the receiver lives); `None` when the node no longer
+    /// holds the call.
+    pub async fn listen(
+        &self,
+        node: &str,
+        call_id: &str,
+        wait: Duration,
+    ) -> Option<(u64, broadcast::Receiver<ListenAudio>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = broadcast::channel(LISTEN_BUFFER);
         lock(&self.listens).insert(id, tx);
-        self.listen_request(node, call_id, id);
-        (id, rx)
+        let req = self.next.fetch_add(1, Ordering::Relaxed);
+        let (ack, acked) = oneshot::channel();
+        lock(&self.pending).insert(req, ack);
+        self.listen_request(node, call_id, id, Some(req));
+        let answer = tokio::time::timeout(wait, acked).await;
+        lock(&self.pending).remove(&req);
+        if let Ok(Ok(Answer::Gone)) = answer {
+            lock(&self.listens).remove(&id);
+            return None;
+        }
+        Some((id, rx))
     }
 
-    fn listen_request(&self, node: &str, call_id: &str, listen: u64) {
+    fn listen_request(&self, node: &str, call_id: &str, listen: u64, req: Option<u64>) {
         self.send(
             node,
             &NodeMsg::Listen {
                 call_id: call_id.to_string(),
                 from: self.node.clone(),
                 listen,
+                req,
             },
         );
     }
@@ -247,7 +302,7 @@ impl Bus {
                 lock(&self.listens).remove(&id);
                 return;
             }
-            self.listen_request(node, call_id, id);
+            self.listen_request(node, call_id, id, None);
         }
     }
 }
@@ -396,6 +451,13 @@ impl Cluster {
                     me.bus.send(&from, &NodeMsg::Answer { req, answer });
                 });
             }
+            NodeMsg::History { req, from, call_id } => {
+                let answer = match svc.calls.get_if(&call_id, |_| true) {
+                    Some(r) => Answer::History(r.masked_messages(&svc.agents)),
+                    None => Answer::Gone,
+                };
+                self.bus.send(&from, &NodeMsg::Answer { req, answer });
+            }
             NodeMsg::Answer { req, answer } => {
                 if let Some(tx) = lock(&self.bus.pending).remove(&req) {
                     let _ = tx.send(answer);
@@ -420,7 +482,18 @@ impl Cluster {
                 call_id,
                 from,
                 listen,
-            } => self.forward_audio(svc, call_id, from, listen),
+                req,
+            } => {
+                let forwarded = self.forward_audio(svc, call_id, from.clone(), listen);
+                if let Some(req) = req {
+                    let answer = if forwarded {
+                        Answer::Listening
+                    } else {
+                        Answer::Gone
+                    };
+                    self.bus.send(&from, &NodeMsg::Answer { req, answer });
+                }
+            }
             NodeMsg::Audio {
                 listen,
                 stream,
@@ -473,18 +546,26 @@ impl Cluster {
     }
 
     /// Sends call `call_id`'s audio to node `to` while its listen requests keep coming.
-    fn forward_audio(self: &Arc<Self>, svc: &CallServices, call_id: String, to: String, id: u64) {
+    /// Forwards the call's audio to listener `id` of node `to` (already forwarded: keeps it
+    /// going); whether the call is live here to forward it.
+    fn forward_audio(
+        self: &Arc<Self>,
+        svc: &CallServices,
+        call_id: String,
+        to: String,
+        id: u64,
+    ) -> bool {
         let key = (to.clone(), id);
         let fresh = lock(&self.bus.forwarding)
             .insert(key.clone(), Instant::now())
             .is_none();
         if !fresh {
-            return;
+            return true;
         }
         let Some(mut audio) = svc.calls.handle(&call_id).and_then(|h| h.listen()) else {
             lock(&self.bus.forwarding).remove(&key);
             self.bus.send(&to, &NodeMsg::ListenEnd { listen: id });
-            return;
+            return false;
         };
         let me = self.clone();
         tokio::spawn(async move {
@@ -514,5 +595,6 @@ impl Cluster {
             }
             lock(&me.bus.forwarding).remove(&key);
         });
+        true
     }
 }

@@ -33,6 +33,14 @@ impl RemoteCall {
             .await
     }
 
+    /// The call's conversation as its node holds it (see [`super::bus::Bus::history`]).
+    pub async fn history(&self, wait: Duration) -> Option<Vec<serde_json::Value>> {
+        self.cluster
+            .bus
+            .history(&self.node, &self.call_id, wait)
+            .await
+    }
+
     /// Starts watching the call's lease: once `node` no longer holds it, the call has ended
     /// (or moved) as far as this session is concerned.
     pub fn new(cluster: Arc<Cluster>, call_id: &str, node: &str) -> Self {
@@ -90,13 +98,14 @@ impl Reach {
         }
     }
 
-    /// The call's audio from now on, both sides, while it is live.
-    pub fn listen(&self) -> Option<broadcast::Receiver<ListenAudio>> {
+    /// The call's audio from now on, both sides, while it is live (on another node, once
+    /// that node forwards it, waiting at most `wait`).
+    pub async fn listen(&self, wait: Duration) -> Option<broadcast::Receiver<ListenAudio>> {
         match self {
             Self::Local(h) => h.listen(),
             Self::Remote(r) => {
                 let bus_owner = r.cluster.clone();
-                let (id, rx) = bus_owner.bus.listen(&r.node, &r.call_id);
+                let (id, rx) = bus_owner.bus.listen(&r.node, &r.call_id, wait).await?;
                 let (node, call) = (r.node.clone(), r.call_id.clone());
                 tokio::spawn(async move { bus_owner.bus.keep_listening(&node, &call, id).await });
                 Some(rx)

@@ -32,7 +32,7 @@ use crate::call::record::now_ms;
 use crate::call::{CallInput, FeedItem, ListenAudio, OperatorAction};
 use crate::http::access;
 use crate::http::api::TokenQuery;
-use crate::http::calls::{masked_messages, stored_messages};
+use crate::http::calls::stored_messages;
 use crate::http::error::AppError;
 use crate::http::operate::{self, check_text, MAX_BODY_BYTES};
 use crate::live::remote::Reach;
@@ -54,6 +54,9 @@ const TICK: Duration = Duration::from_millis(250);
 const ENDED_GRACE: Duration = Duration::from_secs(2);
 /// How long a voice chunk may wait for room in the call's input queue before it is dropped.
 const VOICE_SEND: Duration = Duration::from_millis(500);
+/// How long the node holding a call may take to send its conversation to an operator joining
+/// from another node (the store's copy is used after that), or to start forwarding its audio.
+const HISTORY_WAIT: Duration = Duration::from_secs(2);
 
 /// Binary frame header: stream, 0, sample rate (u16 little-endian).
 const HEADER: usize = 4;
@@ -202,8 +205,15 @@ impl Session {
             .and_then(|c| c.taken_over_by.as_deref())
             .is_some_and(|by| by == self.claims.sub);
         let messages = match self.state.calls.get_if(&call_id, |_| true) {
-            Some(r) => masked_messages(&self.state, &r),
-            None => stored_messages(&self.state, &call_id).await,
+            Some(r) => r.masked_messages(&self.state.agents),
+            // Held by another node: its latest turns may not be stored yet, so ask it.
+            None => match &self.handle {
+                Reach::Remote(r) => match r.history(HISTORY_WAIT).await {
+                    Some(m) => m,
+                    None => stored_messages(&self.state, &call_id).await,
+                },
+                Reach::Local(_) => stored_messages(&self.state, &call_id).await,
+            },
         };
         let ready = json!({
             "type": "operator_ready",
@@ -360,7 +370,11 @@ impl Session {
                 let on = cmd.enabled.ok_or_else(|| {
                     refused(ErrorCode::InvalidMessage, "`enabled` must be true or false")
                 })?;
-                self.listen = if on { self.handle.listen() } else { None };
+                self.listen = if on {
+                    self.handle.listen(HISTORY_WAIT).await
+                } else {
+                    None
+                };
                 return Ok(json!({"type": "result", "id": cmd.id, "command": "listen",
                     "listening": self.listen.is_some()}));
             }

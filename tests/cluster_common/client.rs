@@ -419,6 +419,136 @@ impl Monitor {
     }
 }
 
+/// An operator's socket on one call (`GET /api/calls/{id}/operator`).
+pub struct OperatorSocket {
+    ws: Ws,
+}
+
+/// What an operator socket sent: JSON frames, and audio frames as (stream, rate, samples)
+/// (stream 1: the caller, 2: the agent).
+#[derive(Default, Debug)]
+pub struct Heard {
+    pub frames: Vec<Value>,
+    pub audio: Vec<(u8, u16, usize)>,
+}
+
+impl Heard {
+    /// Samples heard on `stream`, each frame's rate checked against `rate`.
+    pub fn samples(&self, stream: u8, rate: u16) -> usize {
+        self.audio
+            .iter()
+            .filter(|a| a.0 == stream)
+            .map(|a| {
+                assert_eq!(a.1, rate, "stream {stream}'s rate");
+                a.2
+            })
+            .sum()
+    }
+}
+
+impl OperatorSocket {
+    /// Opens it at `base` (`http://host:port`); panics unless the upgrade succeeds.
+    pub async fn open(base: &str, call_id: &str, token: &str) -> OperatorSocket {
+        let url = format!(
+            "{}/api/calls/{call_id}/operator?token={token}",
+            base.replacen("http://", "ws://", 1)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the operator socket: {e}"));
+        OperatorSocket { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send a command");
+    }
+
+    /// The operator's voice: PCM16 LE at 16 kHz.
+    pub async fn voice(&mut self, pcm: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(pcm.into()))
+            .await
+            .expect("send voice");
+    }
+
+    /// Everything the socket sends until a JSON frame of type `until` (included).
+    pub async fn heard_until(&mut self, until: &str) -> Heard {
+        self.heard_until_any(&[until]).await
+    }
+
+    /// Everything the socket sends until a JSON frame of one of the types `until` (included).
+    pub async fn heard_until_any(&mut self, until: &[&str]) -> Heard {
+        let mut heard = Heard::default();
+        loop {
+            let msg = tokio::time::timeout(FRAME_WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {until:?}: {heard:?}"))
+                .expect("the operator socket closed")
+                .expect("operator socket error");
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("a JSON frame");
+                    let done = until.iter().any(|u| v["type"] == *u);
+                    heard.frames.push(v);
+                    if done {
+                        return heard;
+                    }
+                }
+                Message::Binary(b) => {
+                    assert!(b.len() >= 4 && (b.len() - 4) % 2 == 0, "{} bytes", b.len());
+                    let rate = u16::from_le_bytes([b[2], b[3]]);
+                    heard.audio.push((b[0], rate, (b.len() - 4) / 2));
+                }
+                Message::Close(c) => panic!("the operator socket closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads on until `stream` has brought `samples` samples in all into `heard` (audio and
+    /// events travel between nodes separately, so audio may come after a later event), or
+    /// for at most `within`.
+    pub async fn more_audio(
+        &mut self,
+        heard: &mut Heard,
+        stream: u8,
+        samples: usize,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        while heard
+            .audio
+            .iter()
+            .filter(|a| a.0 == stream)
+            .map(|a| a.2)
+            .sum::<usize>()
+            < samples
+        {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    let rate = u16::from_le_bytes([b[2], b[3]]);
+                    heard.audio.push((b[0], rate, (b.len() - 4) / 2));
+                }
+                Ok(Some(Ok(Message::Text(t)))) => heard
+                    .frames
+                    .push(serde_json::from_str(&t).expect("a JSON frame")),
+                Ok(Some(Ok(_))) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Sends a command and returns its `result` frame (or the `error` refusing it).
+    pub async fn command(&mut self, cmd: Value) -> Value {
+        self.send(cmd).await;
+        let heard = self.heard_until_any(&["result", "error"]).await;
+        heard.frames.last().expect("a result").clone()
+    }
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
