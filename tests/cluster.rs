@@ -1,10 +1,10 @@
 //! Several nodes behind a load balancer act as one: three voxwire processes on one Postgres and
 //! one Redis, HAProxy in front with plain round robin. Calls spread over the nodes; an operator
 //! on one node acts on a call live on another, watches it, listens in and speaks into it; a
-//! node killed or drained
-//! mid-call loses no call (its callers resume elsewhere with their history); org limits count
-//! the whole cluster's calls once; each webhook event is delivered once. Needs Debian's
-//! `postgresql`, `redis-server` and `haproxy` (`scripts/setup` installs them).
+//! node killed or drained mid-call loses no call (its callers resume elsewhere with their
+//! history); org limits count the whole cluster's calls once; each webhook event is delivered
+//! once. Needs Debian's `postgresql`, `redis-server` and `haproxy` (`scripts/setup` installs
+//! them).
 
 mod cluster_common;
 #[allow(dead_code)]
