@@ -429,6 +429,10 @@ pub enum EndReason {
     /// had been said (the target is in the event log; phone transfers come with the phone
     /// transports).
     Transferred,
+    /// Several nodes: another node holds the call now (this one lost its lease, cut off from
+    /// Redis for longer than `VOXWIRE_LEASE_MS`). Only this node's part of the call ends:
+    /// nothing is stored as its end, and the socket closes with 1001 so the client resumes.
+    Moved,
 }
 
 /// Which of an org's limits refused a call or ended it (`PUT /api/limits`).

@@ -651,3 +651,61 @@ async fn an_operator_socket_listens_to_and_speaks_into_a_call_on_another_node() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// h. A node that finds its call's lease held by another node (as after being cut off from
+/// Redis for longer than the lease) lets the call go: its caller is told `moved` and the socket
+/// closes with 1001, nothing records the call as ended, and the caller resumes it with its
+/// history once the other node lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_a_call_s_lease_lets_the_call_go_and_its_caller_resumes() {
+    let c = Cluster::start(Options::default()).await;
+    let owner = c.caller_token("dana", Some("acme"));
+    let mut caller = c.connect_node(1, &owner).await;
+    let call_id = caller.start(json!({})).await;
+    let said = caller.say("first question").await;
+    assert_eq!(
+        reply_of(&said).as_deref(),
+        Some("You said: first question. That is turn 1.")
+    );
+
+    // Another node holds the call's lease now, for 3 s.
+    let client = ::redis::Client::open(c.redis.url()).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let _: () = ::redis::cmd("SET")
+        .arg(format!("voxwire:lease:{call_id}"))
+        .arg("node2")
+        .arg("PX")
+        .arg(3000)
+        .query_async(&mut con)
+        .await
+        .expect("SET the lease");
+    let (closed, frames) = caller.closed_within(Duration::from_secs(10)).await;
+    assert_eq!(closed, Some(Closed::Code(Some(1001))), "{frames:?}");
+    let ended = frames
+        .iter()
+        .find(|f| f["type"] == "call_ended")
+        .expect("call_ended");
+    assert_eq!(ended["reason"], "moved", "{ended}");
+
+    // Nothing stored says the call ended.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let row = get(&format!("{}/api/calls/{call_id}", c.direct(2)), &owner).await;
+    assert_eq!(row.status, 200, "{:?}", row.body);
+    assert!(row.body.get("end_reason").is_some(), "{:?}", row.body);
+    assert_eq!(row.body["end_reason"], Value::Null, "{:?}", row.body);
+    assert_eq!(row.body["ended_at_ms"], Value::Null, "{:?}", row.body);
+
+    // Resumed through the proxy once the other lease ran out, with its history.
+    let mut again = c.connect_lb(&owner).await;
+    let started = resume(&mut again, &call_id).await;
+    assert_eq!(started["call_id"], call_id.as_str(), "{started}");
+    let said = again.say("second question").await;
+    assert_eq!(
+        reply_of(&said).as_deref(),
+        Some("You said: second question. That is turn 2.")
+    );
+    again.hang_up().await;
+}

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::event::{CallEvent, ToolEvent};
 use super::feed::{CallMeta, Feed, RESPONSE_DELTA};
 use super::operator::OperatorEventKind;
+use crate::protocol::EndReason;
 use crate::redact::Redactor;
 use crate::store::{CallRow, EventRow, ItemRow, StoreWriter, TurnMetricsRow, Write};
 use crate::webhooks::CallHook;
@@ -409,6 +410,11 @@ impl Recorder {
             CallEvent::Error { code, message } => {
                 ("error", json!({"code": code, "message": message}))
             }
+            // Another node holds the call now: the call has not ended, so nothing says it has.
+            CallEvent::Ended {
+                reason: EndReason::Moved,
+                ..
+            } => return,
             CallEvent::Ended { reason, turns, .. } => {
                 let reason_name = serde_json::to_value(reason)
                     .ok()

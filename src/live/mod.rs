@@ -28,9 +28,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::call::store::LiveCaps;
-use crate::call::{CallStore, Feed, LiveInfo, Owner};
+use crate::call::{CallInput, CallStore, Feed, LiveInfo, Owner};
 use crate::config::ClusterSettings;
-use crate::protocol::LimitKind;
+use crate::protocol::{EndReason, LimitKind};
 use crate::store::{org_key, redact_url, StoreWriter};
 
 /// How long a command to Redis may take before it counts as failed.
@@ -314,7 +314,17 @@ impl Cluster {
                 Ok(out) => {
                     feed.set_remote_deltas(out.first().is_some_and(|d| d == "1"));
                     for lost in out.iter().skip(1) {
-                        warn!(call_id = %lost, "another node holds this live call now");
+                        // Two nodes must not run one call: this one lets it go, and its
+                        // caller resumes where the call lives now.
+                        warn!(call_id = %lost, "another node holds this live call now; ending it here");
+                        if let Some(h) = self.held().get_mut(lost) {
+                            h.freed = true;
+                        }
+                        if let Some(handle) = calls.handle(lost) {
+                            tokio::spawn(async move {
+                                let _ = handle.send(CallInput::End(EndReason::Moved)).await;
+                            });
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot renew the live calls' leases"),

@@ -157,6 +157,13 @@ impl Connection {
     /// Forwards a call event; the call's end frees the connection for another call.
     async fn on_event(&mut self, event: CallEvent) {
         let ended = matches!(event, CallEvent::Ended { .. });
+        let moved = matches!(
+            event,
+            CallEvent::Ended {
+                reason: EndReason::Moved,
+                ..
+            }
+        );
         let Some(a) = self.active.as_mut() else {
             return;
         };
@@ -166,6 +173,10 @@ impl Connection {
         }
         for m in messages {
             self.send(m).await;
+        }
+        if moved {
+            // The client reconnects and resumes the call where it lives now.
+            self.close(1001, "call moved to another node").await;
         }
     }
 
