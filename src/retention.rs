@@ -163,12 +163,14 @@ pub enum EraseError {
     Live,
     #[error("earlier writes of the subject's calls have not reached the store")]
     Unflushed,
+    #[error("cannot tell whether the subject has a live call on another node: {0}")]
+    Cluster(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Erases every call of `sub` in `org` with its rows and recording, and writes an audit entry
-/// naming `actor` (never `sub`); refused while the subject has a live call on this node.
+/// naming `actor` (never `sub`); refused while the subject has a live call on any node.
 pub async fn erase_subject(
     svc: &CallServices,
     org: Option<&str>,
@@ -181,6 +183,13 @@ pub async fn erase_subject(
     };
     if svc.calls.has_live(&owner) {
         return Err(EraseError::Live);
+    }
+    if let Some(cluster) = &svc.cluster {
+        match cluster.subject_live(org, sub).await {
+            Ok(true) => return Err(EraseError::Live),
+            Ok(false) => {}
+            Err(e) => return Err(EraseError::Cluster(e.to_string())),
+        }
     }
     // Writes still queued would bring rows back after the deletion.
     if !svc.writer.flush(Duration::from_secs(10)).await {

@@ -626,6 +626,18 @@ async fn an_operator_socket_listens_to_and_speaks_into_a_call_on_another_node() 
         (Some("audio of 1.2 seconds"), Some("operator"))
     );
 
+    // Erasing alice through node2 is refused while her call is live on node3.
+    let admin = c.token("boss", Some("acme"), Role::Admin);
+    let erase = reqwest::Client::new()
+        .delete(format!("{}/api/subjects/alice", c.direct(2)))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("DELETE /api/subjects/alice");
+    assert_eq!(erase.status().as_u16(), 409);
+    let body: Value = erase.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "subject_live", "{body}");
+
     // Ended from node1: the caller on node3 is told, and so is the operator.
     let end = sock.command(json!({"type": "end"})).await;
     assert_eq!(end["call"]["end_reason"], "ended_by_operator", "{end}");

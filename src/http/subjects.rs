@@ -41,6 +41,14 @@ pub async fn erase(
             ErrorCode::SubjectLive,
             "this subject has a live call; erase once it has ended",
         )),
+        Err(EraseError::Cluster(e)) => {
+            tracing::warn!(error = %e, "cannot check the subject's live calls");
+            Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                "the live-call registry is unavailable; try again",
+            ))
+        }
         Err(EraseError::Unflushed) => Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StoreUnavailable,

@@ -274,6 +274,16 @@ impl Cluster {
         Ok(live)
     }
 
+    /// Whether `sub` of `org` has a live call on any node.
+    pub async fn subject_live(&self, org: Option<&str>, sub: &str) -> Result<bool, LiveError> {
+        let rows: Vec<String> = self
+            .live
+            .key(sub_set(org_key(org), sub))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Renews this node's leases and snapshot rows every third of the lease, and learns whether
     /// a monitor anywhere wants response deltas; until `stop`.
     pub async fn renew_leases(
