@@ -721,3 +721,90 @@ async fn a_node_that_lost_a_call_s_lease_lets_the_call_go_and_its_caller_resumes
     );
     again.hang_up().await;
 }
+
+/// i. An org's minutes of the day are counted in Redis by every node: the counter holds each
+/// node's calls, and a call on a third node is refused once the counter says the minutes ran
+/// out, whatever the store holds so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_s_daily_minutes_are_counted_once_for_every_node_in_redis() {
+    let c = Cluster::start(Options::default()).await;
+    let admin = c.token("boss", Some("metered"), Role::Admin);
+    let a = put(
+        &format!("{}/api/limits", c.direct(1)),
+        &admin,
+        json!({"concurrent_calls": null, "daily_minutes": 1,
+               "subject_concurrent_calls": null, "subject_daily_minutes": null}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let day = voxwire::store::day_of(voxwire::call::record::now_ms());
+    for (n, sub) in [(1, "ann"), (2, "ben")] {
+        let mut caller = c
+            .connect_node(n, &c.caller_token(sub, Some("metered")))
+            .await;
+        caller.start(json!({})).await;
+        caller.say("how long is this").await;
+        caller.hang_up().await;
+    }
+
+    // Both calls' time, each once, in the org's counter of the day.
+    let client = ::redis::Client::open(c.redis.url()).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let key = format!("voxwire:used:{day}:metered");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let counter = loop {
+        let h: HashMap<String, i64> = ::redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .expect("HGETALL");
+        let stretches = h.keys().filter(|k| k.starts_with("c:")).count();
+        let subs_counted = ["s:ann", "s:ben"]
+            .iter()
+            .all(|s| h.get(*s).is_some_and(|v| *v > 0));
+        if stretches == 2 && subs_counted {
+            break h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the counter never held both calls: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stretches: i64 = counter
+        .iter()
+        .filter(|(k, _)| k.starts_with("c:"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(counter["_total"], stretches, "{counter:?}");
+    assert_eq!(
+        counter["_total"],
+        counter["s:ann"] + counter["s:ben"],
+        "{counter:?}"
+    );
+    assert!(
+        counter["_total"] > 0 && counter["_total"] < 60_000,
+        "{counter:?}"
+    );
+
+    // Calls elsewhere used the rest of the minute: node3 refuses the next call.
+    let _: i64 = ::redis::cmd("HINCRBY")
+        .arg(&key)
+        .arg("_total")
+        .arg(60_000)
+        .query_async(&mut con)
+        .await
+        .expect("HINCRBY");
+    let mut third = c
+        .connect_node(3, &c.caller_token("cat", Some("metered")))
+        .await;
+    let refused = third.start_call(json!({})).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["limit"].as_str()),
+        (Some("limit_reached"), Some("daily_minutes")),
+        "{refused}"
+    );
+}

@@ -485,13 +485,15 @@ pub async fn start(svc: &Arc<CallServices>, req: StartRequest) -> Result<Started
         part_ms,
         &req.owner,
         &agent.name,
-    );
+    )
+    .with_cluster(svc.cluster.clone());
     let watch = Some(LimitWatch {
         store: svc.store.clone(),
         owner: req.owner.clone(),
         call_id: call_id.clone(),
         part_ms,
         defaults: svc.usage.defaults,
+        cluster: svc.cluster.clone(),
     });
     let engines = svc.engines.for_agent(&agent.name);
     let output_rate = engines.tts.sample_rate();

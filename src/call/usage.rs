@@ -8,9 +8,12 @@
 //! Minutes are wall-clock minutes of calls within the UTC day (a call across midnight counts
 //! on both days). The store is read for the other calls' minutes, which they write every
 //! [`WRITE_EVERY`]: calls of one org that run at once may together overrun a daily allowance
-//! by about that much each.
+//! by about that much each. On several nodes the org's counter of the day in Redis is read
+//! instead (each write raises it too; it is made from the store when Redis has none), and the
+//! store again when Redis cannot answer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -21,6 +24,7 @@ use super::record::now_ms;
 use super::services::CallServices;
 use super::start::StartError;
 use super::store::{LiveCaps, Owner};
+use crate::live::{Cluster, UsedError};
 use crate::protocol::{ErrorCode, LimitKind};
 use crate::store::{
     day_of, day_start_ms, org_key, OrgLimits, Store, StoreWriter, UsageRow, Write, CALL_MS,
@@ -49,6 +53,8 @@ pub struct Meter {
     /// Who speaks the stretch's replies, for its agent audio: fixed for the stretch, since
     /// that audio is observed as a running total.
     pub audio_engine: String,
+    /// Several nodes: the org's counters of the day in Redis, raised with each write.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Meter {
@@ -69,7 +75,14 @@ impl Meter {
             totals: BTreeMap::new(),
             seen: BTreeMap::new(),
             audio_engine: String::new(),
+            cluster: None,
         }
+    }
+
+    /// Keeps the org's counters of the day in `cluster`'s Redis too.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Counts what `total` (the stretch's total of `metric` by `engine` so far) adds to
@@ -118,6 +131,26 @@ impl Meter {
     /// Writes the running totals (each write raises the stored ones; none counts twice).
     pub fn write(&mut self) {
         self.clock(now_ms());
+        if let Some(cluster) = &self.cluster {
+            let days: Vec<(String, i64)> = self
+                .totals
+                .iter()
+                .filter(|((_, m, _), _)| *m == CALL_MS)
+                .map(|((day, _, _), v)| (day.clone(), *v))
+                .collect();
+            let (cluster, org, sub) = (cluster.clone(), self.org.clone(), self.sub.clone());
+            let (call_id, part_ms) = (self.call_id.clone(), self.part_ms);
+            // Off the call's path; the next write sets the same totals again if this one fails.
+            tokio::spawn(async move {
+                for (day, ms) in days {
+                    let stretch = (call_id.as_str(), part_ms);
+                    if let Err(e) = cluster.add_used(&org, &sub, &day, stretch, ms).await {
+                        warn!(error = %e, "cannot count the call's minutes in Redis");
+                        return;
+                    }
+                }
+            });
+        }
         let Some(writer) = &self.writer else {
             return;
         };
@@ -175,17 +208,22 @@ pub async fn limits_at_start(svc: &CallServices, owner: &Owner) -> Result<LiveCa
         return Ok(caps);
     }
     let day = day_of(now_ms());
-    let (org_used, sub_used) = svc
-        .store
-        .used_ms(owner.org.as_deref(), &owner.sub, &day, ("", -1))
-        .await
-        .map_err(|e| {
-            warn!(error = %e, "cannot read the org's minutes");
-            StartError::new(
-                ErrorCode::StoreUnavailable,
-                "the call store is unavailable; try again",
-            )
-        })?;
+    let (org_used, sub_used) = used_ms(
+        &svc.store,
+        svc.cluster.as_ref(),
+        owner.org.as_deref(),
+        &owner.sub,
+        &day,
+        ("", -1),
+    )
+    .await
+    .map_err(|e| {
+        warn!(error = %e, "cannot read the org's minutes");
+        StartError::new(
+            ErrorCode::StoreUnavailable,
+            "the call store is unavailable; try again",
+        )
+    })?;
     if let (Some(max), Some(m)) = (allowance.org_ms, limits.daily_minutes) {
         if org_used >= max {
             return Err(reached(LimitKind::DailyMinutes, m, "org's daily minutes"));
@@ -201,6 +239,29 @@ pub async fn limits_at_start(svc: &CallServices, owner: &Owner) -> Result<LiveCa
         }
     }
     Ok(caps)
+}
+
+/// The ms of calls of `org` and of `sub` in it on `day`, without stretch `except`: from the
+/// org's counters in Redis on several nodes (from the store when Redis cannot answer), else
+/// from the store.
+async fn used_ms(
+    store: &Store,
+    cluster: Option<&Arc<Cluster>>,
+    org: Option<&str>,
+    sub: &str,
+    day: &str,
+    except: (&str, i64),
+) -> Result<(i64, i64), crate::store::StoreError> {
+    if let Some(c) = cluster {
+        match c.used_ms(store, org, sub, day, except).await {
+            Ok(used) => return Ok(used),
+            Err(UsedError::Store(e)) => return Err(e),
+            Err(UsedError::Redis(e)) => {
+                warn!(error = %e, "cannot read the day's minutes from Redis; reading the store")
+            }
+        }
+    }
+    store.used_ms(org, sub, day, except).await
 }
 
 /// A live call's daily allowances, in ms (`None`: unlimited).
@@ -233,6 +294,8 @@ pub struct LimitWatch {
     pub part_ms: i64,
     /// The limits of an org that has none of its own.
     pub defaults: OrgLimits,
+    /// Several nodes: where the org's minutes of the day are counted.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl LimitWatch {
@@ -278,10 +341,15 @@ impl LimitWatch {
         }
         let day = day_of(now);
         let mine = now - self.part_ms.max(day_start_ms(now));
-        let (org_used, sub_used) = self
-            .store
-            .used_ms(org, &self.owner.sub, &day, (&self.call_id, self.part_ms))
-            .await?;
+        let (org_used, sub_used) = used_ms(
+            &self.store,
+            self.cluster.as_ref(),
+            org,
+            &self.owner.sub,
+            &day,
+            (&self.call_id, self.part_ms),
+        )
+        .await?;
         Ok([
             (allowance.org_ms, org_used, LimitKind::DailyMinutes),
             (allowance.sub_ms, sub_used, LimitKind::SubjectDailyMinutes),

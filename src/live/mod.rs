@@ -44,6 +44,15 @@ const FLUSH_BEFORE_RELEASE: Duration = Duration::from_secs(5);
 #[error("redis: {0}")]
 pub struct LiveError(#[from] redis::RedisError);
 
+/// Why a day's minutes could not be read from Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum UsedError {
+    #[error(transparent)]
+    Redis(#[from] LiveError),
+    #[error(transparent)]
+    Store(crate::store::StoreError),
+}
+
 /// Why a call could not be claimed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -73,6 +82,9 @@ pub struct Cluster {
     renew: Script,
     release: Script,
     live: Script,
+    used_add: Script,
+    used_read: Script,
+    used_seed: Script,
     pub(crate) bus: bus::Bus,
     /// Ends the bus and the renewals (after the node's calls are done, at shutdown).
     stop: CancellationToken,
@@ -84,6 +96,17 @@ fn lease_key(call: &str) -> String {
 fn org_set(org: &str) -> String {
     format!("voxwire:live:org:{org}")
 }
+/// An org's call time on a UTC day (see [`scripts::USED_ADD`]).
+fn used_hash(org: &str, day: &str) -> String {
+    format!("voxwire:used:{day}:{org}")
+}
+/// One call stretch's field in it.
+fn stretch_field(call_id: &str, part_ms: i64) -> String {
+    format!("c:{call_id}:{part_ms}")
+}
+/// How long a day's hash is kept: the day and the next (a call across midnight counts on both).
+const USED_KEEP_SECS: u64 = 2 * 86_400;
+
 fn sub_set(org: &str, sub: &str) -> String {
     format!("voxwire:live:sub:{org}:{sub}")
 }
@@ -113,6 +136,9 @@ impl Cluster {
             renew: Script::new(scripts::RENEW),
             release: Script::new(scripts::RELEASE),
             live: Script::new(scripts::LIVE),
+            used_add: Script::new(scripts::USED_ADD),
+            used_read: Script::new(scripts::USED_READ),
+            used_seed: Script::new(scripts::USED_SEED),
             bus: bus::Bus::new(&settings.node_id),
             stop: CancellationToken::new(),
         }))
@@ -272,6 +298,68 @@ impl Cluster {
             .collect();
         live.sort_by(|a, b| (a.started_at, &a.call_id).cmp(&(b.started_at, &b.call_id)));
         Ok(live)
+    }
+
+    /// Sets how much of `day` call stretch (`call_id`, `part_ms`) of `sub` of `org` has
+    /// lasted so far, in the org's counter of the day.
+    pub async fn add_used(
+        &self,
+        org: &str,
+        sub: &str,
+        day: &str,
+        stretch: (&str, i64),
+        ms: i64,
+    ) -> Result<(), LiveError> {
+        self.used_add
+            .key(used_hash(org, day))
+            .arg(stretch_field(stretch.0, stretch.1))
+            .arg(sub)
+            .arg(ms)
+            .arg(USED_KEEP_SECS)
+            .invoke_async::<i64>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The ms of calls of `org` and of `sub` in it on `day`, on every node, without stretch
+    /// `except` (`("", -1)`: none), from the org's counter of the day; the counter is made from
+    /// the store when Redis has none (the first read of the day, or after Redis lost it).
+    pub async fn used_ms(
+        &self,
+        store: &crate::store::Store,
+        org: Option<&str>,
+        sub: &str,
+        day: &str,
+        except: (&str, i64),
+    ) -> Result<(i64, i64), UsedError> {
+        let key = used_hash(org_key(org), day);
+        let field = stretch_field(except.0, except.1);
+        for _ in 0..2 {
+            let (o, s): (i64, i64) = self
+                .used_read
+                .key(&key)
+                .arg(&field)
+                .arg(sub)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| UsedError::Redis(e.into()))?;
+            if o >= 0 {
+                return Ok((o, s));
+            }
+            let rows = store.day_calls(org, day).await.map_err(UsedError::Store)?;
+            let mut seed = self.used_seed.key(&key);
+            seed.arg(USED_KEEP_SECS);
+            for (call_id, part_ms, sub, ms) in &rows {
+                seed.arg(stretch_field(call_id, *part_ms)).arg(sub).arg(ms);
+            }
+            seed.invoke_async::<i64>(&mut self.conn())
+                .await
+                .map_err(|e| UsedError::Redis(e.into()))?;
+        }
+        Err(UsedError::Redis(LiveError(redis::RedisError::from((
+            redis::ErrorKind::ResponseError,
+            "the day's counter vanished as it was made",
+        )))))
     }
 
     /// Whether `sub` of `org` has a live call on any node.

@@ -92,3 +92,48 @@ for _, id in ipairs(ids) do
 end
 return out
 "#;
+
+/// Today's call time of an org, kept per day in one hash `used:{day}:{org}`: a field per call
+/// stretch (`c:{call}:{start}`, its ms that day), per subject (`s:{sub}`) and `_total`. Values
+/// are absolute, so writing one again counts nothing twice.
+///
+/// Raises one stretch's ms. KEYS: the hash. ARGV: stretch field, sub, ms, seconds to keep the
+/// hash. Does nothing while the hash does not exist (it is seeded from the store first).
+pub const USED_ADD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local v = tonumber(ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if v > old then
+  redis.call('HSET', KEYS[1], ARGV[1], v)
+  redis.call('HINCRBY', KEYS[1], '_total', v - old)
+  redis.call('HINCRBY', KEYS[1], 's:' .. ARGV[2], v - old)
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"#;
+
+/// Reads the org's and the subject's ms of the day without one stretch's own. KEYS: the hash.
+/// ARGV: stretch field (or ''), sub. Returns `{org ms, sub ms}`, or `{-1, -1}` when the hash
+/// does not exist.
+pub const USED_READ: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1} end
+local own = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local total = tonumber(redis.call('HGET', KEYS[1], '_total') or '0')
+local sub = tonumber(redis.call('HGET', KEYS[1], 's:' .. ARGV[2]) or '0')
+return {total - own, sub - own}
+"#;
+
+/// Seeds the hash from the store, unless it exists. KEYS: the hash. ARGV: seconds to keep it,
+/// then per stretch its field, sub and ms.
+pub const USED_SEED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], '_total', 0)
+for i = 2, #ARGV, 3 do
+  local v = tonumber(ARGV[i + 2])
+  redis.call('HSET', KEYS[1], ARGV[i], v)
+  redis.call('HINCRBY', KEYS[1], '_total', v)
+  redis.call('HINCRBY', KEYS[1], 's:' .. ARGV[i + 1], v)
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"#;

@@ -79,6 +79,15 @@ impl MemoryStore {
         })
     }
 
+    pub(crate) fn day_calls(&self, org: &str, day: &str) -> Vec<(String, i64, String, i64)> {
+        let t = self.tables();
+        t.usage
+            .values()
+            .filter(|r| r.org == org && r.day == day && r.metric == CALL_MS)
+            .map(|r| (r.call_id.clone(), r.part_ms, r.sub.clone(), r.value))
+            .collect()
+    }
+
     pub(crate) fn usage_report(
         &self,
         org: &str,

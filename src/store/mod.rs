@@ -461,6 +461,22 @@ impl Store {
         }
     }
 
+    /// The call time of each stretch of `org`'s calls on `day` (`YYYY-MM-DD`): (call id,
+    /// stretch start, sub, ms).
+    pub async fn day_calls(
+        &self,
+        org: Option<&str>,
+        day: &str,
+    ) -> Result<Vec<(String, i64, String, i64)>, StoreError> {
+        let op = StoreError::query("reading an org's minutes");
+        let org = org_key(org);
+        match &self.backend {
+            Backend::Sqlite(s) => usage::day_calls(&s.pool, org, day).await.map_err(op),
+            Backend::Postgres(p) => usage::day_calls(&p.pool, org, day).await.map_err(op),
+            Backend::Memory(m) => Ok(m.day_calls(org, day)),
+        }
+    }
+
     /// The usage of `org` on the UTC days `from_day..=to_day` (`YYYY-MM-DD`), by `group`.
     pub async fn usage_report(
         &self,

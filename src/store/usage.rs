@@ -227,6 +227,30 @@ where
     .await
 }
 
+/// The call time of each stretch of `org`'s calls on `day`: (call id, stretch start, sub, ms).
+pub(crate) async fn day_calls<DB>(
+    db: &Pool<DB>,
+    org: &str,
+    day: &str,
+) -> Result<Vec<(String, i64, String, i64)>, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, i64, String, i64): sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query_as(
+        "SELECT call_id, part_ms, sub, value FROM call_usage \
+         WHERE org = $1 AND day = $2 AND metric = $3",
+    )
+    .bind(org)
+    .bind(day)
+    .bind(CALL_MS)
+    .fetch_all(db)
+    .await
+}
+
 /// The usage of `org` on the days `from_day..=to_day`, by `group`.
 pub(crate) async fn report<DB>(
     db: &Pool<DB>,
