@@ -12,11 +12,12 @@
 #![allow(unsafe_code)]
 
 mod attention;
+mod quantize;
 
 use std::arch::x86_64::*;
 
 use super::blocks::{BlockFormat, BLOCK};
-use super::q8::{Q8Quad, Q8Slice};
+use super::q8::{Q8Activations, Q8Quad, Q8Slice};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,12 @@ impl Avx2 {
             // SAFETY: as above.
             BlockFormat::Q8_0 => unsafe { dot_q8_0_q8_x4(row, x) },
         }
+    }
+
+    /// `x` quantized to 8 bits per block of 32, exactly as [`Q8Activations::quantize`].
+    pub fn quantize(self, x: &[f32]) -> Q8Activations {
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`detect`).
+        unsafe { quantize::quantize(x) }
     }
 
     /// Decodes a row of blocks into `out` (`out.len()` weights, a multiple of 32).
