@@ -1,6 +1,7 @@
 //! Per-session attention cache: K and V of every processed position, per layer, in
 //! buffers that grow in chunks and can be truncated (a changed history keeps its prefix).
-//! The candle forward pass keeps them as tensors, the packed one as plain rows of floats.
+//! The candle forward pass keeps them as tensors, the packed one as plain floats, head by
+//! head.
 
 use candle_core::Tensor;
 

@@ -9,8 +9,9 @@
 //! attention run in f32 as candle computes them. Logits stay within about 1% of the f32
 //! path's, so greedy replies agree with it until two tokens are near a tie. Each token is
 //! quantized on its own, so a token gives the same result in a prompt as alone. Work runs on
-//! the model's own threads ([`Pool`]): matrix rows and attention heads are split among
-//! them. Tensors in formats the kernels do not read are expanded to f32 at load.
+//! the model's own threads ([`Pool`]): matrix rows, in runs of up to 128 KB of weights, and
+//! attention's KV heads (each with the query heads that share it) are split among them.
+//! Tensors in formats the kernels do not read are expanded to f32 at load.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
