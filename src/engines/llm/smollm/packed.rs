@@ -9,14 +9,15 @@
 //! attention run in f32 as candle computes them. Logits stay within about 1% of the f32
 //! path's, so greedy replies agree with it until two tokens are near a tie. Each token is
 //! quantized on its own, so a token gives the same result in a prompt as alone. Work runs on
-//! the model's own threads ([`Pool`]): matrix rows and attention heads are split among
-//! them. Tensors in formats the kernels do not read are expanded to f32 at load.
+//! the model's own threads ([`Pool`]): matrix rows, in runs of up to 128 KB of weights, and
+//! attention's KV heads (each with the query heads that share it) are split among them.
+//! Tensors in formats the kernels do not read are expanded to f32 at load.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::config::{self, Dims, ModelConfig};
-use super::kv_cache::KvCache;
+use super::kv_cache::{HeadsView, KvCache};
 use super::pool::Pool;
 use super::quant::{BlockFormat, Kernels, QMatrix, BLOCK};
 use super::tensors::{guarded, TensorTable};
@@ -185,7 +186,7 @@ impl PackedWeights {
 
     /// An empty cache shaped for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new_rows(self.cfg.n_layer, self.cfg.kv_width())
+        KvCache::new_heads(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim)
     }
 
     /// Runs `ids` at positions `cache.len()..`, appends their K/V to the cache and returns
@@ -247,8 +248,8 @@ impl PackedWeights {
                 );
                 vn[t * kvw..(t + 1) * kvw].copy_from_slice(&row[hidden + kvw..]);
             }
-            let (kc, vc) = cache.append_rows(li, &kn, &vn)?;
-            attention(k, &self.pool, cfg, &q, kc, vc, pos, seq, &mut y);
+            let kv = cache.append_heads(li, &kn, &vn)?;
+            attention(k, &self.pool, cfg, &q, &kv, pos, &mut y);
             layer.wo.matmul(k, &self.pool, &y, seq, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             rms_norm(&x, &layer.ffn_norm, eps, &mut h);
@@ -302,47 +303,32 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Causal attention of `seq` queries at positions `pos..` (`q`: `[seq, hidden]`, already
-/// scaled) over the cached keys and values (`[positions, kv_width]`), into `y`
-/// (`[seq, hidden]`). Heads run in parallel; query heads share KV heads in order.
-#[allow(clippy::too_many_arguments)]
+/// Causal attention of the queries at positions `pos..` (`q`: `[seq, hidden]`, already
+/// scaled) over the cached keys and values (head by head), into `y` (`[seq, hidden]`). Each
+/// token's KV heads run in parallel, each with the query heads that share it.
 fn attention(
     k: Kernels,
     pool: &Pool,
     cfg: &ModelConfig,
     q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
+    kv: &HeadsView,
     pos: usize,
-    seq: usize,
     y: &mut [f32],
 ) {
-    let (hd, hidden, kvw) = (cfg.head_dim, cfg.hidden, cfg.kv_width());
-    let n_rep = cfg.n_head / cfg.n_kv_head;
-    let mut per_head = vec![0f32; cfg.n_head * seq * hd];
-    pool.for_chunks_mut(&mut per_head, seq * hd, |head, out| {
-        let g = head / n_rep;
-        let mut p = vec![0f32; pos + seq];
-        for t in 0..seq {
-            let qt = &q[t * hidden + head * hd..][..hd];
-            let n = pos + t + 1;
-            let p = &mut p[..n];
-            for (j, s) in p.iter_mut().enumerate() {
-                *s = k.dot(qt, &kc[j * kvw + g * hd..][..hd]);
-            }
-            softmax(p);
-            let o = &mut out[t * hd..(t + 1) * hd];
-            o.fill(0.0);
-            for (j, &pj) in p.iter().enumerate() {
-                k.axpy(pj, &vc[j * kvw + g * hd..][..hd], o);
-            }
-        }
+    let hd = cfg.head_dim;
+    let (n_rep, groups) = (cfg.n_head / cfg.n_kv_head, cfg.n_kv_head);
+    // One task per token and KV head: the query heads that share it, whose outputs are
+    // consecutive in `y` (`[token, head, head_dim]`).
+    pool.for_chunks_mut(y, n_rep * hd, |i, out| {
+        let (t, g) = (i / groups, i % groups);
+        let n = pos + t + 1;
+        let mut p = vec![0f32; n_rep * n];
+        let qt = &q[i * n_rep * hd..(i + 1) * n_rep * hd];
+        let at = g * kv.head_stride;
+        k.scores(qt, hd, &kv.k[at..], hd, &mut p);
+        p.chunks_exact_mut(n).for_each(softmax);
+        k.weighted_sum(&p, hd, &kv.v[at..], hd, out);
     });
-    for (head, rows) in per_head.chunks_exact(seq * hd).enumerate() {
-        for (t, r) in rows.chunks_exact(hd).enumerate() {
-            y[t * hidden + head * hd..][..hd].copy_from_slice(r);
-        }
-    }
 }
 
 /// Softmax in place, as candle's `softmax_last_dim`: subtract the maximum, exponentiate, sum

@@ -11,10 +11,13 @@
 
 #![allow(unsafe_code)]
 
+mod attention;
+mod quantize;
+
 use std::arch::x86_64::*;
 
 use super::blocks::{BlockFormat, BLOCK};
-use super::q8::{Q8Quad, Q8Slice};
+use super::q8::{Q8Activations, Q8Quad, Q8Slice};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +57,12 @@ impl Avx2 {
         }
     }
 
+    /// `x` quantized to 8 bits per block of 32, exactly as [`Q8Activations::quantize`].
+    pub fn quantize(self, x: &[f32]) -> Q8Activations {
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`detect`).
+        unsafe { quantize::quantize(x) }
+    }
+
     /// Decodes a row of blocks into `out` (`out.len()` weights, a multiple of 32).
     pub fn decode_row(self, format: BlockFormat, row: &[u8], out: &mut [f32]) {
         let blocks = out.len() / BLOCK;
@@ -74,10 +83,32 @@ impl Avx2 {
     }
 
     /// `y += a * x` over the shorter of the two.
+    #[cfg(test)]
     pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
         // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`detect`).
         unsafe { axpy_f32(a, &x[..n], &mut y[..n]) }
+    }
+
+    /// Attention scores of heads sharing their keys: `out[h * n + j] = q_h · key_j`, each
+    /// exactly [`Avx2::dot`]'s result (see [`Kernels::scores`](super::Kernels::scores)).
+    pub fn scores(self, q: &[f32], hd: usize, keys: &[f32], stride: usize, out: &mut [f32]) {
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`detect`).
+        unsafe { attention::scores(q, hd, keys, stride, out) }
+    }
+
+    /// Weighted sums of values for heads sharing them, each exactly [`Avx2::axpy`] for each
+    /// position in order into zeros (see [`Kernels::weighted_sum`](super::Kernels::weighted_sum)).
+    pub fn weighted_sum(
+        self,
+        p: &[f32],
+        hd: usize,
+        values: &[f32],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`detect`).
+        unsafe { attention::weighted_sum(p, hd, values, stride, out) }
     }
 
     /// `out[t][r] = w[r] · x[t]` for a panel of 4 weight rows and one of 3 tokens, both
@@ -388,6 +419,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     hsum(_mm256_add_ps(acc[0], acc[1])) + tail
 }
 
+#[cfg(test)]
 #[target_feature(enable = "avx2,fma")]
 fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
     let av = _mm256_set1_ps(a);

@@ -74,6 +74,15 @@ impl Kernels {
         }
     }
 
+    /// `x` quantized to 8 bits per block of 32 ([`Q8Activations::quantize`]).
+    pub fn quantize(self, x: &[f32]) -> Q8Activations {
+        match self {
+            Kernels::Portable => Q8Activations::quantize(x),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(k) => k.quantize(x),
+        }
+    }
+
     pub fn decode_row(self, format: BlockFormat, row: &[u8], out: &mut [f32]) {
         match self {
             Kernels::Portable => blocks::decode_row(format, row, out),
@@ -92,11 +101,57 @@ impl Kernels {
     }
 
     /// `y += a * x`.
+    #[cfg(test)]
     pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         match self {
             Kernels::Portable => blocks::axpy(a, x, y),
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2(k) => k.axpy(a, x, y),
+        }
+    }
+
+    /// Attention scores of query heads that share their keys: `out[h * n + j] = q_h · key_j`
+    /// for the heads `q_h = q[h * hd..(h + 1) * hd]` and the keys `key_j =
+    /// keys[j * stride..][..hd]` (`n` keys: `out.len()` over the heads), each exactly
+    /// [`Kernels::dot`]'s result.
+    pub fn scores(self, q: &[f32], hd: usize, keys: &[f32], stride: usize, out: &mut [f32]) {
+        match self {
+            Kernels::Portable => {
+                let n = out.len() / (q.len() / hd).max(1);
+                for (o, qh) in out.chunks_exact_mut(n.max(1)).zip(q.chunks_exact(hd)) {
+                    for (j, o) in o.iter_mut().enumerate() {
+                        *o = blocks::dot(qh, &keys[j * stride..j * stride + hd]);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(k) => k.scores(q, hd, keys, stride, out),
+        }
+    }
+
+    /// Attention's weighted sums of values, for heads that share them: `out[h * hd..][..hd]
+    /// = Σ_j p[h * n + j] * values[j * stride..][..hd]` (`p` holds `n` weights per head),
+    /// exactly as `Kernels::axpy` (`y += a * x`) for each `j` in order into zeros.
+    pub fn weighted_sum(
+        self,
+        p: &[f32],
+        hd: usize,
+        values: &[f32],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        match self {
+            Kernels::Portable => {
+                out.fill(0.0);
+                let n = p.len() / (out.len() / hd).max(1);
+                for (o, ph) in out.chunks_exact_mut(hd).zip(p.chunks_exact(n.max(1))) {
+                    for (j, &pj) in ph.iter().enumerate() {
+                        blocks::axpy(pj, &values[j * stride..j * stride + hd], o);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2(k) => k.weighted_sum(p, hd, values, stride, out),
         }
     }
 
@@ -255,13 +310,19 @@ impl QMatrix {
         }
     }
 
-    /// Rows per task handed to the pool: about 16 KB of weights, whole groups of 4.
-    fn rows_per_task(&self) -> usize {
+    /// Rows per task handed to the pool, whole groups of 4: about a `2 * threads`-th of the
+    /// matrix, from [`MIN_TASK_BYTES`] to [`MAX_TASK_BYTES`] of weights. Long runs of rows
+    /// stream from memory faster than short ones (the CPU's prefetcher follows them); enough
+    /// tasks are left for a thread that the OS pre-empts to delay only a small share.
+    fn rows_per_task(&self, threads: usize) -> usize {
         let row_bytes = match &self.data {
             Data::Blocks(format, _) => self.cols / BLOCK * format.block_bytes(),
             Data::F32(_) => self.cols * 4,
-        };
-        ((16 * 1024 / row_bytes.max(1)).max(4) / TILE_ROWS) * TILE_ROWS
+        }
+        .max(1);
+        let bytes =
+            (row_bytes * self.rows / (2 * threads.max(1))).clamp(MIN_TASK_BYTES, MAX_TASK_BYTES);
+        ((bytes / row_bytes).max(4) / TILE_ROWS) * TILE_ROWS
     }
 
     /// `out[t * rows + r] = W[r] · x[t * cols..(t + 1) * cols]` for the `seq` rows of `x`,
@@ -272,7 +333,7 @@ impl QMatrix {
     pub fn matmul(&self, k: Kernels, pool: &Pool, x: &[f32], seq: usize, out: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         assert!(x.len() == seq * cols && out.len() == seq * rows);
-        let per_task = self.rows_per_task();
+        let per_task = self.rows_per_task(pool.threads());
         // `[row][token]` results, transposed at the end, when there are several tokens.
         let mut by_row = if seq == 1 {
             Vec::new()
@@ -284,7 +345,7 @@ impl QMatrix {
                 let format = *format;
                 let row_bytes = cols / BLOCK * format.block_bytes();
                 let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
-                let xq = Q8Activations::quantize(x);
+                let xq = k.quantize(x);
                 if seq == 1 {
                     let x1 = xq.slice();
                     pool.for_chunks_mut(out, per_task, |p, o| {
@@ -356,6 +417,12 @@ impl QMatrix {
         }
     }
 }
+
+/// Bytes of weights per task handed to the pool, at least and at most (see
+/// [`QMatrix::rows_per_task`]). On a 2-core machine, 128 KB tasks rather than 16 KB ones
+/// took one generated token from about 8.5 to 7 ms.
+const MIN_TASK_BYTES: usize = 16 * 1024;
+const MAX_TASK_BYTES: usize = 128 * 1024;
 
 /// Rows and tokens of one tile of the prompt kernel.
 const TILE_ROWS: usize = 4;
@@ -441,6 +508,48 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Attention's kernels on every kernel set: each score is the kernel set's dot product
+    /// and each weighted sum its repeated `axpy`, bit for bit, for odd sizes and strides.
+    #[test]
+    fn attention_kernels_match_their_per_position_form() {
+        let mut rng = Rng(5);
+        for k in all_kernels() {
+            for (hd, heads, stride, n) in [
+                (8, 1, 8, 5),
+                (12, 3, 20, 7),
+                (64, 3, 64, 37),
+                (80, 2, 90, 4),
+            ] {
+                let q = rng.floats(heads * hd);
+                let keys = rng.floats(n * stride + hd);
+                let key = |j: usize| &keys[j * stride..j * stride + hd];
+                let mut s = vec![f32::NAN; heads * n];
+                k.scores(&q, hd, &keys, stride, &mut s);
+                let p = rng.floats(heads * n);
+                let mut o = vec![f32::NAN; heads * hd];
+                k.weighted_sum(&p, hd, &keys, stride, &mut o);
+                for h in 0..heads {
+                    let mut want = vec![0f32; hd];
+                    for j in 0..n {
+                        let d = k.dot(&q[h * hd..(h + 1) * hd], key(j));
+                        assert_eq!(
+                            s[h * n + j].to_bits(),
+                            d.to_bits(),
+                            "{} {hd} {h} {j}",
+                            k.name()
+                        );
+                        k.axpy(p[h * n + j], key(j), &mut want);
+                    }
+                    let got = &o[h * hd..(h + 1) * hd];
+                    assert!(got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()));
                 }
             }
         }
