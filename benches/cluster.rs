@@ -12,7 +12,6 @@
 //! (default: 60 calls of 3 turns, 100 ms chunks). Needs Debian's `postgresql`,
 //! `redis-server` and `haproxy` (`scripts/setup` installs them).
 
-#[allow(dead_code)]
 #[path = "../tests/cluster_common/mod.rs"]
 mod cluster_common;
 
