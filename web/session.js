@@ -143,20 +143,28 @@ export class Session extends EventTarget {
       case "call_started":
         this.onCallStarted(msg);
         break;
-      case "call_ended":
+      case "call_ended": {
         this.live = false;
         this.starting = false;
         this.flushEndWaiters();
         this.transcript.settle(this.group);
-        if (msg.reason !== "client_ended") {
-          this.wantCall = false;
-          const why = msg.reason === "max_duration" ? "it reached its time limit" : "the server is stopping";
-          this.notice(`The call ended: ${why}.`, "warn");
+        // The server stops (or another node holds the call now) and closes the socket with
+        // 1001: the page reconnects and resumes the call where it goes on.
+        const goesOn = msg.reason === "server_shutdown" || msg.reason === "moved";
+        if (goesOn && this.wantCall) {
+          this.transcript.note("The server handed the call on: resuming…");
+        } else {
+          if (msg.reason !== "client_ended") {
+            this.wantCall = false;
+            const why = msg.reason === "max_duration" ? "it reached its time limit" : "the server ended it";
+            this.notice(`The call ended: ${why}.`, "warn");
+          }
+          this.transcript.note(`Call ended after ${msg.turns} turn${msg.turns === 1 ? "" : "s"}`);
+          this.requestStart(); // a new call asked for while this one was ending
         }
-        this.transcript.note(`Call ended after ${msg.turns} turn${msg.turns === 1 ? "" : "s"}`);
-        this.requestStart(); // a new call asked for while this one was ending
         this.changed();
         break;
+      }
       case "speech_started":
         this.transcript.callerListening(this.group, msg.item_id);
         break;
