@@ -102,6 +102,7 @@ fn request() -> ChatRequest {
         json: false,
         tokens: None,
         tools: None,
+        first_words: None,
     }
 }
 

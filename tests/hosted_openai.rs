@@ -30,6 +30,7 @@ fn request(text: &str) -> ChatRequest {
         json: false,
         tokens: None,
         tools: None,
+        first_words: None,
     }
 }
 

@@ -62,6 +62,7 @@ async fn the_openai_engine_sends_tools_and_puts_streamed_calls_together() {
         json: false,
         tokens: None,
         tools: Some(offer.clone()),
+        first_words: None,
     };
     let mut s = llm.stream(request.clone(), CancellationToken::new());
     let mut text = String::new();

@@ -246,6 +246,7 @@ impl Call {
             json: false,
             tokens: None,
             tools: None,
+            first_words: None,
         };
         tokio::spawn(self.engines.llm.warm_up(warm, self.cancel.clone()));
         if let Some(greeting) = greeting {

@@ -22,6 +22,7 @@ use tracing::warn;
 use crate::agents::Agent;
 use crate::audio::resample::StreamResampler;
 use crate::audio::ENGINE_RATE;
+use crate::engines::cpu::{self, FirstWords, Urgent};
 use crate::engines::llm::{
     ChatMessage, ChatRequest, Role, TokenCount, TokenTap, ToolCall, ToolDef, ToolOffer,
 };
@@ -162,18 +163,14 @@ pub async fn run_turn(req: TurnRequest, cancel: CancellationToken, sink: TurnSin
 
 async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     let mut timings = TurnTimings::default();
+    // Until its first audio the turn is what a caller waits for: work that can wait steps
+    // aside (dropped on any way out before that).
+    let urgent = cpu::gate().begin();
     let input = std::mem::replace(&mut req.input, TurnInput::FlowSilence);
     let (user_text, said) = match input {
         TurnInput::Say(text) => {
-            return say(
-                &req.engines,
-                req.agent.voice.clone(),
-                &cancel,
-                &sink,
-                text,
-                req.anchor,
-            )
-            .await
+            let with = (req.engines.clone(), req.agent.voice.clone(), req.anchor);
+            return say(with, &cancel, &sink, text, urgent).await;
         }
         TurnInput::Voice(rx) => return voice(&req.engines, &cancel, &sink, rx).await,
         TurnInput::FlowStart { notice } => {
@@ -185,14 +182,14 @@ async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
                 step.say = format!("{n} {}", step.say).trim().to_string();
             }
             let (with, report, text) = step_of(&req, step);
-            return speak_step(with, report, text, &cancel, &sink).await;
+            return speak_step(with, report, text, &cancel, &sink, urgent).await;
         }
         TurnInput::FlowSilence => {
             let Some(step) = flow_step(&req.flow, Some(FlowInput::Silence)) else {
                 return;
             };
             let (with, report, text) = step_of(&req, step);
-            return speak_step(with, report, text, &cancel, &sink).await;
+            return speak_step(with, report, text, &cancel, &sink, urgent).await;
         }
         TurnInput::Keys(entry) => (crate::call::keys::turn_text(&entry), FlowInput::Keys(entry)),
         TurnInput::Text(t) => (t.clone(), FlowInput::Said(t)),
@@ -233,7 +230,7 @@ async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     if let Some(step) = flow_step(&req.flow, Some(said)) {
         let Then::Answer { prompt } = &step.then else {
             let (with, report, text) = step_of(&req, step);
-            return speak_step(with, report, text, &cancel, &sink).await;
+            return speak_step(with, report, text, &cancel, &sink, urgent).await;
         };
         if !prompt.is_empty() {
             system = format!("{system}\n\n{prompt}");
@@ -246,6 +243,7 @@ async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
     let mut messages = req.history;
     messages.push(ChatMessage::new(Role::User, user_text));
     let tap = TokenTap::default();
+    let first_words = FirstWords::default();
     let request = ChatRequest {
         session_id: req.session_id.clone(),
         system,
@@ -255,6 +253,7 @@ async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         json: false,
         tokens: Some(tap.clone()),
         tools: None,
+        first_words: Some(first_words.clone()),
     };
     let (sentence_tx, sentence_rx) = mpsc::channel::<Piece>(32);
     let anchor = req.anchor;
@@ -264,15 +263,15 @@ async fn run(mut req: TurnRequest, cancel: CancellationToken, sink: TurnSink) {
         cancel: &cancel,
         sink: &sink,
         anchor,
+        first_words: first_words.clone(),
     };
     let llm = writer.write(request, sentence_tx, req.live, &tap);
     let tts = speak_reply(
-        &req.engines,
-        req.agent.voice.clone(),
+        (&req.engines, req.agent.voice.clone(), anchor),
         &cancel,
         &sink,
         sentence_rx,
-        anchor,
+        Some(urgent),
     );
     let (llm, tts) = tokio::join!(llm, tts);
     let outcome =
@@ -327,11 +326,12 @@ async fn speak_step(
     text: String,
     cancel: &CancellationToken,
     sink: &TurnSink,
+    urgent: Urgent,
 ) {
     if !sink.send(TurnEvent::Flow(report)).await {
         return;
     }
-    say(&engines, voice, cancel, sink, text, anchor).await
+    say((engines, voice, anchor), cancel, sink, text, urgent).await
 }
 
 /// What [`speak_step`] needs of the request, taken before it is awaited.
@@ -376,12 +376,11 @@ async fn transcribe(
 
 /// Speaks fixed text as a reply.
 async fn say(
-    engines: &Engines,
-    voice: Option<String>,
+    (engines, voice, anchor): (Engines, Option<String>, Instant),
     cancel: &CancellationToken,
     sink: &TurnSink,
     text: String,
-    anchor: Instant,
+    urgent: Urgent,
 ) {
     if !sink.send(TurnEvent::Delta(text.clone())).await {
         return;
@@ -393,7 +392,7 @@ async fn say(
         let _ = tx.send(Piece::new(sentence, i + 1 < count)).await;
     }
     drop(tx);
-    match speak_reply(engines, voice, cancel, sink, rx, anchor).await {
+    match speak_reply((&engines, voice, anchor), cancel, sink, rx, Some(urgent)).await {
         Ok(first_audio) => {
             let timings = TurnTimings {
                 tts_first_audio_ms: first_audio,
@@ -515,6 +514,8 @@ struct Writer<'a> {
     cancel: &'a CancellationToken,
     sink: &'a TurnSink,
     anchor: Instant,
+    /// Marked written once the reply's first piece goes to the voice.
+    first_words: FirstWords,
 }
 
 impl Writer<'_> {
@@ -639,27 +640,45 @@ impl Writer<'_> {
                 if sentences.send(Piece::new(sentence, true)).await.is_err() {
                     return Err(EngineError::Cancelled);
                 }
+                self.first_words.written();
             }
         }
         if let Some(rest) = splitter.finish() {
             let _ = sentences.send(Piece::new(rest, false)).await;
+            self.first_words.written();
         }
         Ok((reply.trim().to_string(), first_token))
     }
 }
 
-/// Speaks the pieces in order as they arrive; returns when the first audio was ready.
+/// Audio a later piece keeps in hand: it waits for other turns' first words only while the
+/// caller has more than this still to hear of the pieces before it.
+const LATER_PIECE_MARGIN: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Speaks the pieces in order as they arrive; returns when the first audio was ready. `urgent`
+/// is dropped at the first audio; later pieces let other turns' first words go first while
+/// the caller has enough audio in hand (see `engines::cpu`).
 async fn speak_reply(
-    engines: &Engines,
-    voice: Option<String>,
+    (engines, voice, anchor): (&Engines, Option<String>, Instant),
     cancel: &CancellationToken,
     sink: &TurnSink,
     mut sentences: mpsc::Receiver<Piece>,
-    anchor: Instant,
+    mut urgent: Option<Urgent>,
 ) -> Result<Option<f64>, EngineError> {
     let mut first_audio = None;
     let mut after_open = false;
+    // When the first audio went out, and how much audio has gone out since.
+    let mut playing: Option<(Instant, usize)> = None;
+    let rate = engines.tts.sample_rate().max(1) as f64;
     while let Some(piece) = sentences.recv().await {
+        if let Some((since, samples)) = playing {
+            let ahead = std::time::Duration::from_secs_f64(samples as f64 / rate)
+                .saturating_sub(since.elapsed());
+            let spare = ahead.saturating_sub(LATER_PIECE_MARGIN);
+            if !spare.is_zero() {
+                cpu::gate().quiet(spare.min(cpu::TAIL_PAUSE)).await;
+            }
+        }
         let tts = &*engines.tts;
         let mut audio = speak_piece(tts, &piece, after_open, voice.clone(), cancel.clone());
         after_open = piece.open;
@@ -670,6 +689,8 @@ async fn speak_reply(
                 continue;
             }
             first_audio.get_or_insert_with(|| ms_since(anchor));
+            drop(urgent.take());
+            playing.get_or_insert_with(|| (Instant::now(), 0)).1 += samples.len();
             if !sink
                 .send(TurnEvent::Audio {
                     samples,

@@ -5,6 +5,7 @@
 
 mod builder;
 pub mod chain;
+pub mod cpu;
 pub mod http;
 pub mod llm;
 pub mod onnx;

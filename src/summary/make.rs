@@ -174,6 +174,8 @@ fn request(session_id: &str, system: &str, user: String, max_tokens: usize) -> C
         json: false,
         tokens: None,
         tools: None,
+        // Nobody is waiting to hear it: it steps aside for turns like a reply's tail.
+        first_words: Some(crate::engines::cpu::FirstWords::background()),
     }
 }
 

@@ -18,14 +18,21 @@ use super::smollm::{
     self, ChatSession, GenerateParams, LoadOptions, SmolLm, StopReason, WeightFormat,
 };
 use super::{ChatRequest, LanguageModel, TokenCount};
+use crate::engines::cpu::{self, Seats};
 use crate::engines::pool::BlockingPool;
 use crate::engines::{EngineError, EngineInitError};
 
 pub struct SmolLmEngine {
     model: Arc<SmolLm>,
     sessions: Mutex<Sessions>,
+    /// Admits replies and warm-ups (more than compute at once: a tail waits parked here).
     pool: Arc<BlockingPool>,
+    /// Who computes: `concurrency` seats, first words before tails (see `engines::cpu`).
+    seats: Arc<Seats>,
 }
+
+/// Replies and warm-ups admitted beyond the compute seats, parked while others compute.
+const PARKED: usize = 3;
 
 struct Sessions {
     map: HashMap<String, (Arc<Mutex<ChatSession>>, u64)>,
@@ -112,9 +119,10 @@ impl SmolLmEngine {
             }),
             pool: Arc::new(BlockingPool::new(
                 "language model",
-                settings.concurrency,
+                settings.concurrency.max(1) + PARKED,
                 settings.max_waiting,
             )),
+            seats: Arc::new(Seats::new(settings.concurrency)),
         })
     }
 
@@ -132,12 +140,15 @@ impl LanguageModel for SmolLmEngine {
     fn warm_up(&self, request: ChatRequest, cancel: CancellationToken) -> BoxFuture<'static, ()> {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
         let messages = to_model_messages(request);
-        let pool = self.pool.clone();
+        let (pool, seats) = (self.pool.clone(), self.seats.clone());
         Box::pin(async move {
             let result = pool
                 .run(&cancel, move |cancelled| {
+                    // Nobody waits for a warm-up: it steps aside like a reply's tail.
+                    let turn = std::cell::RefCell::new(cpu::Turn::new(cpu::gate(), &seats, None));
+                    let step = || !turn.borrow_mut().step(cancelled);
                     lock(&session)
-                        .prefill(&messages, cancelled)
+                        .prefill(&messages, &step)
                         .map_err(to_engine_err)
                 })
                 .await;
@@ -156,6 +167,7 @@ impl LanguageModel for SmolLmEngine {
         let session = lock(&self.sessions).get(&self.model, &request.session_id);
         let (max_tokens, temperature) = (request.max_tokens, request.temperature);
         let (tap, engine) = (request.tokens.clone(), self.usage_label());
+        let first_words = request.first_words.clone().unwrap_or_default();
         let messages = to_model_messages(request);
         let params = GenerateParams {
             max_tokens: max_tokens.max(1),
@@ -163,14 +175,22 @@ impl LanguageModel for SmolLmEngine {
             ..GenerateParams::default()
         };
         let (tx, mut rx) = mpsc::channel::<Result<String, EngineError>>(64);
-        let pool = self.pool.clone();
+        let (pool, seats) = (self.pool.clone(), self.seats.clone());
         tokio::spawn(async move {
             let deltas = tx.clone();
             let result = pool
                 .run(&cancel, move |cancelled| {
                     let mut session = lock(&session);
+                    // Each model step first takes a compute seat; once the turn has its first
+                    // words, the tail steps aside for other turns' first words.
+                    let turn = std::cell::RefCell::new(cpu::Turn::new(
+                        cpu::gate(),
+                        &seats,
+                        Some(first_words),
+                    ));
+                    let step = || !turn.borrow_mut().step(cancelled);
                     session
-                        .generate(&messages, &params, cancelled, &mut |d| {
+                        .generate(&messages, &params, &step, &mut |d| {
                             deltas.blocking_send(Ok(d.to_string())).is_ok()
                         })
                         .map_err(to_engine_err)

@@ -114,6 +114,10 @@ pub struct ChatRequest {
     pub tokens: Option<TokenTap>,
     /// Tools the model may call, and where it leaves the calls it made.
     pub tools: Option<ToolOffer>,
+    /// Set by a turn: whether the reply's first words are still to be written. A local model
+    /// serves first words before other replies' tails (see `engines::cpu`); without it the
+    /// whole reply counts as first words.
+    pub first_words: Option<crate::engines::cpu::FirstWords>,
 }
 
 /// A tool as the model sees it: a function with a JSON Schema of its arguments.
