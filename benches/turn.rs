@@ -194,12 +194,12 @@ fn main() -> Result<(), SmartTurnError> {
     // silence alone.
     let runs = [
         (
-            "semantic, 200 ms pause",
-            settings(DetectionMode::Semantic, 200),
+            "semantic, 150 ms pause (default)",
+            settings(DetectionMode::Semantic, 150),
         ),
         (
-            "semantic, 150 ms pause",
-            settings(DetectionMode::Semantic, 150),
+            "semantic, 200 ms pause",
+            settings(DetectionMode::Semantic, 200),
         ),
         (
             "semantic, 100 ms pause",

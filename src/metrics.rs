@@ -352,6 +352,32 @@ impl Collector for ProcessCollector {
                 ConstCounter::new(n).encode(metric)?;
             }
         }
+        let gate = crate::engines::cpu::gate();
+        let urgent = ConstGauge::new(gate.urgent_turns() as i64);
+        let metric = encoder.encode_descriptor(
+            "urgent_turns",
+            "Turns on their way to their first audio now (work that can wait steps aside)",
+            None,
+            urgent.metric_type(),
+        )?;
+        urgent.encode(metric)?;
+        let (yields, waited) = gate.yielded();
+        let counter = ConstCounter::new(yields as u64);
+        let metric = encoder.encode_descriptor(
+            "first_words_yields",
+            "Times a reply's tail, a warm-up or a later piece stepped aside for urgent turns",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)?;
+        let counter = ConstCounter::new(waited.as_secs_f64());
+        let metric = encoder.encode_descriptor(
+            "first_words_yield",
+            "Time work spent stepping aside for urgent turns, in all",
+            Some(&Unit::Seconds),
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)?;
         if let Some(rss) = process::resident_bytes() {
             let gauge = ConstGauge::new(rss);
             let metric = encoder.encode_descriptor(

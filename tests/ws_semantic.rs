@@ -53,7 +53,7 @@ async fn semantic_call() -> (TestServer, Ws) {
     assert_eq!(started["type"], "call_started", "{started}");
     let td = &started["turn_detection"];
     assert_eq!(td["mode"], "semantic", "{started}");
-    assert_eq!(td["semantic_pause_ms"], 200, "{started}");
+    assert_eq!(td["semantic_pause_ms"], 150, "{started}");
     assert_eq!(td["semantic_max_silence_ms"], 2000, "{started}");
     (server, ws)
 }

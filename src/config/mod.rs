@@ -131,6 +131,11 @@ pub struct Config {
 
 /// `./web` when the server runs from a checkout, else the `web/` of the source tree it was built
 /// from.
+/// Threads per speech synthesis: two, or one on a single core.
+fn default_tts_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
 fn default_web_dir() -> PathBuf {
     let here = PathBuf::from("web");
     if here.join("index.html").is_file() {
@@ -450,7 +455,9 @@ impl Config {
             ort_lib: env.get("VOXWIRE_ORT_LIB").map(PathBuf::from),
             tts_voices: parse_voices(env)?,
             tts_sessions: parse_num(env, "VOXWIRE_TTS_SESSIONS", 1, 1, 64)?,
-            tts_threads: parse_num(env, "VOXWIRE_TTS_THREADS", 1, 1, 64)?,
+            // Two threads voice the first words in about half the time (`cargo bench --bench
+            // tts`), and work that can wait steps aside meanwhile (`engines::cpu`).
+            tts_threads: parse_num(env, "VOXWIRE_TTS_THREADS", default_tts_threads(), 1, 64)?,
             engine_queue: parse_num(env, "VOXWIRE_ENGINE_QUEUE", 32, 0, 100_000)?,
             detector_queue: parse_num(
                 env,

@@ -50,7 +50,7 @@ pub struct TurnSettings {
 
 impl TurnSettings {
     pub(super) fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let semantic_pause_ms = parse_num(env, "VOXWIRE_SEMANTIC_PAUSE_MS", 200, 50, 5000)?;
+        let semantic_pause_ms = parse_num(env, "VOXWIRE_SEMANTIC_PAUSE_MS", 150, 50, 5000)?;
         const MAX_SILENCE: &str = "VOXWIRE_SEMANTIC_MAX_SILENCE_MS";
         let semantic_max_silence_ms = parse_num(env, MAX_SILENCE, 2000, 100, 10_000)?;
         if semantic_max_silence_ms <= semantic_pause_ms {
@@ -72,7 +72,7 @@ impl TurnSettings {
                 semantic_pause_ms,
                 semantic_max_silence_ms,
             },
-            speculate_ms: parse_num(env, "VOXWIRE_SPECULATE_MS", 150, 0, 5000)?,
+            speculate_ms: parse_num(env, "VOXWIRE_SPECULATE_MS", 100, 0, 5000)?,
             partial_interval_ms: parse_num(env, "VOXWIRE_PARTIAL_INTERVAL_MS", 1000, 0, 60_000)?,
             echo_cancellation: !matches!(
                 env.get("VOXWIRE_ECHO_CANCELLATION")
