@@ -656,8 +656,8 @@ impl Writer<'_> {
 const LATER_PIECE_MARGIN: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// Speaks the pieces in order as they arrive; returns when the first audio was ready. `urgent`
-/// is dropped at the first audio; later pieces let other turns' first words go first while
-/// the caller has enough audio in hand (see `engines::cpu`).
+/// is dropped at the first audio; with a local voice, later pieces let other turns' first
+/// words go first while the caller has enough audio in hand (see `engines::cpu`).
 async fn speak_reply(
     (engines, voice, anchor): (&Engines, Option<String>, Instant),
     cancel: &CancellationToken,
@@ -670,8 +670,10 @@ async fn speak_reply(
     // When the first audio went out, and how much audio has gone out since.
     let mut playing: Option<(Instant, usize)> = None;
     let rate = engines.tts.sample_rate().max(1) as f64;
+    // Only a voice made on this machine's cores competes with other turns' first words.
+    let local = engines.tts.usage_label() == "local";
     while let Some(piece) = sentences.recv().await {
-        if let Some((since, samples)) = playing {
+        if let Some((since, samples)) = playing.filter(|_| local) {
             let ahead = std::time::Duration::from_secs_f64(samples as f64 / rate)
                 .saturating_sub(since.elapsed());
             let spare = ahead.saturating_sub(LATER_PIECE_MARGIN);

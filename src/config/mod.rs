@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(d.mode, crate::protocol::DetectionMode::Semantic);
         assert_eq!(
             (d.semantic_pause_ms, d.semantic_max_silence_ms),
-            (200, 2000)
+            (150, 2000)
         );
         let c = Config::from_env(&env(&[
             ("VOXWIRE_SEMANTIC_PAUSE_MS", "300"),

@@ -8,8 +8,8 @@
 //! does, work that can wait steps aside:
 //! - the local language model pauses the tail of a reply (once its first words are written,
 //!   see [`FirstWords`]) and its warm-up between tokens, at most [`TAIL_PAUSE`] per reply;
-//! - a reply's later pieces ask for their voice only once no turn is urgent, or when the
-//!   audio already made for the caller would otherwise run out (see [`quiet`]).
+//! - with a local voice, a reply's later pieces ask for it only once no turn is urgent, or when
+//!   the audio already made for the caller would otherwise run out (see [`Gate::quiet`]).
 //!
 //! Nothing waits without a bound, so a machine that is always busy still finishes every reply,
 //! only with less of the reordering.
