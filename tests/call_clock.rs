@@ -159,9 +159,10 @@ async fn a_turn_ends_after_the_configured_silence_and_its_timing_says_so() {
         _ => None,
     });
     // The fake recogniser names the length of what it was given. The reply was prepared
-    // speculatively from the pause (150 ms of silence, heard at the next chunk: 200 ms) and
-    // adopted when the turn ended, so its transcript covers the speech and those 200 ms.
-    assert_eq!(said, Some("audio of 1.2 seconds"), "{timings:?}");
+    // speculatively from the pause (100 ms of silence, heard at the end of the first silent
+    // chunk) and adopted when the turn ended, so its transcript covers the speech and those
+    // 100 ms.
+    assert_eq!(said, Some("audio of 1.1 seconds"), "{timings:?}");
 }
 
 #[tokio::test(start_paused = true)]

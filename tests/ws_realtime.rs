@@ -98,7 +98,7 @@ async fn a_spoken_turn_reports_speech_partials_items_and_latency() {
 async fn a_pause_shorter_than_the_silence_never_leaks_a_speculative_reply() {
     let server = start().await;
     let (mut ws, call_id) = server.call("alice", json!({})).await;
-    // 400 ms of quiet mid-sentence: long enough to start a speculative reply (150 ms), too
+    // 400 ms of quiet mid-sentence: long enough to start a speculative reply (100 ms), too
     // short to end the turn (500 ms).
     let audio = pcm(&[(900, 0.3), (400, 0.0), (1000, 0.3), (1000, 0.0)]);
     stream_paced(&mut ws, &audio, 100, Duration::from_millis(25)).await;
