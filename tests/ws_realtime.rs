@@ -108,13 +108,14 @@ async fn a_pause_shorter_than_the_silence_never_leaks_a_speculative_reply() {
         .filter(|t| t["is_final"] == true)
         .collect();
     assert_eq!(finals.len(), 1, "{frames:?}");
-    // The whole utterance (900 + 400 + 1000 + 250 ms), not its first part.
-    assert_eq!(finals[0]["text"], "audio of 2.5 seconds");
+    // The whole utterance (900 + 400 + 1000 ms, and the 100 ms of silence after which the
+    // reply was prepared), not its first part.
+    assert_eq!(finals[0]["text"], "audio of 2.4 seconds");
     assert_eq!(of_type(&frames, "speech_started").len(), 1);
     assert_eq!(frames.last().unwrap()["reason"], "completed");
     let h = history(&server, &call_id, "alice");
     assert_eq!(h.len(), 2, "{h:?}");
-    assert_eq!(h[0].1, "audio of 2.5 seconds");
+    assert_eq!(h[0].1, "audio of 2.4 seconds");
 }
 
 #[tokio::test]
@@ -159,7 +160,8 @@ async fn speech_over_a_reply_interrupts_it_and_history_keeps_what_was_played() {
         h[1],
         ("Assistant".into(), "You said: tell me a long".into())
     );
-    assert_eq!(h[2].1, "audio of 0.8 seconds");
+    // 600 ms of speech and the 100 ms of silence after which the reply was prepared.
+    assert_eq!(h[2].1, "audio of 0.7 seconds");
 
     // A late report that the client had in fact played nothing takes the reply out of history.
     send(
